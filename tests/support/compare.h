@@ -1,0 +1,41 @@
+#pragma once
+// Comparing tensors with references in tests. Values are compared in double precision so the
+// comparison itself adds no rounding; any dtype and any strides are accepted.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace otter::testing {
+
+// Largest |a - b| over all elements; shapes must match. NaN anywhere gives +infinity so a
+// broken kernel can never pass a tolerance check.
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  OTTER_CHECK(a.shape() == b.shape(), "max_abs_diff: shape mismatch ", a.describe(), " vs ", b.describe());
+  const Tensor x = a.to(DType::F64), y = b.to(DType::F64);
+  const double* px = x.data<double>();
+  const double* py = y.data<double>();
+  double m = 0.0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double d = std::abs(px[i] - py[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+// Largest |a| over all elements (0 for an empty tensor); NaN gives +infinity.
+inline double max_abs(const Tensor& a) {
+  const Tensor x = a.to(DType::F64);
+  const double* p = x.data<double>();
+  double m = 0.0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (std::isnan(p[i])) return std::numeric_limits<double>::infinity();
+    m = std::max(m, std::abs(p[i]));
+  }
+  return m;
+}
+
+}  // namespace otter::testing
