@@ -1,0 +1,92 @@
+#pragma once
+// The op interface every backend implements (CPU now, CUDA later). Models are written only
+// against this: they never touch oneDNN or intrinsics. Tensors are F32, contiguous, NCHW for
+// images and [B, N, C] for token sequences; ops return new tensors from the caching allocator.
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace otter {
+
+// Arithmetic used inside convolution, matmul and attention. Inputs and outputs stay F32;
+// BF16 rounds the operands to bfloat16 and accumulates in F32.
+enum class Precision { F32, BF16 };
+
+enum class Activation { SiLU, GeluErf, GeluTanh, QuickGelu };
+
+// A linear layer's weights, prepared once at load (the backend may reorder or convert them).
+struct LinearWeights {
+  Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
+  Tensor bias;    // [out] or undefined
+  std::shared_ptr<void> prepared;  // backend-private, built lazily on first use
+};
+
+struct Conv2dWeights {
+  Tensor weight;  // [out, in, kh, kw]
+  Tensor bias;    // [out] or undefined
+  int stride = 1;
+  // Zero padding per side; the VAE encoder's downsampler pads only bottom and right.
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  std::shared_ptr<void> prepared;
+};
+
+struct NormWeights {
+  Tensor gamma;  // [C]
+  Tensor beta;   // [C]
+  float eps = 1e-5f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Precision precision() const = 0;
+
+  // x[..., in] -> x @ W^T + b: [..., out]
+  virtual Tensor linear(const Tensor& x, LinearWeights& w) = 0;
+  // a[B, M, K] @ b[B, K, N] -> [B, M, N]
+  virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
+  // x[N, C, H, W] -> [N, O, H', W']
+  virtual Tensor conv2d(const Tensor& x, Conv2dWeights& w) = 0;
+
+  // x[N, C, ...] normalised over (C/groups, ...) per group; optional SiLU afterwards (fused).
+  virtual Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu = false) = 0;
+  // Normalised over the last dimension.
+  virtual Tensor layer_norm(const Tensor& x, const NormWeights& w) = 0;
+
+  virtual Tensor activation(const Tensor& x, Activation act) = 0;
+  // [..., 2C] -> [..., C]: value * GELU(gate) with value = first half, gate = second half.
+  virtual Tensor geglu(const Tensor& x) = 0;
+  // Softmax over the last dimension.
+  virtual Tensor softmax(const Tensor& x) = 0;
+
+  // Fused scaled-dot-product attention, never materialising the [Nq, Nk] matrix.
+  // q[B, Nq, H*D], k[B, Nk, H*D], v[B, Nk, H*D] -> [B, Nq, H*D]; `causal` masks keys after the query.
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale,
+                           bool causal = false) = 0;
+
+  // Elementwise with NumPy broadcasting (trailing dimensions aligned).
+  virtual Tensor add(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor mul(const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor scale(const Tensor& a, float s) = 0;
+  // a += b in place (same shape, or b broadcast over a): residual connections without a copy.
+  virtual void add_inplace(Tensor& a, const Tensor& b) = 0;
+
+  virtual Tensor concat(std::span<const Tensor> xs, int dim) = 0;
+  // Equal pieces along dim (views when possible).
+  virtual std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) = 0;
+
+  // Nearest-neighbour 2x upsampling of x[N, C, H, W].
+  virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
+  // Sinusoidal embedding of timesteps[B] (F32, may be fractional) -> [B, dim], as diffusers'
+  // get_timestep_embedding(downscale_freq_shift = freq_shift, max_period = 10000).
+  virtual Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift) = 0;
+};
+
+// The CPU backend (oneDNN + own kernels), `threads` <= 0 keeps OpenMP's default.
+std::unique_ptr<Backend> make_cpu_backend(Precision precision = Precision::F32, int threads = 0);
+
+}  // namespace otter

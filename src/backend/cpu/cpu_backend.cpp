@@ -1,0 +1,59 @@
+// The CPU backend: oneDNN for convolution and matmul, otter's own vectorised OpenMP kernels for
+// everything else.
+#include <omp.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/dnnl_ops.h"
+#include "backend/cpu/kernels.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+
+namespace otter {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(Precision precision) : precision_(precision) {}
+
+  std::string name() const override { return precision_ == Precision::BF16 ? "cpu (bf16)" : "cpu (f32)"; }
+  Precision precision() const override { return precision_; }
+
+  Tensor linear(const Tensor& x, LinearWeights& w) override { return cpu::dnnl_linear(x, w, precision_); }
+  Tensor matmul(const Tensor& a, const Tensor& b) override { return cpu::dnnl_matmul(a, b, precision_); }
+  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override { return cpu::dnnl_conv2d(x, w, precision_); }
+
+  Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) override {
+    return cpu::group_norm(x, groups, w, then_silu);
+  }
+  Tensor layer_norm(const Tensor& x, const NormWeights& w) override { return cpu::layer_norm(x, w); }
+  Tensor activation(const Tensor& x, Activation act) override { return cpu::activation(x, act); }
+  Tensor geglu(const Tensor& x) override { return cpu::geglu(x); }
+  Tensor softmax(const Tensor& x) override { return cpu::softmax(x); }
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
+    return cpu::attention(q, k, v, heads, scale, causal);
+  }
+  Tensor add(const Tensor& a, const Tensor& b) override { return cpu::binary(a, b, cpu::BinaryOp::Add); }
+  Tensor mul(const Tensor& a, const Tensor& b) override { return cpu::binary(a, b, cpu::BinaryOp::Mul); }
+  Tensor scale(const Tensor& a, float s) override { return cpu::scale(a, s); }
+  void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace(a, b); }
+  Tensor concat(std::span<const Tensor> xs, int dim) override { return cpu::concat(xs, dim); }
+  std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return cpu::chunk(x, pieces, dim); }
+  Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
+  Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float freq_shift) override {
+    return cpu::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);
+  }
+
+ private:
+  Precision precision_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
+  if (precision == Precision::BF16 && !cpu_features().avx512f)
+    throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
+  if (threads > 0) omp_set_num_threads(threads);
+  return std::make_unique<CpuBackend>(precision);
+}
+
+}  // namespace otter

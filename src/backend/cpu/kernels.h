@@ -1,0 +1,33 @@
+#pragma once
+// The CPU backend's own kernels (everything oneDNN does not do). Each takes contiguous F32
+// tensors. Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at run time
+// (OTTER_KERNEL), threaded with OpenMP.
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+
+#define OTTER_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+namespace otter::cpu {
+
+Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu);
+Tensor layer_norm(const Tensor& x, const NormWeights& w);
+
+Tensor activation(const Tensor& x, Activation act);
+Tensor geglu(const Tensor& x);
+Tensor softmax(const Tensor& x);
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal);
+
+enum class BinaryOp { Add, Mul };
+Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
+void add_inplace(Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float s);
+
+Tensor concat(std::span<const Tensor> xs, int dim);
+std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim);
+Tensor upsample_nearest2x(const Tensor& x);
+Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift);
+
+}  // namespace otter::cpu

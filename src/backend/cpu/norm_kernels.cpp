@@ -1,0 +1,98 @@
+// Group norm and layer norm. Statistics are accumulated in double: the inputs of SD's norms
+// reach magnitudes where float sums of 10^5 terms lose digits diffusers (which uses a two-pass
+// float algorithm with pairwise sums) keeps.
+#include <cmath>
+
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/vector_math.h"
+#include "core/error.h"
+
+namespace otter::cpu {
+namespace {
+
+struct Moments {
+  float mean;
+  float inv_std;
+};
+
+OTTER_KERNEL Moments moments(const float* x, int64_t n, float eps) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / static_cast<double>(n);
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - mean;
+    sq += d * d;
+  }
+  const double var = sq / static_cast<double>(n);  // biased, as torch's norms
+  return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(var + eps))};
+}
+
+// y = (x - mean) * inv_std * gamma + beta over one channel's `n` values, optionally then SiLU.
+OTTER_KERNEL void normalise(const float* x, float* y, int64_t n, Moments m, float gamma, float beta, bool silu) {
+  const float a = m.inv_std * gamma;
+  const float b = beta - m.mean * a;
+  if (silu) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = std::fma(x[i], a, b);
+      y[i] = v / (1.0f + fast_exp(-v));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::fma(x[i], a, b);
+  }
+}
+
+OTTER_KERNEL void normalise_row(const float* x, float* y, int64_t n, Moments m, const float* gamma, const float* beta) {
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m.mean) * m.inv_std * gamma[i] + beta[i];
+}
+
+}  // namespace
+
+Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) {
+  OTTER_CHECK(x.rank() >= 2, "group_norm needs [N, C, ...], got ", x.describe());
+  const int64_t N = x.dim(0), C = x.dim(1);
+  OTTER_CHECK(groups > 0 && C % groups == 0, "group_norm: ", C, " channels do not split into ", groups, " groups");
+  OTTER_CHECK(w.gamma.numel() == C && w.beta.numel() == C, "group_norm: gamma/beta must have ", C, " values, got ",
+              w.gamma.describe(), " / ", w.beta.describe());
+  const Tensor xc = x.contiguous();
+  const Tensor gamma = w.gamma.to(DType::F32), beta = w.beta.to(DType::F32);
+  Tensor y = Tensor::empty(x.shape(), DType::F32);
+  const int64_t spatial = x.numel() / (N * C);
+  const int64_t per_group = C / groups;
+  const float* in = xc.f32();
+  float* out = y.f32();
+  const float* g = gamma.f32();
+  const float* b = beta.f32();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const int64_t base = (n * C + grp * per_group) * spatial;
+      const Moments m = moments(in + base, per_group * spatial, w.eps);
+      for (int64_t c = 0; c < per_group; ++c) {
+        const int64_t ch = grp * per_group + c;
+        normalise(in + base + c * spatial, out + base + c * spatial, spatial, m, g[ch], b[ch], then_silu);
+      }
+    }
+  }
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const NormWeights& w) {
+  const int64_t C = x.dim(-1);
+  OTTER_CHECK(w.gamma.numel() == C && w.beta.numel() == C, "layer_norm: gamma/beta must have ", C,
+              " values, got ", w.gamma.describe(), " / ", w.beta.describe());
+  const Tensor xc = x.contiguous();
+  const Tensor gamma = w.gamma.to(DType::F32), beta = w.beta.to(DType::F32);
+  Tensor y = Tensor::empty(x.shape(), DType::F32);
+  const int64_t rows = x.numel() / C;
+  const float* in = xc.f32();
+  float* out = y.f32();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const Moments m = moments(in + r * C, C, w.eps);
+    normalise_row(in + r * C, out + r * C, C, m, gamma.f32(), beta.f32());
+  }
+  return y;
+}
+
+}  // namespace otter::cpu
