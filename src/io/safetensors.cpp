@@ -184,9 +184,13 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
                    " bytes): the file is truncated"));
   f.header_bytes_ = header_len;
 
+  // Checked before parsing: a NUL would end nlohmann's parse early and silently drop the rest.
+  const char* text = reinterpret_cast<const char*>(bytes + 8);
+  if (const void* nul = std::memchr(text, 0, static_cast<size_t>(header_len)))
+    fail(path, cat("header is not valid JSON: NUL byte at header offset ", static_cast<const char*>(nul) - text,
+                   " (the header must be UTF-8 JSON padded with spaces)"));
   json header;
   try {
-    const char* text = reinterpret_cast<const char*>(bytes + 8);
     header = json::parse(text, text + header_len);
   } catch (const json::exception& e) {
     fail(path, cat("header is not valid JSON: ", e.what()));
