@@ -1,0 +1,301 @@
+// Every backend op against the naive double-precision references in naive_reference.h, on random
+// shapes including odd sizes. Tolerances, relative to the largest reference value:
+//  - f32: 2e-5 (float rounding of sums of up to a few thousand terms);
+//  - bf16 (conv, linear, matmul): compared with the reference evaluated on the bf16-rounded inputs,
+//    so what remains is f32 accumulation: the same 2e-5; plus a loose 2e-2 check against the exact
+//    f32 reference, which bounds the effect of rounding the operands.
+// Ops that always compute in f32 (norms, activations, attention, elementwise) are run through both
+// backends and must give identical results.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/backend.h"
+#include "core/cpu_features.h"
+#include "naive_reference.h"
+
+namespace otter {
+namespace {
+
+using testing::max_abs_error;
+using testing::max_abs_of;
+using testing::random_tensor;
+using testing::round_to_bf16;
+using testing::to_double;
+
+constexpr double kF32Tol = 2e-5;
+constexpr double kBf16OperandTol = 2e-2;
+
+class OpsTest : public ::testing::TestWithParam<Precision> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Precision::BF16 && !cpu_features().avx512f) GTEST_SKIP() << "no AVX-512 on this CPU";
+    backend_ = make_cpu_backend(GetParam());
+  }
+  bool bf16() const { return GetParam() == Precision::BF16; }
+  // The inputs the backend really multiplies.
+  Tensor operand(const Tensor& t) const { return bf16() ? round_to_bf16(t) : t; }
+  void expect_close(const Tensor& got, const std::vector<double>& ref_rounded, const std::vector<double>& ref_exact,
+                    const char* what) {
+    const double scale = std::max(1.0, max_abs_of(ref_exact));
+    EXPECT_LE(max_abs_error(got, ref_rounded), kF32Tol * scale) << what;
+    if (bf16()) EXPECT_LE(max_abs_error(got, ref_exact), kBf16OperandTol * scale) << what;
+  }
+  std::unique_ptr<Backend> backend_;
+};
+
+struct ConvCase {
+  int64_t n, c, h, w, o, k;
+  int stride, pt, pb, pl, pr;
+};
+
+TEST_P(OpsTest, Conv2dMatchesNaive) {
+  const ConvCase cases[] = {
+      {2, 5, 9, 7, 6, 3, 1, 1, 1, 1, 1},    // 3x3 same padding, odd sizes
+      {1, 16, 8, 8, 8, 1, 1, 0, 0, 0, 0},   // 1x1
+      {2, 3, 11, 10, 5, 3, 2, 1, 1, 1, 1},  // 3x3 stride 2 (UNet downsampler)
+      {1, 4, 8, 6, 4, 3, 2, 0, 1, 0, 1},    // VAE encoder downsampler: pad bottom/right only
+      {1, 32, 16, 16, 32, 3, 1, 1, 1, 1, 1},
+  };
+  uint32_t seed = 1;
+  for (const ConvCase& cc : cases) {
+    const Tensor x = random_tensor(Shape{cc.n, cc.c, cc.h, cc.w}, seed++);
+    const Tensor w = random_tensor(Shape{cc.o, cc.c, cc.k, cc.k}, seed++);
+    const Tensor b = random_tensor(Shape{cc.o}, seed++);
+    Conv2dWeights cw{w, b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr, nullptr};
+    const Tensor y = backend_->conv2d(x, cw);
+    const Tensor y2 = backend_->conv2d(x, cw);  // cached primitive and weights
+    const auto ref = testing::naive_conv2d(operand(x), operand(w), &b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr);
+    const auto exact = testing::naive_conv2d(x, w, &b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr);
+    ASSERT_EQ(static_cast<size_t>(y.numel()), ref.size());
+    expect_close(y, ref, exact, "conv2d");
+    EXPECT_EQ(max_abs_error(y2, to_double(y)), 0.0);
+  }
+}
+
+TEST_P(OpsTest, LinearMatchesNaive) {
+  for (auto [m, k, n] : {std::tuple{7, 33, 5}, {77, 32, 37}, {64, 320, 320}, {1, 17, 1}}) {
+    const Tensor x = random_tensor(Shape{1, m, k}, static_cast<uint32_t>(m * 31 + k));
+    const Tensor w = random_tensor(Shape{n, k}, static_cast<uint32_t>(n * 17 + k));
+    const Tensor b = random_tensor(Shape{n}, 3);
+    LinearWeights lw{w, b, nullptr};
+    const Tensor y = backend_->linear(x, lw);
+    EXPECT_EQ(y.shape(), (Shape{1, m, n}));
+    expect_close(y, testing::naive_linear(operand(x), operand(w), &b), testing::naive_linear(x, w, &b), "linear");
+    LinearWeights no_bias{w, Tensor(), nullptr};
+    expect_close(backend_->linear(x, no_bias), testing::naive_linear(operand(x), operand(w), nullptr),
+                 testing::naive_linear(x, w, nullptr), "linear without bias");
+  }
+}
+
+TEST_P(OpsTest, LinearAcceptsHalfStoredWeights) {
+  const Tensor x = random_tensor(Shape{5, 24}, 8);
+  const Tensor w16 = random_tensor(Shape{12, 24}, 9).to(DType::F16);
+  LinearWeights lw{w16, Tensor(), nullptr};
+  const Tensor wf = w16.to(DType::F32);
+  expect_close(backend_->linear(x, lw), testing::naive_linear(operand(x), operand(wf), nullptr),
+               testing::naive_linear(x, wf, nullptr), "linear f16 weights");
+}
+
+TEST_P(OpsTest, BatchedMatmulMatchesNaive) {
+  const int64_t B = 3, M = 13, K = 21, N = 9;
+  const Tensor a = random_tensor(Shape{B, M, K}, 4), b = random_tensor(Shape{B, K, N}, 5);
+  const Tensor y = backend_->matmul(a, b);
+  auto naive = [&](const Tensor& A, const Tensor& Bm) {
+    const auto Ad = to_double(A), Bd = to_double(Bm);
+    std::vector<double> r(static_cast<size_t>(B * M * N));
+    for (int64_t bb = 0; bb < B; ++bb)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          double acc = 0;
+          for (int64_t kk = 0; kk < K; ++kk)
+            acc += Ad[static_cast<size_t>((bb * M + i) * K + kk)] * Bd[static_cast<size_t>((bb * K + kk) * N + j)];
+          r[static_cast<size_t>((bb * M + i) * N + j)] = acc;
+        }
+    return r;
+  };
+  expect_close(y, naive(operand(a), operand(b)), naive(a, b), "matmul");
+}
+
+TEST_P(OpsTest, AttentionMatchesNaive) {
+  struct Case { int64_t b, nq, nk, heads, d; bool causal; };
+  for (const Case& c : {Case{2, 77, 77, 4, 8, true}, Case{2, 64, 77, 8, 5, false}, Case{1, 200, 300, 2, 40, false},
+                        Case{1, 129, 129, 1, 3, true}, Case{3, 5, 1, 2, 4, false}}) {
+    const Tensor q = random_tensor(Shape{c.b, c.nq, c.heads * c.d}, 10, -2, 2);
+    const Tensor k = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 11, -2, 2);
+    const Tensor v = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 12);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    const Tensor y = backend_->attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
+    const auto ref = testing::naive_attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
+    EXPECT_LE(max_abs_error(y, ref), kF32Tol) << "attention nq=" << c.nq << " nk=" << c.nk;
+  }
+}
+
+TEST_P(OpsTest, GroupNormMatchesNaive) {
+  for (bool silu : {false, true}) {
+    const Tensor x = random_tensor(Shape{2, 12, 7, 5}, 20, -3, 5);
+    const Tensor g = random_tensor(Shape{12}, 21), b = random_tensor(Shape{12}, 22);
+    const Tensor y = backend_->group_norm(x, 4, NormWeights{g, b, 1e-6f}, silu);
+    EXPECT_LE(max_abs_error(y, testing::naive_group_norm(x, 4, g, b, 1e-6, silu)), kF32Tol) << "silu=" << silu;
+  }
+}
+
+TEST_P(OpsTest, LayerNormMatchesNaive) {
+  const int64_t C = 37;
+  const Tensor x = random_tensor(Shape{3, 5, C}, 30, -2, 3);
+  const Tensor g = random_tensor(Shape{C}, 31), b = random_tensor(Shape{C}, 32);
+  const Tensor y = backend_->layer_norm(x, NormWeights{g, b, 1e-5f});
+  const auto X = to_double(x);
+  std::vector<double> ref(X.size());
+  for (int64_t r = 0; r < 15; ++r) {
+    double mean = 0, var = 0;
+    for (int64_t c = 0; c < C; ++c) mean += X[static_cast<size_t>(r * C + c)];
+    mean /= C;
+    for (int64_t c = 0; c < C; ++c) var += std::pow(X[static_cast<size_t>(r * C + c)] - mean, 2);
+    var /= C;
+    for (int64_t c = 0; c < C; ++c)
+      ref[static_cast<size_t>(r * C + c)] =
+          (X[static_cast<size_t>(r * C + c)] - mean) / std::sqrt(var + 1e-5) * g.f32()[c] + b.f32()[c];
+  }
+  EXPECT_LE(max_abs_error(y, ref), kF32Tol);
+}
+
+TEST_P(OpsTest, ActivationsMatchClosedForms) {
+  const Tensor x = random_tensor(Shape{1001}, 40, -9, 9);
+  const auto X = to_double(x);
+  auto check = [&](Activation act, auto fn, const char* what) {
+    std::vector<double> ref(X.size());
+    for (size_t i = 0; i < X.size(); ++i) ref[i] = fn(X[i]);
+    EXPECT_LE(max_abs_error(backend_->activation(x, act), ref), 2e-6 * 9) << what;
+  };
+  check(Activation::SiLU, [](double v) { return v / (1 + std::exp(-v)); }, "silu");
+  check(Activation::GeluErf, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, "gelu erf");
+  check(Activation::GeluTanh,
+        [](double v) { return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); },
+        "gelu tanh");
+  check(Activation::QuickGelu, [](double v) { return v / (1 + std::exp(-1.702 * v)); }, "quick gelu");
+}
+
+TEST_P(OpsTest, GegluAndSoftmax) {
+  const Tensor x = random_tensor(Shape{3, 7, 2 * 11}, 50, -4, 4);
+  const auto X = to_double(x);
+  std::vector<double> ref(static_cast<size_t>(3 * 7 * 11));
+  for (int64_t r = 0; r < 21; ++r)
+    for (int64_t c = 0; c < 11; ++c) {
+      const double val = X[static_cast<size_t>(r * 22 + c)], gate = X[static_cast<size_t>(r * 22 + 11 + c)];
+      ref[static_cast<size_t>(r * 11 + c)] = val * 0.5 * gate * (1 + std::erf(gate / std::sqrt(2.0)));
+    }
+  const Tensor g = backend_->geglu(x);
+  EXPECT_EQ(g.shape(), (Shape{3, 7, 11}));
+  EXPECT_LE(max_abs_error(g, ref), 1e-5);
+
+  const Tensor s = backend_->softmax(x);
+  std::vector<double> sref(X.size());
+  for (int64_t r = 0; r < 21; ++r) {
+    double mx = -1e300, sum = 0;
+    for (int64_t c = 0; c < 22; ++c) mx = std::max(mx, X[static_cast<size_t>(r * 22 + c)]);
+    for (int64_t c = 0; c < 22; ++c) sum += std::exp(X[static_cast<size_t>(r * 22 + c)] - mx);
+    for (int64_t c = 0; c < 22; ++c) sref[static_cast<size_t>(r * 22 + c)] = std::exp(X[static_cast<size_t>(r * 22 + c)] - mx) / sum;
+  }
+  EXPECT_LE(max_abs_error(s, sref), 1e-6);
+}
+
+TEST_P(OpsTest, BroadcastingElementwise) {
+  const Tensor a = random_tensor(Shape{2, 3, 4, 5}, 60);
+  for (const Shape& bs : {Shape{2, 3, 4, 5}, Shape{5}, Shape{2, 3, 1, 1}, Shape{1, 3, 4, 1}, Shape{1}}) {
+    const Tensor b = random_tensor(bs, 61);
+    const auto A = to_double(a), Bd = to_double(b);
+    std::vector<double> sum(A.size()), prod(A.size());
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      int64_t idx[4] = {i / 60, (i / 20) % 3, (i / 5) % 4, i % 5}, off = 0, stride = 1;
+      for (int d = 3; d >= 0; --d) {
+        const int bd = d - (4 - bs.rank());
+        if (bd < 0) break;
+        if (bs[bd] != 1) off += idx[d] * stride;
+        stride *= bs[bd];
+      }
+      sum[static_cast<size_t>(i)] = A[static_cast<size_t>(i)] + Bd[static_cast<size_t>(off)];
+      prod[static_cast<size_t>(i)] = A[static_cast<size_t>(i)] * Bd[static_cast<size_t>(off)];
+    }
+    EXPECT_LE(max_abs_error(backend_->add(a, b), sum), 1e-6) << bs.str();
+    EXPECT_LE(max_abs_error(backend_->add(b, a), sum), 1e-6) << "reversed " << bs.str();
+    EXPECT_LE(max_abs_error(backend_->mul(a, b), prod), 1e-6) << bs.str();
+    Tensor c = a.clone();
+    backend_->add_inplace(c, b);
+    EXPECT_LE(max_abs_error(c, sum), 1e-6) << bs.str();
+  }
+  const auto A = to_double(a);
+  std::vector<double> scaled(A.size());
+  for (size_t i = 0; i < A.size(); ++i) scaled[i] = A[i] * -2.5;
+  EXPECT_LE(max_abs_error(backend_->scale(a, -2.5f), scaled), 1e-6);
+}
+
+TEST_P(OpsTest, ConcatChunkUpsample) {
+  const Tensor a = random_tensor(Shape{2, 3, 4, 5}, 70), b = random_tensor(Shape{2, 2, 4, 5}, 71);
+  const Tensor ab[] = {a, b};
+  const Tensor c = backend_->concat(ab, 1);
+  ASSERT_EQ(c.shape(), (Shape{2, 5, 4, 5}));
+  const auto pieces = backend_->chunk(c.slice(1, 0, 4), 2, 1);
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(max_abs_error(pieces[0], to_double(a.slice(1, 0, 2).contiguous())), 0.0);
+  EXPECT_EQ(max_abs_error(c.slice(1, 3, 5).contiguous(), to_double(b)), 0.0);
+  const Tensor batch[] = {a, a};
+  EXPECT_EQ(backend_->concat(batch, 0).shape(), (Shape{4, 3, 4, 5}));
+
+  const Tensor u = backend_->upsample_nearest2x(a);
+  ASSERT_EQ(u.shape(), (Shape{2, 3, 8, 10}));
+  for (int64_t i = 0; i < u.numel(); ++i) {
+    const int64_t w = i % 10, h = (i / 10) % 8, nc = i / 80;
+    ASSERT_EQ(u.f32()[i], a.f32()[(nc * 4 + h / 2) * 5 + w / 2]);
+  }
+}
+
+TEST_P(OpsTest, TimestepEmbeddingMatchesFormula) {
+  Tensor t = Tensor::empty(Shape{3}, DType::F32);
+  t.f32()[0] = 999.0f;
+  t.f32()[1] = 1.0f;
+  t.f32()[2] = 973.4567f;
+  for (bool flip : {true, false}) {
+    const int dim = 16, half = 8;
+    const Tensor e = backend_->timestep_embedding(t, dim, flip, 0.0f);
+    std::vector<double> ref(static_cast<size_t>(3 * dim));
+    for (int b = 0; b < 3; ++b)
+      for (int i = 0; i < half; ++i) {
+        const double arg = t.f32()[b] * std::exp(-std::log(10000.0) * i / half);
+        ref[static_cast<size_t>(b * dim + i)] = flip ? std::cos(arg) : std::sin(arg);
+        ref[static_cast<size_t>(b * dim + half + i)] = flip ? std::sin(arg) : std::cos(arg);
+      }
+    // float32 arguments near 1000 carry ~6e-5 absolute rounding, as in diffusers' float32 maths.
+    EXPECT_LE(max_abs_error(e, ref), 2e-4);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, OpsTest, ::testing::Values(Precision::F32, Precision::BF16),
+                         [](const auto& info) { return info.param == Precision::F32 ? "f32" : "bf16"; });
+
+// Fused attention's extra memory: with N = 4096 queries and keys, a materialised score matrix
+// would be 4096·4096·4 B = 64 MiB per head. The kernel may use the output plus O(block·D) scratch
+// per thread; the allocator's peak shows which.
+TEST(AttentionMemory, NeverMaterialisesScores) {
+  auto backend = make_cpu_backend(Precision::F32);
+  const int64_t N = 4096, heads = 1, D = 40;
+  const Tensor q = random_tensor(Shape{1, N, heads * D}, 1);
+  const Tensor k = random_tensor(Shape{1, N, heads * D}, 2);
+  const Tensor v = random_tensor(Shape{1, N, heads * D}, 3);
+  Allocator& alloc = Allocator::global();
+  alloc.reset_peak();
+  const size_t before = alloc.stats().live_bytes;
+  const Tensor y = backend->attention(q, k, v, static_cast<int>(heads), 1.0f / std::sqrt(40.0f), false);
+  const size_t extra = alloc.stats().peak_live_bytes - before;
+  const size_t output = static_cast<size_t>(N * heads * D) * sizeof(float);
+  const size_t scores = static_cast<size_t>(N * N) * sizeof(float);
+  EXPECT_LT(extra, 2 * output + (1u << 20)) << "extra " << extra << " B";
+  EXPECT_LT(extra, scores / 16);
+  // Spot-check a few rows against the naive formula.
+  const Tensor q_rows = q.slice(1, 0, 3).contiguous();
+  const auto ref = testing::naive_attention(q_rows, k, v, 1, 1.0 / std::sqrt(40.0), false);
+  EXPECT_LE(max_abs_error(y.slice(1, 0, 3).contiguous(), ref), kF32Tol);
+}
+
+}  // namespace
+}  // namespace otter
