@@ -39,7 +39,9 @@ class OpsTest : public ::testing::TestWithParam<Precision> {
                     const char* what) {
     const double scale = std::max(1.0, max_abs_of(ref_exact));
     EXPECT_LE(max_abs_error(got, ref_rounded), kF32Tol * scale) << what;
-    if (bf16()) EXPECT_LE(max_abs_error(got, ref_exact), kBf16OperandTol * scale) << what;
+    if (bf16()) {
+      EXPECT_LE(max_abs_error(got, ref_exact), kBf16OperandTol * scale) << what;
+    }
   }
   std::unique_ptr<Backend> backend_;
 };
@@ -271,7 +273,7 @@ TEST_P(OpsTest, TimestepEmbeddingMatchesFormula) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, OpsTest, ::testing::Values(Precision::F32, Precision::BF16),
-                         [](const auto& info) { return info.param == Precision::F32 ? "f32" : "bf16"; });
+                         [](const auto& p) { return p.param == Precision::F32 ? "f32" : "bf16"; });
 
 // Fused attention's extra memory: with N = 4096 queries and keys, a materialised score matrix
 // would be 4096·4096·4 B = 64 MiB per head. The kernel may use the output plus O(block·D) scratch

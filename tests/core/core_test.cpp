@@ -1,0 +1,181 @@
+// Tensor views and copies, the caching allocator, and f16/bf16 conversion (vector paths against
+// the scalar ones, scalar ones against exhaustive or closed-form references).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "core/allocator.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/tensor.h"
+
+namespace otter {
+namespace {
+
+TEST(Allocator, BlocksAreAlignedAndReused) {
+  Allocator alloc;
+  void* a = alloc.allocate(1000);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 64, 0u);
+  alloc.release(a, 1000);
+  void* b = alloc.allocate(1000);
+  EXPECT_EQ(a, b);
+  const AllocatorStats s = alloc.stats();
+  EXPECT_EQ(s.system_allocations, 1u);
+  EXPECT_EQ(s.reuses, 1u);
+  alloc.release(b, 1000);
+}
+
+// A loop that asks for the same sizes every iteration (as a denoising loop does) reaches the
+// system allocator only in its first iteration.
+TEST(Allocator, SteadyLoopStopsAllocating) {
+  Allocator alloc;
+  uint64_t after_first = 0;
+  for (int step = 0; step < 5; ++step) {
+    Tensor a = Tensor::empty(Shape{2, 4, 64, 64}, DType::F32, alloc);
+    Tensor b = Tensor::empty(Shape{2, 320, 64, 64}, DType::F32, alloc);
+    { Tensor tmp = Tensor::empty(Shape{77, 768}, DType::BF16, alloc); }
+    Tensor c = Tensor::empty(Shape{2, 320, 64, 64}, DType::F32, alloc);
+    if (step == 0) after_first = alloc.stats().system_allocations;
+  }
+  EXPECT_EQ(alloc.stats().system_allocations, after_first);
+  EXPECT_EQ(alloc.stats().live_bytes, 0u);
+}
+
+TEST(Allocator, PeakTracksLiveBytes) {
+  Allocator alloc;
+  {
+    Tensor a = Tensor::empty(Shape{1024}, DType::F32, alloc);
+    Tensor b = Tensor::empty(Shape{1024}, DType::F32, alloc);
+  }
+  EXPECT_EQ(alloc.stats().peak_live_bytes, 8192u);
+  alloc.reset_peak();
+  EXPECT_EQ(alloc.stats().peak_live_bytes, 0u);
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor t = Tensor::empty(Shape{2, 3, 4}, DType::F32);
+  for (int i = 0; i < 24; ++i) t.f32()[i] = static_cast<float>(i);
+  const Tensor s = t.slice(1, 1, 3);
+  EXPECT_EQ(s.shape(), (Shape{2, 2, 4}));
+  EXPECT_FALSE(s.is_contiguous());
+  const Tensor c = s.contiguous();
+  EXPECT_EQ(c.f32()[0], 4.0f);
+  EXPECT_EQ(c.f32()[8], 16.0f);
+  const Tensor p = t.permute({2, 0, 1}).contiguous();  // [4, 2, 3]
+  EXPECT_EQ(p.shape(), (Shape{4, 2, 3}));
+  EXPECT_EQ(p.f32()[1], 4.0f);   // p[0,0,1] = t[0,1,0]
+  EXPECT_EQ(p.f32()[6], 1.0f);   // p[1,0,0] = t[0,0,1]
+  EXPECT_EQ(t.reshape(Shape{6, 4}).f32(), t.f32());
+  EXPECT_THROW(s.reshape(Shape{16}), Error);
+  EXPECT_THROW(t.reshape(Shape{5, 5}), Error);
+  EXPECT_THROW(Tensor::empty(Shape{1, 1, 1, 1, 1}, DType::F32).reshape(Shape{1, 1, 1, 1, 1}).slice(7, 0, 1), Error);
+}
+
+TEST(Tensor, DtypeConversionCopies) {
+  Tensor t = Tensor::empty(Shape{3}, DType::F32);
+  t.f32()[0] = 1.5f;
+  t.f32()[1] = -2.25f;
+  t.f32()[2] = 65504.0f;
+  const Tensor h = t.to(DType::F16).to(DType::F32);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(h.f32()[i], t.f32()[i]);
+  Tensor ids = Tensor::empty(Shape{2}, DType::I64);
+  ids.data<int64_t>()[0] = 49407;
+  ids.data<int64_t>()[1] = -1;
+  const Tensor i32 = ids.to(DType::I32);
+  EXPECT_EQ(i32.data<int32_t>()[0], 49407);
+  EXPECT_EQ(i32.data<int32_t>()[1], -1);
+}
+
+// Reference f32 -> f16 rounding through double arithmetic: nearest representable half, ties to
+// even, overflow to infinity.
+uint16_t reference_f32_to_f16(float f) {
+  if (std::isnan(f)) return 0x7e00;
+  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  double a = std::fabs(static_cast<double>(f));
+  if (a >= 65520.0) return sign | 0x7c00;
+  // Enumerate: halves are (m/1024)·2^(e-15) for normals and m·2^-24 for subnormals.
+  uint16_t best = 0;
+  double best_err = 1e300;
+  int e = a < std::ldexp(1.0, -14) ? 0 : std::ilogb(a) + 15;
+  for (int cand_e = std::max(0, e - 1); cand_e <= std::min(30, e + 1); ++cand_e)
+    for (int m = 0; m < 1024; ++m) {
+      const double v = cand_e == 0 ? m * std::ldexp(1.0, -24) : (1 + m / 1024.0) * std::ldexp(1.0, cand_e - 15);
+      const double err = std::fabs(v - a);
+      const uint16_t bits = static_cast<uint16_t>((cand_e << 10) | m);
+      if (err < best_err || (err == best_err && (bits & 1) == 0)) {
+        best_err = err;
+        best = bits;
+      }
+    }
+  // Values past the largest half that still round down to it are handled by the enumeration;
+  // above 65504 + half an ulp (65520) we returned infinity.
+  return sign | best;
+}
+
+TEST(Half, F16RoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), h) << std::hex << h;
+  }
+  EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(f16_to_f32(0x7bff), 65504.0f);
+}
+
+TEST(Half, F32ToF16RoundsToNearestEven) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> mant(-1, 1);
+  std::uniform_int_distribution<int> ex(-28, 17);
+  for (int i = 0; i < 3000; ++i) {
+    const float f = std::ldexp(mant(gen), ex(gen));
+    ASSERT_EQ(f32_to_f16(f), reference_f32_to_f16(f)) << f;
+  }
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // tie at the top rounds to infinity (even)
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);  // tie to even (zero)
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.5f, -25)), 0x0001);
+}
+
+TEST(Half, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  float f;
+  uint32_t bits = 0x3f808000;  // exactly halfway between 0x3f80 and 0x3f81: ties to even
+  std::memcpy(&f, &bits, 4);
+  EXPECT_EQ(f32_to_bf16(f), 0x3f80);
+  bits = 0x3f818000;
+  std::memcpy(&f, &bits, 4);
+  EXPECT_EQ(f32_to_bf16(f), 0x3f82);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+// The run-time-selected vector paths (F16C, AVX-512 BF16) give the scalar paths' bits.
+TEST(Half, VectorPathsMatchScalar) {
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> dist(-70000, 70000);
+  std::vector<float> in(1037);
+  for (float& v : in) v = dist(gen) * (gen() % 3 == 0 ? 1e-6f : 1.0f);
+  for (bool portable : {false, true}) {
+    force_portable_kernels(portable);
+    std::vector<uint16_t> h(in.size()), b(in.size());
+    std::vector<float> back(in.size());
+    f32_to_f16_n(in.data(), h.data(), in.size());
+    f32_to_bf16_n(in.data(), b.data(), in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      ASSERT_EQ(h[i], f32_to_f16(in[i])) << i;
+      ASSERT_EQ(b[i], f32_to_bf16(in[i])) << i;
+    }
+    f16_to_f32_n(h.data(), back.data(), in.size());
+    for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(back[i], f16_to_f32(h[i]));
+    bf16_to_f32_n(b.data(), back.data(), in.size());
+    for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(back[i], bf16_to_f32(b[i]));
+  }
+  force_portable_kernels(false);
+}
+
+}  // namespace
+}  // namespace otter
