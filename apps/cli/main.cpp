@@ -4,22 +4,23 @@
 #include <cstdio>
 #include <exception>
 
+#include "commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"otter: Stable Diffusion text-to-image built around classifier-free guidance"};
   app.set_version_flag("--version", std::string("otter ") + OTTER_VERSION);
   app.require_subcommand(0, 1);
+  otter::cli::add_info_command(app);
+  // The chosen subcommand's callback runs inside parse(), so its errors are caught here too.
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  try {
     if (app.get_subcommands().empty()) {
       std::fputs(app.help().c_str(), stdout);
     }
-  } catch (const otter::Error& e) {
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {  // otter::Error, and e.g. std::bad_alloc or filesystem errors
     std::fprintf(stderr, "otter: error: %s\n", e.what());
     return 1;
   }

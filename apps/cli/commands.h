@@ -1,0 +1,12 @@
+#pragma once
+// The otter subcommands. Each lives in its own <name>_command.cpp and registers itself with
+// add_<name>_command(app): it adds a CLI11 subcommand with its options and a callback that does
+// the work. CLI11 runs the callback of the chosen subcommand inside app.parse(); an otter::Error
+// thrown there is printed by main() as "otter: error: <message>" with exit status 1.
+#include <CLI/CLI.hpp>
+
+namespace otter::cli {
+
+void add_info_command(CLI::App& app);
+
+}  // namespace otter::cli
