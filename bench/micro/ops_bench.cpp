@@ -1,0 +1,92 @@
+// Microbenchmarks of the ops that dominate Stable Diffusion at 512x512, each reporting achieved
+// GFLOP/s (compute-bound ops) or GB/s (memory-bound ops), in f32 and bf16, so later work can see
+// how close to the machine's peak each op runs.
+//   build/release/bench/otter-microbench --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+
+#include "backend/backend.h"
+#include "core/cpu_features.h"
+
+namespace otter {
+namespace {
+
+Tensor random_tensor(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  Tensor t = Tensor::empty(shape, DType::F32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
+Precision precision_of(const benchmark::State& state) { return state.range(0) ? Precision::BF16 : Precision::F32; }
+
+bool skip_unsupported(benchmark::State& state) {
+  if (precision_of(state) == Precision::BF16 && !cpu_features().avx512f) {
+    state.SkipWithError("bf16 needs AVX-512");
+    return true;
+  }
+  return false;
+}
+
+void set_flops(benchmark::State& state, double flops_per_iter) {
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(precision_of(state) == Precision::BF16 ? "bf16" : "f32");
+}
+
+// UNet's most common convolution at 512x512: 3x3, 320 -> 320 channels on 64x64 latents, batch 2 (CFG).
+void BM_Conv2d3x3_320(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const Tensor x = random_tensor(Shape{2, 320, 64, 64}, 1);
+  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1, nullptr};
+  backend->conv2d(x, w);  // prepare weights and primitive outside the timing
+  for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, w));
+  set_flops(state, 2.0 * 2 * 320 * 64 * 64 * 320 * 9);
+}
+BENCHMARK(BM_Conv2d3x3_320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Attention projections at 512x512: 4096 tokens x 320 -> 320.
+void BM_Matmul4096x320x320(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const Tensor x = random_tensor(Shape{4096, 320}, 1);
+  LinearWeights w{random_tensor(Shape{320, 320}, 2), Tensor(), nullptr};
+  backend->linear(x, w);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->linear(x, w));
+  set_flops(state, 2.0 * 4096 * 320 * 320);
+}
+BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Self-attention (4096 keys) and cross-attention (77 text tokens), 8 heads of 40 dims.
+void BM_Attention(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const int64_t nq = 4096, nk = state.range(1), heads = 8, d = 40;
+  const Tensor q = random_tensor(Shape{1, nq, heads * d}, 1);
+  const Tensor k = random_tensor(Shape{1, nk, heads * d}, 2);
+  const Tensor v = random_tensor(Shape{1, nk, heads * d}, 3);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->attention(q, k, v, heads, 1.0f / std::sqrt(40.0f), false));
+  set_flops(state, 4.0 * heads * nq * nk * d);  // QK^T and PV
+}
+BENCHMARK(BM_Attention)->Args({0, 4096})->Args({1, 4096})->Args({0, 77})->Args({1, 77})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// GroupNorm (+SiLU, as in every resnet) on 2x320x64x64: memory-bound, reported as GB/s read + written.
+void BM_GroupNormSilu(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const Tensor x = random_tensor(Shape{2, 320, 64, 64}, 1);
+  const NormWeights w{random_tensor(Shape{320}, 2), random_tensor(Shape{320}, 3), 1e-5f};
+  for (auto _ : state) benchmark::DoNotOptimize(backend->group_norm(x, 32, w, true));
+  state.counters["GB/s"] = benchmark::Counter(3.0 * static_cast<double>(x.nbytes()) * 1e-9,  // two reads, one write
+                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(precision_of(state) == Precision::BF16 ? "bf16" : "f32");
+}
+BENCHMARK(BM_GroupNormSilu)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace otter
