@@ -4,22 +4,18 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace otter::testing {
 
 namespace {
 
 nlohmann::json read_manifest(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  OTTER_CHECK(in, "cannot open golden manifest '", path.string(), "'");
-  try {
-    nlohmann::json j = nlohmann::json::parse(in);
-    OTTER_CHECK(j.is_object() && j.contains("file") && j["file"].is_string(), "golden manifest '", path.string(),
-                "' must be a JSON object with a string \"file\" key");
-    return j;
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(cat("golden manifest '", path.string(), "' is not valid JSON: ", e.what()));
-  }
+  // Manifests are written by Python and may hold -Infinity (e.g. DPM-Solver's lambda_min_clipped).
+  nlohmann::json j = read_json_file(path);
+  OTTER_CHECK(j.is_object() && j.contains("file") && j["file"].is_string(), "golden manifest '", path.string(),
+              "' must be a JSON object with a string \"file\" key");
+  return j;
 }
 
 }  // namespace

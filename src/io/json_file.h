@@ -1,0 +1,17 @@
+#pragma once
+// Reading JSON written by Python tools. Python's json module writes the non-standard tokens
+// NaN, Infinity and -Infinity (diffusers saves e.g. "lambda_min_clipped": -Infinity in scheduler
+// configs), which strict parsers reject; these read them as the corresponding double values.
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace otter {
+
+// Parses `text`; `origin` (a file name) goes into error messages.
+nlohmann::json parse_python_json(std::string_view text, const std::string& origin);
+nlohmann::json read_json_file(const std::filesystem::path& path);
+
+}  // namespace otter
