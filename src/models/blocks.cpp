@@ -1,0 +1,148 @@
+#include "models/blocks.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace otter {
+
+Tensor ParamLoader::get(const std::string& name, const Shape& expected) {
+  Tensor t = weights_.get(prefix_ + name, expected);
+  counter_ += t.numel();
+  return t;
+}
+
+Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int64_t out, int64_t kernel, int stride) {
+  Conv2dWeights w;
+  w.weight = p.get(name + ".weight", Shape{out, in, kernel, kernel});
+  w.bias = p.get(name + ".bias", Shape{out});
+  w.stride = stride;
+  const int pad = static_cast<int>(kernel / 2);
+  w.pad_top = w.pad_bottom = w.pad_left = w.pad_right = pad;
+  return w;
+}
+
+LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, int64_t out, bool bias) {
+  LinearWeights w;
+  w.weight = p.get(name + ".weight", Shape{out, in});
+  if (bias) w.bias = p.get(name + ".bias", Shape{out});
+  return w;
+}
+
+NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels, float eps) {
+  NormWeights w;
+  w.gamma = p.get(name + ".weight", Shape{channels});
+  w.beta = p.get(name + ".bias", Shape{channels});
+  w.eps = eps;
+  return w;
+}
+
+Tensor to_tokens(const Tensor& nchw) {
+  OTTER_CHECK(nchw.rank() == 4, "to_tokens needs [N, C, H, W], got ", nchw.describe());
+  const int64_t n = nchw.dim(0), c = nchw.dim(1), hw = nchw.dim(2) * nchw.dim(3);
+  return nchw.permute({0, 2, 3, 1}).contiguous().reshape(Shape{n, hw, c});
+}
+
+Tensor to_nchw(const Tensor& tokens, int64_t height, int64_t width) {
+  OTTER_CHECK(tokens.rank() == 3 && tokens.dim(1) == height * width, "to_nchw: ", tokens.describe(),
+              " is not a sequence of ", height, "x", width, " positions");
+  const int64_t n = tokens.dim(0), c = tokens.dim(2);
+  return tokens.contiguous().reshape(Shape{n, height, width, c}).permute({0, 3, 1, 2}).contiguous();
+}
+
+// ---- ResnetBlock2D ----
+
+ResnetBlock2D::ResnetBlock2D(ParamLoader p, int64_t in, int64_t out, int64_t temb_channels, int groups, float eps,
+                             float output_scale)
+    : groups_(groups), output_scale_(output_scale) {
+  norm1_ = load_norm(p, "norm1", in, eps);
+  conv1_ = load_conv(p, "conv1", in, out, 3);
+  if (temb_channels > 0) {
+    time_proj_ = load_linear(p, "time_emb_proj", temb_channels, out);
+    has_time_ = true;
+  }
+  norm2_ = load_norm(p, "norm2", out, eps);
+  conv2_ = load_conv(p, "conv2", out, out, 3);
+  if (in != out) {
+    shortcut_ = load_conv(p, "conv_shortcut", in, out, 1);
+    has_shortcut_ = true;
+  }
+}
+
+Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_silu) {
+  Tensor h = be.conv2d(be.group_norm(x, groups_, norm1_, /*then_silu=*/true), conv1_);
+  if (has_time_) {
+    OTTER_CHECK(temb_silu != nullptr, "ResnetBlock2D with a time projection called without a time embedding");
+    const Tensor t = be.linear(*temb_silu, time_proj_);  // [1 or B, out]
+    OTTER_CHECK(t.dim(0) == 1 || t.dim(0) == h.dim(0), "time embedding has ", t.dim(0), " rows for a batch of ",
+                h.dim(0));
+    be.add_inplace(h, t.reshape(Shape{t.dim(0), t.dim(1), 1, 1}));  // broadcast over H, W (and batch if 1 row)
+  }
+  Tensor out = be.conv2d(be.group_norm(h, groups_, norm2_, /*then_silu=*/true), conv2_);
+  // `out` is fresh from conv2d, so adding the shortcut in place never touches the caller's x.
+  be.add_inplace(out, has_shortcut_ ? be.conv2d(x, shortcut_) : x);
+  if (output_scale_ != 1.0f) out = be.scale(out, 1.0f / output_scale_);
+  return out;
+}
+
+// ---- Downsample2D / Upsample2D ----
+
+Downsample2D::Downsample2D(ParamLoader p, int64_t channels, int padding) {
+  conv_ = load_conv(p, "conv", channels, channels, 3, /*stride=*/2);
+  if (padding > 0) {
+    conv_.pad_top = conv_.pad_bottom = conv_.pad_left = conv_.pad_right = padding;
+  } else {  // diffusers: F.pad(x, (0, 1, 0, 1)) then an unpadded conv
+    conv_.pad_top = conv_.pad_left = 0;
+    conv_.pad_bottom = conv_.pad_right = 1;
+  }
+}
+
+Upsample2D::Upsample2D(ParamLoader p, int64_t channels) { conv_ = load_conv(p, "conv", channels, channels, 3); }
+
+// ---- MultiHeadAttention ----
+
+MultiHeadAttention::MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t context_dim, int heads)
+    : heads_(heads) {
+  OTTER_CHECK(heads > 0 && query_dim % heads == 0, p.prefix(), ": ", query_dim, " channels do not split into ", heads,
+              " heads");
+  scale_ = 1.0f / std::sqrt(static_cast<float>(query_dim / heads));
+  to_q_ = load_linear(p, "to_q", query_dim, query_dim, /*bias=*/false);
+  to_k_ = load_linear(p, "to_k", context_dim, query_dim, /*bias=*/false);
+  to_v_ = load_linear(p, "to_v", context_dim, query_dim, /*bias=*/false);
+  to_out_ = load_linear(p, "to_out.0", query_dim, query_dim);
+}
+
+Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context) {
+  const Tensor& ctx = context ? *context : x;
+  OTTER_CHECK(ctx.dim(0) == x.dim(0), "attention: context batch ", ctx.dim(0), " does not match the input batch ",
+              x.dim(0), " (", ctx.describe(), " vs ", x.describe(), ")");
+  const Tensor q = be.linear(x, to_q_);
+  const Tensor k = be.linear(ctx, to_k_);
+  const Tensor v = be.linear(ctx, to_v_);
+  return be.linear(be.attention(q, k, v, heads_, scale_), to_out_);
+}
+
+// ---- SpatialSelfAttention ----
+
+SpatialSelfAttention::SpatialSelfAttention(ParamLoader p, int64_t channels, int groups, float eps)
+    : groups_(groups), scale_(1.0f / std::sqrt(static_cast<float>(channels))) {
+  norm_ = load_norm(p, "group_norm", channels, eps);
+  const bool legacy = !p.has("to_q.weight") && p.has("query.weight");
+  q_ = load_linear(p, legacy ? "query" : "to_q", channels, channels);
+  k_ = load_linear(p, legacy ? "key" : "to_k", channels, channels);
+  v_ = load_linear(p, legacy ? "value" : "to_v", channels, channels);
+  out_ = load_linear(p, legacy ? "proj_attn" : "to_out.0", channels, channels);
+}
+
+Tensor SpatialSelfAttention::forward(Backend& be, const Tensor& x) {
+  const int64_t height = x.dim(2), width = x.dim(3);
+  const Tensor tokens = to_tokens(be.group_norm(x, groups_, norm_));
+  const Tensor q = be.linear(tokens, q_);
+  const Tensor k = be.linear(tokens, k_);
+  const Tensor v = be.linear(tokens, v_);
+  Tensor out = to_nchw(be.linear(be.attention(q, k, v, /*heads=*/1, scale_), out_), height, width);
+  be.add_inplace(out, x);  // `out` is owned here (fresh from the output projection)
+  return out;
+}
+
+}  // namespace otter

@@ -1,0 +1,121 @@
+#pragma once
+// Building blocks shared by the UNet and the VAE, written only against the Backend op interface:
+// a loader that names and counts parameters, the plain layers (conv, linear, norms), and the
+// diffusers modules ResnetBlock2D, Downsample2D, Upsample2D, multi-head attention over token
+// sequences and the VAE's single-head spatial self-attention.
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "backend/backend.h"
+#include "models/weights.h"
+
+namespace otter {
+
+// Called with (diffusers module name, its output) at the points diffusers' forward hooks see,
+// so tests can compare every intermediate with the golden files. Empty = no debugging.
+using DebugHook = std::function<void(const std::string& name, const Tensor& value)>;
+
+// Fetches a module's tensors under a diffusers name prefix ("down_blocks.0.resnets.1.") and
+// adds up their element counts, so each model's parameter_count() is exact by construction.
+class ParamLoader {
+ public:
+  ParamLoader(Weights& weights, int64_t& counter, std::string prefix = "")
+      : weights_(weights), counter_(counter), prefix_(std::move(prefix)) {}
+
+  // A loader for the child module `name` ("resnets.0" -> prefix "...resnets.0.").
+  ParamLoader child(const std::string& name) const { return ParamLoader(weights_, counter_, prefix_ + name + "."); }
+  Tensor get(const std::string& name, const Shape& expected);
+  bool has(const std::string& name) const { return weights_.has(prefix_ + name); }
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  Weights& weights_;
+  int64_t& counter_;
+  std::string prefix_;
+};
+
+// `name.weight` [out, in, k, k] and `name.bias`; padding k/2 on every side.
+Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int64_t out, int64_t kernel,
+                        int stride = 1);
+// `name.weight` [out, in] and, when `bias`, `name.bias`.
+LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, int64_t out, bool bias = true);
+// A GroupNorm's or LayerNorm's `name.weight` / `name.bias` [channels].
+NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels, float eps);
+
+// NCHW feature map <-> token sequence [B, H*W, C] (what attention and linear layers consume).
+Tensor to_tokens(const Tensor& nchw);
+Tensor to_nchw(const Tensor& tokens, int64_t height, int64_t width);
+
+// diffusers ResnetBlock2D ("default" time-scale-shift):
+//   h = conv1(SiLU(norm1(x))) [+ time_emb_proj(SiLU(temb))] ; h = conv2(SiLU(norm2(h)))
+//   out = (shortcut(x) + h) / output_scale, shortcut = 1x1 conv_shortcut when in != out.
+class ResnetBlock2D {
+ public:
+  // temb_channels 0 = no time embedding (the VAE's resnets).
+  ResnetBlock2D(ParamLoader p, int64_t in, int64_t out, int64_t temb_channels, int groups, float eps,
+                float output_scale = 1.0f);
+  // `temb_silu`: SiLU(time embedding), [1 or B, temb_channels]; the UNet applies the SiLU once
+  // for all resnets (diffusers applies the same SiLU inside each one, giving identical values).
+  Tensor forward(Backend& be, const Tensor& x, const Tensor* temb_silu = nullptr);
+
+ private:
+  int groups_;
+  float output_scale_;
+  NormWeights norm1_, norm2_;
+  Conv2dWeights conv1_, conv2_, shortcut_;
+  LinearWeights time_proj_;
+  bool has_shortcut_ = false, has_time_ = false;
+};
+
+// diffusers Downsample2D with a conv: 3x3 stride 2. padding > 0 pads every side (the UNet's
+// downsample_padding = 1); padding 0 pads only right and bottom by one (the VAE encoder).
+class Downsample2D {
+ public:
+  Downsample2D(ParamLoader p, int64_t channels, int padding);
+  Tensor forward(Backend& be, const Tensor& x) { return be.conv2d(x, conv_); }
+
+ private:
+  Conv2dWeights conv_;
+};
+
+// diffusers Upsample2D with a conv: nearest-neighbour x2, then 3x3 conv.
+class Upsample2D {
+ public:
+  Upsample2D(ParamLoader p, int64_t channels);
+  Tensor forward(Backend& be, const Tensor& x) { return be.conv2d(be.upsample_nearest2x(x), conv_); }
+
+ private:
+  Conv2dWeights conv_;
+};
+
+// diffusers Attention as used in BasicTransformerBlock: q from x, k/v from the context (x itself
+// for self-attention), q/k/v without bias, to_out.0 with bias, scale 1/sqrt(head_dim).
+class MultiHeadAttention {
+ public:
+  MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t context_dim, int heads);
+  // x [B, N, query_dim], context [B, M, context_dim] or null for self-attention.
+  Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr);
+
+ private:
+  int heads_;
+  float scale_;
+  LinearWeights to_q_, to_k_, to_v_, to_out_;
+};
+
+// The VAE mid-block attention: GroupNorm, one head over all H*W positions (scale 1/sqrt(C)),
+// output projection, residual. Accepts the current diffusers names (to_q/to_k/to_v/to_out.0)
+// and the legacy ones (query/key/value/proj_attn) of older diffusers VAEs.
+class SpatialSelfAttention {
+ public:
+  SpatialSelfAttention(ParamLoader p, int64_t channels, int groups, float eps);
+  Tensor forward(Backend& be, const Tensor& x);
+
+ private:
+  int groups_;
+  float scale_;
+  NormWeights norm_;
+  LinearWeights q_, k_, v_, out_;
+};
+
+}  // namespace otter
