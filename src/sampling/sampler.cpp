@@ -1,0 +1,53 @@
+#include "sampling/sampler.h"
+
+#include "core/error.h"
+
+namespace otter {
+
+namespace {
+
+std::span<float> f32_span(Tensor& t, const char* what) {
+  OTTER_CHECK(t.defined() && t.dtype() == DType::F32 && t.is_contiguous(), "sampler: ", what,
+              " must be a contiguous F32 tensor, got ", t.defined() ? t.describe() : std::string("an empty tensor"));
+  return {t.f32(), static_cast<size_t>(t.numel())};
+}
+
+}  // namespace
+
+void Sampler::reset_schedule(std::vector<float> timesteps, std::vector<float> sigmas) {
+  timesteps_ = std::move(timesteps);
+  sigmas_ = std::move(sigmas);
+  next_step_ = 0;
+}
+
+void Sampler::do_scale_model_input(std::span<float>, int) const {}
+
+void Sampler::scale_model_input(std::span<float> x, int index) const {
+  OTTER_CHECK(index >= 0 && index < num_evaluations(), name(), ": scale_model_input index ", index,
+              " is outside the schedule of ", num_evaluations(), " evaluations (call set_timesteps first)");
+  do_scale_model_input(x, index);
+}
+
+void Sampler::scale_model_input(Tensor& x, int index) const { scale_model_input(f32_span(x, "model input"), index); }
+
+void Sampler::step(std::span<const float> model_output, int index, std::span<float> sample, NoiseGenerator& noise) {
+  OTTER_CHECK(num_evaluations() > 0, name(), ": step() before set_timesteps()");
+  OTTER_CHECK(index < num_evaluations(), name(), ": step ", index, " is past the last of ", num_evaluations(),
+              " evaluations");
+  OTTER_CHECK(index == next_step_, name(), ": step ", index, " called but the next step is ", next_step_,
+              " (steps must run in order; call set_timesteps to start again)");
+  OTTER_CHECK(model_output.size() == sample.size(), name(), ": model output has ", model_output.size(),
+              " values but the sample has ", sample.size());
+  do_step(model_output, index, sample, noise);
+  ++next_step_;
+}
+
+void Sampler::step(const Tensor& model_output, int index, Tensor& sample, NoiseGenerator& noise) {
+  OTTER_CHECK(model_output.shape() == sample.shape(), name(), ": model output ", model_output.describe(),
+              " and sample ", sample.describe(), " differ in shape");
+  Tensor out = model_output.contiguous();
+  OTTER_CHECK(out.dtype() == DType::F32, name(), ": model output must be F32, got ", out.describe());
+  step(std::span<const float>(out.f32(), static_cast<size_t>(out.numel())), index, f32_span(sample, "sample"), noise);
+}
+
+}  // namespace otter
