@@ -48,7 +48,7 @@ template <class Fn>
 void parallel_range(int64_t n, Fn&& fn) {
   constexpr int64_t kGrain = 16384;
   const int64_t blocks = (n + kGrain - 1) / kGrain;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kGrain;
     fn(begin, std::min(n, begin + kGrain) - begin);
@@ -84,7 +84,7 @@ Tensor geglu(const Tensor& x) {
   const int64_t rows = x.numel() / two_c;
   const float* in = xc.f32();
   float* out = y.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) geglu_row(in + r * two_c, in + r * two_c + c, out + r * c, c);
   return y;
 }
@@ -94,7 +94,7 @@ Tensor softmax(const Tensor& x) {
   const Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), DType::F32);
   const int64_t rows = n ? x.numel() / n : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) softmax_row(xc.f32() + r * n, y.f32() + r * n, n);
   return y;
 }

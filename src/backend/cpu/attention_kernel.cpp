@@ -75,7 +75,10 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
   const int64_t q_blocks = (Nq + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = B * heads * q_blocks;
 
-  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(tasks)));
+  // Small problems (CLIP's 77 tokens, tiny models) run on the calling thread.
+  const int64_t work = B * heads * Nq * Nk * D;
+  const int threads =
+      work < 64 * kParallelMinElements ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(tasks)));
   const int64_t per_thread = kQueryBlock * D * 2 + D * kKeyBlock + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 

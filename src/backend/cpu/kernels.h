@@ -11,6 +11,10 @@
 
 namespace otter::cpu {
 
+// Below this many elements an OpenMP parallel region costs more than it saves (and threads
+// spinning at its barrier hurt when the machine is busy): small ops run on the calling thread.
+constexpr int64_t kParallelMinElements = 1 << 15;
+
 Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu);
 Tensor layer_norm(const Tensor& x, const NormWeights& w);
 

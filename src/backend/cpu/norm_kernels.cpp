@@ -63,7 +63,7 @@ Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_s
   float* out = y.f32();
   const float* g = gamma.f32();
   const float* b = beta.f32();
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t grp = 0; grp < groups; ++grp) {
       const int64_t base = (n * C + grp * per_group) * spatial;
@@ -87,7 +87,7 @@ Tensor layer_norm(const Tensor& x, const NormWeights& w) {
   const int64_t rows = x.numel() / C;
   const float* in = xc.f32();
   float* out = y.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelMinElements)
   for (int64_t r = 0; r < rows; ++r) {
     const Moments m = moments(in + r * C, C, w.eps);
     normalise_row(in + r * C, out + r * C, C, m, gamma.f32(), beta.f32());

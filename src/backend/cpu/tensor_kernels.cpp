@@ -61,7 +61,7 @@ void broadcast_apply(const Tensor& a, const Tensor& b, float* out, const Shape& 
   const int64_t step_a = r ? sa[static_cast<size_t>(r - 1)] : 0;
   const int64_t step_b = r ? sb[static_cast<size_t>(r - 1)] : 0;
   const bool a_full = step_a == 1 || last == 1;
-#pragma omp parallel for schedule(static) if (rows > 64)
+#pragma omp parallel for schedule(static) if (rows > 1 && shape.numel() >= kParallelMinElements)
   for (int64_t row = 0; row < rows; ++row) {
     int64_t rem = row, off_a = 0, off_b = 0;
     for (int i = r - 2; i >= 0; --i) {
@@ -160,7 +160,7 @@ Tensor upsample_nearest2x(const Tensor& x_in) {
   Tensor y = Tensor::empty(Shape{x.dim(0), x.dim(1), 2 * H, 2 * W}, DType::F32);
   const float* in = x.f32();
   float* out = y.f32();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.numel() >= kParallelMinElements)
   for (int64_t p = 0; p < NC; ++p) {
     for (int64_t h = 0; h < H; ++h) {
       const float* src = in + (p * H + h) * W;
