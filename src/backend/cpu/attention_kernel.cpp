@@ -2,6 +2,13 @@
 // blocks, keys and values streamed in blocks, and the softmax is computed online (running max and
 // running sum, rescaling the partial output when the max grows). Extra memory is O(block·D) per
 // thread, never the [Nq, Nk] score matrix — SD at 512x512 has Nq = Nk = 4096 per head.
+//
+// The two products (Q·K^T and P·V) run in register tiles of four query rows: with AVX-512 each
+// key (or value) vector loaded feeds four FMAs. Other CPUs use the portable loops.
+// GCC 12 warns about its own AVX-512 intrinsic headers (a known false positive on the
+// reduce/extract helpers); the intrinsics are used as documented.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +17,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/vector_math.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 
 namespace otter::cpu {
@@ -17,45 +25,171 @@ namespace {
 
 constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kKeyBlock = 128;
+constexpr int kTileRows = 4;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-struct Scratch {
-  float* q;   // [kQueryBlock][D], pre-scaled queries
-  float* kt;  // [D][kKeyBlock], keys transposed so score rows vectorise over keys
-  float* s;   // [kQueryBlock][kKeyBlock] scores, then probabilities
-  float* o;   // [kQueryBlock][D] running output
-  float* m;   // [kQueryBlock] running max
-  float* l;   // [kQueryBlock] running sum
-};
+// ---- portable kernels ----
 
-OTTER_KERNEL void score_row(const float* q, const float* kt, float* s, int64_t D, int64_t nk) {
-  for (int64_t j = 0; j < nk; ++j) s[j] = 0.0f;
-  for (int64_t d = 0; d < D; ++d) {
-    const float qd = q[d];
-    const float* krow = kt + d * kKeyBlock;
-    for (int64_t j = 0; j < nk; ++j) s[j] = std::fma(qd, krow[j], s[j]);
+// s[r][j] = q[r]·k[j] for nr rows; kt is the key block transposed, [D][kKeyBlock].
+OTTER_KERNEL void scores_portable(const float* q, int nr, const float* kt, int64_t D, int64_t nk, float* s) {
+  for (int r = 0; r < nr; ++r) {
+    float* row = s + r * kKeyBlock;
+    for (int64_t j = 0; j < nk; ++j) row[j] = 0.0f;
+    for (int64_t d = 0; d < D; ++d) {
+      const float qd = q[r * D + d];
+      const float* krow = kt + d * kKeyBlock;
+      for (int64_t j = 0; j < nk; ++j) row[j] = std::fma(qd, krow[j], row[j]);
+    }
   }
 }
 
-// Online-softmax update of one query row: folds scores s[0..nk) and values v into (m, l, o).
-OTTER_KERNEL void softmax_accumulate(float* s, int64_t nk, const float* v, int64_t v_stride, float* o, int64_t D,
-                                     float& m, float& l) {
-  float block_max = -std::numeric_limits<float>::infinity();
+// o[r] += sum_j p[r][j] · v[j] for nr rows.
+OTTER_KERNEL void pv_portable(const float* p, int nr, int64_t nk, const float* v, int64_t v_stride, float* o,
+                              int64_t D) {
+  for (int r = 0; r < nr; ++r)
+    for (int64_t j = 0; j < nk; ++j) {
+      const float pj = p[r * kKeyBlock + j];
+      const float* vrow = v + j * v_stride;
+      for (int64_t d = 0; d < D; ++d) o[r * D + d] = std::fma(pj, vrow[d], o[r * D + d]);
+    }
+}
+
+// ---- AVX-512 register tiles ----
+
+__attribute__((target("avx512f"))) inline __mmask16 lanes(int64_t count) {
+  return count >= 16 ? static_cast<__mmask16>(0xFFFF) : count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1);
+}
+
+template <int NR>
+__attribute__((target("avx512f"))) void scores_avx512_tile(const float* q, const float* kt, int64_t D, int64_t nk,
+                                                           float* s) {
+  for (int64_t j = 0; j < nk; j += 32) {
+    const __mmask16 m0 = lanes(nk - j), m1 = lanes(nk - j - 16);
+    __m512 acc[NR][2];
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const float* krow = kt + d * kKeyBlock + j;
+      const __m512 k0 = _mm512_maskz_loadu_ps(m0, krow), k1 = _mm512_maskz_loadu_ps(m1, krow + 16);
+      for (int r = 0; r < NR; ++r) {
+        const __m512 qb = _mm512_set1_ps(q[r * D + d]);
+        acc[r][0] = _mm512_fmadd_ps(qb, k0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(qb, k1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      _mm512_mask_storeu_ps(s + r * kKeyBlock + j, m0, acc[r][0]);
+      _mm512_mask_storeu_ps(s + r * kKeyBlock + j + 16, m1, acc[r][1]);
+    }
+  }
+}
+
+template <int NR>
+__attribute__((target("avx512f"))) void pv_avx512_tile(const float* p, int64_t nk, const float* v, int64_t v_stride,
+                                                       float* o, int64_t D) {
+  for (int64_t d0 = 0; d0 < D; d0 += 64) {
+    const __mmask16 m[4] = {lanes(D - d0), lanes(D - d0 - 16), lanes(D - d0 - 32), lanes(D - d0 - 48)};
+    const int vecs = static_cast<int>(std::min<int64_t>(4, (D - d0 + 15) / 16));
+    __m512 acc[NR][4];
+    for (int r = 0; r < NR; ++r)
+      for (int c = 0; c < 4; ++c)
+        acc[r][c] = c < vecs ? _mm512_maskz_loadu_ps(m[c], o + r * D + d0 + 16 * c) : _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; ++j) {
+      const float* vrow = v + j * v_stride + d0;
+      __m512 vv[4];
+      for (int c = 0; c < 4; ++c) vv[c] = c < vecs ? _mm512_maskz_loadu_ps(m[c], vrow + 16 * c) : _mm512_setzero_ps();
+      for (int r = 0; r < NR; ++r) {
+        const __m512 pb = _mm512_set1_ps(p[r * kKeyBlock + j]);
+        for (int c = 0; c < 4; ++c)
+          if (c < vecs) acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < NR; ++r)
+      for (int c = 0; c < vecs; ++c) _mm512_mask_storeu_ps(o + r * D + d0 + 16 * c, m[c], acc[r][c]);
+  }
+}
+
+void scores_avx512(const float* q, int nr, const float* kt, int64_t D, int64_t nk, float* s) {
+  switch (nr) {
+    case 4: return scores_avx512_tile<4>(q, kt, D, nk, s);
+    case 3: return scores_avx512_tile<3>(q, kt, D, nk, s);
+    case 2: return scores_avx512_tile<2>(q, kt, D, nk, s);
+    default: return scores_avx512_tile<1>(q, kt, D, nk, s);
+  }
+}
+
+void pv_avx512(const float* p, int nr, int64_t nk, const float* v, int64_t v_stride, float* o, int64_t D) {
+  switch (nr) {
+    case 4: return pv_avx512_tile<4>(p, nk, v, v_stride, o, D);
+    case 3: return pv_avx512_tile<3>(p, nk, v, v_stride, o, D);
+    case 2: return pv_avx512_tile<2>(p, nk, v, v_stride, o, D);
+    default: return pv_avx512_tile<1>(p, nk, v, v_stride, o, D);
+  }
+}
+
+// Online-softmax update of one query row: turns scores s[0..nk) into unnormalised probabilities
+// against the new running max (zeros for a fully masked block), rescales the row's partial
+// output o and running sum l by exp(old max - new max).
+OTTER_KERNEL void online_softmax_row_portable(float* s, int64_t nk, float* o, int64_t D, float& m, float& l) {
+  float block_max = kNegInf;
   for (int64_t j = 0; j < nk; ++j) block_max = std::fmax(block_max, s[j]);
-  if (block_max == -std::numeric_limits<float>::infinity()) return;  // fully masked block
+  if (block_max == kNegInf) {
+    for (int64_t j = 0; j < nk; ++j) s[j] = 0.0f;
+    return;
+  }
   const float m_new = std::fmax(m, block_max);
   const float correction = fast_exp(m - m_new);  // 0 on the first block (m = -inf)
+  for (int64_t j = 0; j < nk; ++j) s[j] = fast_exp(s[j] - m_new);  // kept apart from the sum so it vectorises
   float sum = 0.0f;
-  for (int64_t j = 0; j < nk; ++j) {
-    s[j] = fast_exp(s[j] - m_new);
-    sum += s[j];
-  }
+  for (int64_t j = 0; j < nk; ++j) sum += s[j];
   l = l * correction + sum;
   m = m_new;
   for (int64_t d = 0; d < D; ++d) o[d] *= correction;
-  for (int64_t j = 0; j < nk; ++j) {
-    const float p = s[j];
-    const float* vrow = v + j * v_stride;
-    for (int64_t d = 0; d < D; ++d) o[d] = std::fma(p, vrow[d], o[d]);
+}
+
+// fast_exp (vector_math.h) sixteen lanes at a time.
+__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693145751953125f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+__attribute__((target("avx512f"))) void online_softmax_row_avx512(float* s, int64_t nk, float* o, int64_t D, float& m,
+                                                                  float& l) {
+  __m512 vmax = _mm512_set1_ps(kNegInf);
+  for (int64_t j = 0; j < nk; j += 16)
+    vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(kNegInf), lanes(nk - j), s + j));
+  const float block_max = _mm512_reduce_max_ps(vmax);
+  if (block_max == kNegInf) {
+    for (int64_t j = 0; j < nk; ++j) s[j] = 0.0f;
+    return;
+  }
+  const float m_new = std::fmax(m, block_max);
+  const float correction = m == kNegInf ? 0.0f : fast_exp(m - m_new);
+  const __m512 vm = _mm512_set1_ps(m_new);
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < nk; j += 16) {
+    const __mmask16 mask = lanes(nk - j);
+    const __m512 p = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + j), vm));
+    _mm512_mask_storeu_ps(s + j, mask, p);
+    vsum = _mm512_mask_add_ps(vsum, mask, vsum, p);
+  }
+  l = l * correction + _mm512_reduce_add_ps(vsum);
+  m = m_new;
+  const __m512 vc = _mm512_set1_ps(correction);
+  for (int64_t d = 0; d < D; d += 16) {
+    const __mmask16 mask = lanes(D - d);
+    _mm512_mask_storeu_ps(o + d, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, o + d), vc));
   }
 }
 
@@ -74,51 +208,60 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
   Tensor out = Tensor::empty(Shape{B, Nq, HD}, DType::F32);
   const int64_t q_blocks = (Nq + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = B * heads * q_blocks;
+  const bool avx512 = cpu_features().avx512f;
+  const auto scores = avx512 ? scores_avx512 : scores_portable;
+  const auto pv = avx512 ? pv_avx512 : pv_portable;
+  const auto online_softmax_row = avx512 ? online_softmax_row_avx512 : online_softmax_row_portable;
 
   // Small problems (CLIP's 77 tokens, tiny models) run on the calling thread.
   const int64_t work = B * heads * Nq * Nk * D;
   const int threads =
       work < 64 * kParallelMinElements ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(tasks)));
-  const int64_t per_thread = kQueryBlock * D * 2 + D * kKeyBlock + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
+  const int64_t per_thread = 2 * kQueryBlock * D + D * kKeyBlock + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (int64_t task = 0; task < tasks; ++task) {
-    float* base = scratch.f32() + omp_get_thread_num() * per_thread;
-    Scratch sc{base, base + kQueryBlock * D, base + kQueryBlock * D + D * kKeyBlock,
-               base + kQueryBlock * D + D * kKeyBlock + kQueryBlock * kKeyBlock, nullptr, nullptr};
-    sc.m = sc.o + kQueryBlock * D;
-    sc.l = sc.m + kQueryBlock;
+    float* qs = scratch.f32() + omp_get_thread_num() * per_thread;  // [kQueryBlock][D] scaled queries
+    float* kt = qs + kQueryBlock * D;                                // [D][kKeyBlock] keys, transposed
+    float* s = kt + D * kKeyBlock;                                   // [kQueryBlock][kKeyBlock] scores
+    float* o = s + kQueryBlock * kKeyBlock;                          // [kQueryBlock][D] running output
+    float* m = o + kQueryBlock * D;                                  // running max per row
+    float* l = m + kQueryBlock;                                      // running sum per row
 
     const int64_t qb = task % q_blocks, h = (task / q_blocks) % heads, b = task / (q_blocks * heads);
     const int64_t q0 = qb * kQueryBlock, nq = std::min(kQueryBlock, Nq - q0);
     const float* qsrc = q.f32() + (b * Nq + q0) * HD + h * D;
     for (int64_t i = 0; i < nq; ++i)
-      for (int64_t d = 0; d < D; ++d) sc.q[i * D + d] = qsrc[i * HD + d] * scale;
-    std::fill(sc.o, sc.o + nq * D, 0.0f);
-    std::fill(sc.m, sc.m + nq, -std::numeric_limits<float>::infinity());
-    std::fill(sc.l, sc.l + nq, 0.0f);
+      for (int64_t d = 0; d < D; ++d) qs[i * D + d] = qsrc[i * HD + d] * scale;
+    std::fill(o, o + nq * D, 0.0f);
+    std::fill(m, m + nq, kNegInf);
+    std::fill(l, l + nq, 0.0f);
 
     const int64_t key_end = causal ? std::min(Nk, q0 + nq) : Nk;
     for (int64_t k0 = 0; k0 < key_end; k0 += kKeyBlock) {
       const int64_t nk = std::min(kKeyBlock, key_end - k0);
       const float* ksrc = k.f32() + (b * Nk + k0) * HD + h * D;
       for (int64_t j = 0; j < nk; ++j)
-        for (int64_t d = 0; d < D; ++d) sc.kt[d * kKeyBlock + j] = ksrc[j * HD + d];
+        for (int64_t d = 0; d < D; ++d) kt[d * kKeyBlock + j] = ksrc[j * HD + d];
       const float* vsrc = v.f32() + (b * Nk + k0) * HD + h * D;
-      for (int64_t i = 0; i < nq; ++i) {
-        float* s = sc.s + i * kKeyBlock;
-        score_row(sc.q + i * D, sc.kt, s, D, nk);
-        if (causal)
-          for (int64_t j = 0; j < nk; ++j)
-            if (k0 + j > q0 + i) s[j] = -std::numeric_limits<float>::infinity();
-        softmax_accumulate(s, nk, vsrc, HD, sc.o + i * D, D, sc.m[i], sc.l[i]);
+      for (int64_t r0 = 0; r0 < nq; r0 += kTileRows) {
+        const int nr = static_cast<int>(std::min<int64_t>(kTileRows, nq - r0));
+        scores(qs + r0 * D, nr, kt, D, nk, s + r0 * kKeyBlock);
+        for (int r = 0; r < nr; ++r) {
+          float* row = s + (r0 + r) * kKeyBlock;
+          if (causal)
+            for (int64_t j = 0; j < nk; ++j)
+              if (k0 + j > q0 + r0 + r) row[j] = kNegInf;
+          online_softmax_row(row, nk, o + (r0 + r) * D, D, m[r0 + r], l[r0 + r]);
+        }
+        pv(s + r0 * kKeyBlock, nr, nk, vsrc, HD, o + r0 * D, D);
       }
     }
     float* dst = out.f32() + (b * Nq + q0) * HD + h * D;
     for (int64_t i = 0; i < nq; ++i) {
-      const float inv = 1.0f / sc.l[i];
-      for (int64_t d = 0; d < D; ++d) dst[i * HD + d] = sc.o[i * D + d] * inv;
+      const float inv = 1.0f / l[i];
+      for (int64_t d = 0; d < D; ++d) dst[i * HD + d] = o[i * D + d] * inv;
     }
   }
   return out;
