@@ -34,13 +34,16 @@ OTTER_KERNEL void geglu_row(const float* value, const float* gate, float* y, int
 OTTER_KERNEL void softmax_row(const float* x, float* y, int64_t n) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = fast_exp(x[i] - mx);  // apart from the sum, so it vectorises
+  float lane[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int k = 0; k < 16; ++k) lane[k] += y[i + k];
   float sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = fast_exp(x[i] - mx);
-    sum += y[i];
-  }
+  for (; i < n; ++i) sum += y[i];
+  for (float v : lane) sum += v;
   const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
 }
 
 // Splits n elements into per-thread ranges of whole cache lines.
