@@ -1,0 +1,142 @@
+"""Trains otter's bundled demo model from scratch and exports it as a diffusers folder.
+
+  /usr/bin/python3 tools/demo_model/train.py             # full run (~1 h on 2 cores), writes
+                                                         # models/otter-shapes and train_log.csv
+  /usr/bin/python3 tools/demo_model/train.py --smoke     # a few steps of every stage (CI, < 30 s)
+
+Stages: BPE tokenizer on the captions -> render the training set -> VAE -> latent scaling factor
+-> text encoder + UNet jointly (epsilon objective, 10% empty captions) -> export. Every random
+choice comes from a fixed seed and torch runs on 2 threads, so a rerun on the same software gives
+the same weights (floating-point reductions may still differ across CPUs/library builds).
+"""
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import bpe_trainer  # noqa: E402
+import configs  # noqa: E402
+import dataset  # noqa: E402
+import export  # noqa: E402
+import modules  # noqa: E402
+from clip_tokenize import Tokenizer  # noqa: E402
+from train_diffusion import train_diffusion  # noqa: E402
+from train_vae import encode_all, scaling_factor, train_vae  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+FULL = dict(captions=20000, images=24000, vae_steps=1000, vae_batch=16, vae_lr=1e-3,
+            unet_steps=1500, unet_batch=64, unet_lr=1e-3, ema=0.998, log_every=25)
+SMOKE = dict(captions=500, images=64, vae_steps=2, vae_batch=4, vae_lr=1e-3,
+             unet_steps=2, unet_batch=4, unet_lr=1e-3, ema=0.998, log_every=1)
+SEED = 20240501
+
+
+class Logger:
+    """Averages losses over `every` steps and appends them to a CSV (stage, step, loss, ..., time)."""
+
+    def __init__(self, path: Path, every: int):
+        self.every, self.t0, self.acc = every, time.time(), {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "w", newline="")
+        self.w = csv.writer(self.f)
+        self.w.writerow(["stage", "step", "loss", "detail", "elapsed_s"])
+
+    def __call__(self, stage, step, values: dict):
+        for k, v in values.items():
+            self.acc.setdefault(k, []).append(v)
+        if (step + 1) % self.every == 0:
+            avg = {k: sum(v) / len(v) for k, v in self.acc.items()}
+            detail = " ".join(f"{k}={v:.5g}" for k, v in avg.items() if k != "loss")
+            elapsed = time.time() - self.t0
+            self.w.writerow([stage, step + 1, f"{avg['loss']:.6f}", detail, f"{elapsed:.1f}"])
+            self.f.flush()
+            print(f"[{elapsed:7.1f}s] {stage} step {step + 1}: loss {avg['loss']:.5f} {detail}", flush=True)
+            self.acc = {}
+
+    def note(self, text: str):
+        print(f"[{time.time() - self.t0:7.1f}s] {text}", flush=True)
+
+
+@torch.no_grad()
+def save_reconstructions(vae, images, path: Path):
+    """Originals (top row) over their VAE reconstructions (bottom row), for a quick look."""
+    from PIL import Image
+
+    x = dataset.to_model_range(images)
+    y = vae.decode(vae.encode(x)[0])
+    rows = [torch.cat(list(t.clamp(-1, 1)), dim=2) for t in (x, y)]
+    grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(grid).save(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a few steps of every stage, into the work folder")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "demo_model_work",
+                    help="caches and checkpoints (default: build/demo_model_work)")
+    ap.add_argument("--out", type=Path, help="exported model folder (default: models/otter-shapes; "
+                                              "with --smoke: WORK/smoke-model)")
+    ap.add_argument("--log", type=Path, help="loss log CSV (default: tools/demo_model/train_log.csv)")
+    args = ap.parse_args()
+    p = SMOKE if args.smoke else FULL
+    work = args.work / ("smoke" if args.smoke else "full")
+    out = args.out or (work / "smoke-model" if args.smoke else REPO / "models" / "otter-shapes")
+    log = Logger(args.log or (work / "train_log.csv" if args.smoke else HERE / "train_log.csv"), p["log_every"])
+    torch.set_num_threads(2)
+    torch.manual_seed(SEED)
+    start = time.time()
+
+    # 1. Tokenizer.
+    texts = [s.caption for s in dataset.shapes.batch(dataset.TRAIN_SEED, p["captions"], draw=False)]
+    merges = bpe_trainer.train(texts, max_merges=400)
+    tok_dir = work / "tokenizer"
+    vocab = bpe_trainer.write_tokenizer(tok_dir, merges)
+    tok = Tokenizer(tok_dir)
+    log.note(f"tokenizer: {len(merges)} merges, vocab {len(vocab)}")
+
+    # 2. Training images.
+    images, captions = dataset.training_set(work, p["images"], log=log.note)
+    log.note(f"{len(images)} training images")
+
+    # 3. VAE.
+    vae = modules.AutoencoderKL(configs.vae_config())
+    train_vae(vae, images, p["vae_steps"], p["vae_batch"], p["vae_lr"], SEED + 1, log,
+              lambda v: save_reconstructions(v, images[:16], work / "vae_reconstructions.png"))
+    mean, std = encode_all(vae, images)
+    sf = scaling_factor(mean, std, SEED + 2)
+    vae.config["scaling_factor"] = sf
+    log.note(f"VAE done; latent scaling_factor = {sf:.5f}")
+    torch.save({"vae": vae.state_dict(), "scaling_factor": sf}, work / "vae.pt")
+    save_reconstructions(vae, images[:16], work / "vae_reconstructions.png")
+
+    # 4. Text encoder + UNet.
+    te = modules.CLIPTextModel(configs.text_encoder_config(len(vocab)))
+    unet = modules.UNet2DConditionModel(configs.unet_config())
+    ids = tok.batch(captions)
+    te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
+                                       p["unet_lr"], p["ema"], SEED + 3, log)
+    torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "te_unet_ema.pt")
+    minutes = (time.time() - start) / 60
+    log.note(f"training done in {minutes:.1f} min")
+
+    # 5. Export.
+    export.export(out, te_ema, unet_ema, vae, tok_dir,
+                  {"otter_model": "otter-shapes", "training_minutes": f"{minutes:.1f}"})
+    log.note(f"exported {out} ({export.folder_size(out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
