@@ -4,11 +4,18 @@
 #include <filesystem>
 #include <ostream>
 
+#include "io/model_files.h"
+
 namespace otter::cli {
 
-// Dispatches on what `path` is (safetensors file, ...); throws otter::Error for anything else.
-void describe_path(const std::filesystem::path& path, std::ostream& out);
+// Dispatches on what `path` is (model folder, single-file checkpoint, other safetensors
+// file, ...); throws otter::Error for anything else. `model` applies to models only.
+void describe_path(const std::filesystem::path& path, std::ostream& out, const ModelOptions& model = {});
 
 void describe_safetensors(const std::filesystem::path& path, std::ostream& out);
+
+// info_model.cpp: SD models in either layout (family, prediction, components, parameters).
+bool is_single_file_checkpoint(const std::filesystem::path& path);  // has model.diffusion_model.* tensors
+void describe_model(const std::filesystem::path& path, const ModelOptions& options, std::ostream& out);
 
 }  // namespace otter::cli
