@@ -1,0 +1,100 @@
+#include "pipeline/image_output.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/png.h"
+
+namespace otter {
+namespace {
+
+std::string number(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+}  // namespace
+
+std::string webui_sampler_name(const std::string& sampler) {
+  static const std::map<std::string, std::string> names = {
+      {"pndm", "PLMS"},   {"lms", "LMS"},   {"ddim", "DDIM"},         {"ddpm", "DDPM"},
+      {"euler", "Euler"}, {"euler_a", "Euler a"}, {"heun", "Heun"}, {"dpmpp_2m", "DPM++ 2M"},
+      {"dpmpp_2m_karras", "DPM++ 2M Karras"}, {"unipc", "UniPC"}};
+  const auto it = names.find(sampler);
+  return it == names.end() ? sampler : it->second;
+}
+
+GenerationParameters describe_generation(const Txt2ImgRequest& request, const Txt2ImgResult& result,
+                                         const std::string& model_name, int index) {
+  GenerationParameters p;
+  const size_t prompt_index = static_cast<size_t>(index / request.images_per_prompt);
+  p.prompt = request.prompts.at(prompt_index);
+  if (!request.negative_prompts.empty())
+    p.negative_prompt = request.negative_prompts.size() == 1 ? request.negative_prompts[0]
+                                                              : request.negative_prompts.at(prompt_index);
+  p.steps = request.steps;
+  p.sampler = webui_sampler_name(result.sampler);
+  const GuidanceSchedule& schedule = request.guidance.schedule;
+  if (schedule.kind() == GuidanceSchedule::Kind::Constant) {
+    p.cfg_scale = schedule.at(0, request.steps);
+  } else {
+    p.cfg_scale = schedule.at(0, request.steps);
+    p.extra.emplace_back("CFG schedule", schedule.describe());
+  }
+  p.seed = request.seed;
+  p.width = request.width;
+  p.height = request.height;
+  p.model = model_name;
+  // One seeded draw covers the whole batch (as diffusers); the position says which image this is.
+  const int64_t batch = result.final_latents.defined() ? result.final_latents.dim(0) : 1;
+  if (batch > 1) {
+    p.extra.emplace_back("Batch size", std::to_string(batch));
+    p.extra.emplace_back("Batch pos", std::to_string(index));
+  }
+  if (request.guidance.rescale > 0) p.extra.emplace_back("CFG Rescale phi", number(request.guidance.rescale));
+  if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", number(request.sampler_options.eta));
+  if (request.text.clip_skip != 1) p.extra.emplace_back("Clip skip", std::to_string(request.text.clip_skip));
+  return p;
+}
+
+std::vector<std::filesystem::path> output_paths(const std::filesystem::path& out, int64_t count) {
+  if (count == 1) return {out};
+  std::vector<std::filesystem::path> paths;
+  const std::string stem = out.stem().string(), ext = out.has_extension() ? out.extension().string() : ".png";
+  for (int64_t i = 0; i < count; ++i) paths.push_back(out.parent_path() / (stem + "-" + std::to_string(i) + ext));
+  return paths;
+}
+
+void check_output_writable(const std::filesystem::path& out) {
+  const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
+  OTTER_CHECK(std::filesystem::is_directory(dir), "cannot write '", out.string(), "': folder '", dir.string(),
+              "' does not exist");
+  std::string probe = (dir / ".otter-write-test-XXXXXX").string();
+  const int fd = mkstemp(probe.data());
+  OTTER_CHECK(fd >= 0, "cannot write '", out.string(), "': folder '", dir.string(), "' is not writable (",
+              std::strerror(errno), ")");
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+std::vector<std::filesystem::path> save_images(const std::filesystem::path& out, const Txt2ImgRequest& request,
+                                               const Txt2ImgResult& result, const std::string& model_name) {
+  const Tensor& images = result.image;
+  const int64_t B = images.dim(0), H = images.dim(1), W = images.dim(2);
+  const auto paths = output_paths(out, B);
+  for (int64_t b = 0; b < B; ++b) {
+    const GenerationParameters params = describe_generation(request, result, model_name, static_cast<int>(b));
+    write_png(paths[static_cast<size_t>(b)], images.data<uint8_t>() + b * H * W * 3, static_cast<int>(W),
+              static_cast<int>(H), {{"parameters", format_parameters(params)}});
+  }
+  return paths;
+}
+
+}  // namespace otter

@@ -1,0 +1,30 @@
+#pragma once
+// Writing generated images as PNG files with their generation parameters in a `parameters`
+// text chunk (AUTOMATIC1111 webui's format, which other tools read and `otter info` prints).
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "io/generation_parameters.h"
+#include "pipeline/txt2img.h"
+
+namespace otter {
+
+// The webui's display name for an otter sampler ("euler_a" -> "Euler a").
+std::string webui_sampler_name(const std::string& sampler);
+
+// The parameters of image `index` of a txt2img run.
+GenerationParameters describe_generation(const Txt2ImgRequest& request, const Txt2ImgResult& result,
+                                         const std::string& model_name, int index);
+
+// Output file names: `out.png` for one image, `out-0.png`, `out-1.png`, ... for several.
+std::vector<std::filesystem::path> output_paths(const std::filesystem::path& out, int64_t count);
+
+// Fails early (before any work) when the folder of `out` cannot be written.
+void check_output_writable(const std::filesystem::path& out);
+
+// Writes every image of `result` (atomically: temp file, then rename); returns the paths.
+std::vector<std::filesystem::path> save_images(const std::filesystem::path& out, const Txt2ImgRequest& request,
+                                               const Txt2ImgResult& result, const std::string& model_name);
+
+}  // namespace otter

@@ -1,0 +1,68 @@
+#pragma once
+// A loaded Stable Diffusion model: tokenizer, text encoder, UNet, VAE and the model's own
+// scheduler config, built from a checkpoint in either layout (src/io/model_files.h), running on
+// one Backend. Text encoding lives here because it is per model (tokenizer padding, clip skip).
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/model_files.h"
+#include "models/clip_text_encoder.h"
+#include "models/unet.h"
+#include "models/vae.h"
+#include "sampling/scheduler_config.h"
+#include "text/clip_tokenizer.h"
+
+namespace otter {
+
+struct LoadOptions {
+  ModelOptions model;                                // --config, --prediction, --variant
+  std::optional<std::filesystem::path> tokenizer;    // --tokenizer DIR
+};
+
+struct TextEncodeOptions {
+  LongPrompt long_prompt = LongPrompt::truncate;  // or chunk: 75-token windows, embeddings concatenated
+  int clip_skip = 1;                              // 1 = last layer, 2 = penultimate, ...
+};
+
+class StableDiffusion {
+ public:
+  // Opens and checks the checkpoint and builds every component; `backend` must outlive the model.
+  static std::unique_ptr<StableDiffusion> load(const std::filesystem::path& path, Backend& backend,
+                                               const LoadOptions& options = {});
+
+  // Text states for each prompt: [prompts.size(), 77·windows, D]. When chunking, prompts with fewer
+  // windows are padded with the empty prompt's windows so all rows have the same length.
+  Tensor encode_prompts(const std::vector<std::string>& prompts, const TextEncodeOptions& options = {});
+  // Pads the token dimension of a [B, 77·k, D] tensor to 77·windows with the empty prompt's states
+  // (so cond and uncond rows can share one batch).
+  Tensor pad_to_windows(const Tensor& states, int64_t windows, const TextEncodeOptions& options);
+
+  Backend& backend() { return backend_; }
+  const ModelFiles& files() const { return files_; }
+  const ClipTokenizer& tokenizer() const { return tokenizer_; }
+  ClipTextEncoder& text_encoder() { return *text_encoder_; }
+  UNet& unet() { return *unet_; }
+  Vae& vae() { return *vae_; }
+  const SchedulerConfig& scheduler_config() const { return scheduler_config_; }
+  double load_seconds() const { return load_seconds_; }
+
+ private:
+  StableDiffusion(Backend& backend, ModelFiles files, ClipTokenizer tokenizer);
+  Tensor encode_windows(const std::vector<ClipWindow>& windows, const TextEncodeOptions& options);
+
+  Backend& backend_;
+  ModelFiles files_;
+  ClipTokenizer tokenizer_;
+  int pad_id_ = 0;
+  std::unique_ptr<ClipTextEncoder> text_encoder_;
+  std::unique_ptr<UNet> unet_;
+  std::unique_ptr<Vae> vae_;
+  SchedulerConfig scheduler_config_;
+  double load_seconds_ = 0;
+};
+
+}  // namespace otter

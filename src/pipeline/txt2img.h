@@ -1,0 +1,79 @@
+#pragma once
+// Text to image: encode prompts, denoise from seeded noise with classifier-free guidance, decode.
+// The loop is diffusers' StableDiffusionPipeline.__call__, step for step:
+//
+//   cond = TE(prompts) (each repeated per image), uncond = TE(negative or "") likewise
+//   noise = randn([B, 4, H/8, W/8], seed)          one torch-compatible draw
+//   latents = noise · init_noise_sigma
+//   for each sampler evaluation k:
+//     x = scale_model_input(latents, k)
+//     eps = guidance.predict(UNet, x, t_k)          one UNet call on [uncond…, cond…]
+//     latents = sampler.step(eps, k, latents)       ancestral noise from the same generator
+//   image = VAE.decode(latents)
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "guidance/classifier_free_guidance.h"
+#include "pipeline/stable_diffusion.h"
+#include "sampling/sampler.h"
+
+namespace otter {
+
+struct Txt2ImgRequest {
+  std::vector<std::string> prompts{""};
+  // One negative prompt for all prompts, or one per prompt; empty = the empty prompt.
+  std::vector<std::string> negative_prompts;
+  int images_per_prompt = 1;
+  int width = 512, height = 512;
+  int steps = 20;
+  std::string sampler;  // "" = the model's own scheduler config
+  // Replaces the model's scheduler_config.json (e.g. a diffusers config with overrides).
+  std::optional<SchedulerConfig> scheduler_config;
+  SamplerOptions sampler_options;
+  uint64_t seed = 0;
+  GuidanceOptions guidance;
+  TextEncodeOptions text;
+  bool decode = true;  // false: stop at the final latents
+};
+
+struct StepReport {
+  int evaluation = 0;     // 0-based
+  int evaluations = 0;    // total UNet evaluations
+  float timestep = 0;
+  float guidance_scale = 0;
+  bool uncond_skipped = false;
+  double seconds = 0;     // this step's wall time
+};
+using StepCallback = std::function<void(const StepReport&)>;
+
+struct Txt2ImgResult {
+  Tensor init_noise;     // [B, 4, h, w] the seeded draw
+  Tensor final_latents;  // [B, 4, h, w]
+  Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (undefined if !decode)
+  Tensor image;          // [B, H, W, 3] U8, clamp(decoded/2 + 0.5)·255 rounded half to even
+  std::string sampler;   // the sampler name used
+  uint64_t unet_rows = 0;            // batch rows the UNet evaluated in total
+  uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
+  double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
+};
+
+// Per-evaluation observer for parity tests: called after each sampler step with the model input,
+// the guided prediction and the new latents.
+struct Txt2ImgTrace {
+  std::function<void(int k, const Tensor& model_input, const Tensor& noise_pred, const Tensor& latents)> on_step;
+};
+
+Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, const StepCallback& progress = {},
+                      const Txt2ImgTrace& trace = {});
+
+// [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.
+Tensor to_uint8_image(const Tensor& decoded);
+
+// The sampler names otter accepts for `--sampler`, and the sampler it picks for a model config
+// when none is given (the one matching the model's scheduler class).
+std::string default_sampler_for(const SchedulerConfig& config);
+
+}  // namespace otter
