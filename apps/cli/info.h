@@ -17,5 +17,7 @@ void describe_safetensors(const std::filesystem::path& path, std::ostream& out);
 // info_model.cpp: SD models in either layout (family, prediction, components, parameters).
 bool is_single_file_checkpoint(const std::filesystem::path& path);  // has model.diffusion_model.* tensors
 void describe_model(const std::filesystem::path& path, const ModelOptions& options, std::ostream& out);
+// info_png.cpp: a generated image's size and the generation parameters in its text chunks.
+void describe_png(const std::filesystem::path& path, std::ostream& out);
 
 }  // namespace otter::cli

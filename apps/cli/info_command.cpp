@@ -38,8 +38,12 @@ void describe_path(const std::filesystem::path& path, std::ostream& out, const M
     else describe_safetensors(path, out);
     return;
   }
+  if (std::filesystem::is_regular_file(status) && has_extension(path, ".png")) {
+    describe_png(path, out);
+    return;
+  }
   throw Error(cat("cannot describe '", path.string(),
-                  "': otter info understands .safetensors files and diffusers model folders"));
+                  "': otter info understands .safetensors files, diffusers model folders and PNG images"));
 }
 
 void add_info_command(CLI::App& app) {

@@ -1,0 +1,194 @@
+// `otter generate`: text to image with classifier-free guidance.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "commands.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "pipeline/default_model.h"
+#include "pipeline/image_output.h"
+#include "pipeline/stable_diffusion.h"
+#include "pipeline/txt2img.h"
+
+namespace otter::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::vector<std::string> prompts;
+  std::vector<std::string> negatives;
+  std::string cfg_scale = "7.5";
+  std::string cfg_schedule;
+  float rescale = 0.0f;
+  std::string cfg_batch = "batched";
+  int steps = 20;
+  std::string sampler;
+  double eta = 0.0;
+  uint64_t seed = 0;
+  int width = 0, height = 0;
+  int images = 1;
+  std::string output = "out.png";
+  std::string save_latents;
+  bool quiet = false;
+  int threads = 0;
+  std::string precision = "f32";
+  std::vector<std::string> config;
+  std::string prediction;
+  std::string variant;
+  std::string tokenizer;
+  std::string long_prompt = "truncate";
+  int clip_skip = 1;
+  std::string rng = "cpu";
+};
+
+// One line per step on a terminal (redrawn in place), one line per step in a log otherwise.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool quiet) : quiet_(quiet), tty_(isatty(STDERR_FILENO)) {}
+  void operator()(const StepReport& r) {
+    if (quiet_) return;
+    total_seconds_ += r.seconds;
+    const int done = r.evaluation + 1;
+    const double eta = total_seconds_ / done * (r.evaluations - done);
+    constexpr int kWidth = 24;
+    const int filled = done * kWidth / r.evaluations;
+    std::string bar(static_cast<size_t>(filled), '=');
+    bar.resize(kWidth, ' ');
+    std::fprintf(stderr, "%sstep %3d/%d [%s] %6.2f s/step  ETA %5.1f s  t=%-7.2f cfg %.2f%s%s", tty_ ? "\r" : "", done,
+                 r.evaluations, bar.c_str(), r.seconds, eta, r.timestep, r.guidance_scale,
+                 r.uncond_skipped ? " (no uncond pass)" : "", tty_ ? (done == r.evaluations ? "\n" : "") : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool quiet_, tty_;
+  double total_seconds_ = 0;
+};
+
+void log(bool quiet, const std::string& line) {
+  if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+void run_generate(const GenerateArgs& a) {
+  OTTER_CHECK(a.rng == "cpu", "--rng ", a.rng, " is not available; otter reproduces torch's CPU generator (--rng cpu)");
+  OTTER_CHECK(a.cfg_batch == "batched" || a.cfg_batch == "split", "--cfg-batch must be 'batched' or 'split', got '",
+              a.cfg_batch, "'");
+  OTTER_CHECK(a.long_prompt == "truncate" || a.long_prompt == "chunk", "--long-prompt must be 'truncate' or 'chunk'");
+  OTTER_CHECK(a.precision == "f32" || a.precision == "bf16", "--precision must be f32 or bf16, got '", a.precision, "'");
+
+  Txt2ImgRequest request;
+  request.prompts = a.prompts;
+  request.negative_prompts = a.negatives;
+  request.images_per_prompt = a.images;
+  request.steps = a.steps;
+  request.sampler = a.sampler;
+  request.sampler_options.eta = a.eta;
+  request.seed = a.seed;
+  request.guidance.schedule = GuidanceSchedule::parse(a.cfg_schedule.empty() ? a.cfg_scale : a.cfg_schedule);
+  request.guidance.schedule.validate(a.steps);
+  request.guidance.rescale = a.rescale;
+  request.guidance.batching = a.cfg_batch == "split" ? CfgBatching::Split : CfgBatching::Batched;
+  request.text.long_prompt = a.long_prompt == "chunk" ? LongPrompt::chunk : LongPrompt::truncate;
+  request.text.clip_skip = a.clip_skip;
+  if ((a.width && a.width % 8) || (a.height && a.height % 8))
+    throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
+
+  // Check what can be checked before any expensive work: the output folder must be writable.
+  check_output_writable(a.output);
+  if (!a.save_latents.empty()) check_output_writable(a.save_latents);
+
+  const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
+  auto backend = make_cpu_backend(a.precision == "bf16" ? Precision::BF16 : Precision::F32, a.threads);
+  LoadOptions load;
+  for (const std::string& c : a.config) load.model.config.emplace_back(c);
+  if (!a.prediction.empty()) load.model.prediction = a.prediction;
+  if (!a.variant.empty()) load.model.variant = a.variant;
+  if (!a.tokenizer.empty()) load.tokenizer = a.tokenizer;
+  auto model = StableDiffusion::load(model_path, *backend, load);
+  for (const std::string& note : model->files().notes) log(a.quiet, "otter: " + note);
+  log(a.quiet, cat("otter: loaded ", model->files().name, " in ", model->load_seconds(), " s (", backend->name(), ")"));
+
+  // Default size: the model's native resolution (sample_size latents x 8).
+  const nlohmann::json& unet_config = model->files().configs.unet;
+  const int native = unet_config.value("sample_size", 64) * 8;
+  request.width = a.width ? a.width : native;
+  request.height = a.height ? a.height : native;
+
+  // Say when guidance is off: a scale of 1 needs no unconditional pass.
+  int skipped = 0;
+  for (int s = 0; s < request.steps; ++s) skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
+  if (skipped == request.steps)
+    log(a.quiet, "otter: guidance scale is 1: the unconditional pass is skipped (half the UNet work)");
+  else if (skipped > 0)
+    log(a.quiet, cat("otter: guidance scale is 1 on ", skipped, " of ", request.steps,
+                     " steps: the unconditional pass is skipped there"));
+
+  ProgressBar progress(a.quiet);
+  const Txt2ImgResult result = txt2img(*model, request, std::ref(progress));
+  log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows; text ", result.seconds_text,
+                   " s, denoise ", result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
+
+  if (!a.save_latents.empty()) {
+    write_safetensors(a.save_latents, {{"init_noise", result.init_noise}, {"final_latents", result.final_latents}});
+    log(a.quiet, "otter: wrote " + a.save_latents);
+  }
+  for (const auto& path : save_images(a.output, request, result, model->files().name))
+    std::cout << path.string() << "\n";
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate images from a text prompt with classifier-free guidance");
+  cmd->add_option("-m,--model", a->model,
+                  "Diffusers folder or single-file .safetensors checkpoint (default: the bundled otter-shapes model)");
+  cmd->add_option("-p,--prompt", a->prompts, "Prompt; repeat for several prompts in one batch")->required();
+  cmd->add_option("-n,--negative", a->negatives,
+                  "Negative prompt: the baseline guidance moves away from (default: the empty prompt); one for "
+                  "all prompts or one per prompt");
+  cmd->add_option("--cfg-scale", a->cfg_scale, "Guidance scale s in eps = uncond + s*(cond - uncond)")
+      ->capture_default_str();
+  cmd->add_option("--cfg-schedule", a->cfg_schedule,
+                  "Scale per step: linear:START:END, cosine:START:END or list:S1,S2,... (overrides --cfg-scale)");
+  cmd->add_option("--rescale", a->rescale, "Guidance rescale phi in [0, 1] (for v-prediction models; 0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--cfg-batch", a->cfg_batch,
+                  "batched: one UNet call on [uncond, cond]; split: two calls (less memory, same result)")
+      ->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
+  cmd->add_option("--sampler", a->sampler,
+                  "pndm lms ddim ddpm euler euler_a heun dpmpp_2m dpmpp_2m_karras unipc (default: the model's own)");
+  cmd->add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of torch's CPU generator (same seed = same noise as diffusers)")
+      ->capture_default_str();
+  cmd->add_option("-W,--width", a->width, "Image width, a multiple of 8 (default: the model's native size)");
+  cmd->add_option("-H,--height", a->height, "Image height, a multiple of 8 (default: the model's native size)");
+  cmd->add_option("--images", a->images, "Images per prompt")->capture_default_str();
+  cmd->add_option("-o,--output", a->output, "Output PNG; several images become NAME-0.png, NAME-1.png, ...")
+      ->capture_default_str();
+  cmd->add_option("--save-latents", a->save_latents, "Also write init_noise and final_latents (f32) to this .safetensors");
+  cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: OpenMP's default)");
+  cmd->add_option("--precision", a->precision, "Compute precision: f32 or bf16")->capture_default_str();
+  cmd->add_option("--config", a->config, "Diffusers folder or config.json files describing a single-file checkpoint");
+  cmd->add_option("--prediction", a->prediction, "Override the prediction type: eps or v");
+  cmd->add_option("--variant", a->variant, "Diffusers weight variant to load, e.g. fp16");
+  cmd->add_option("--tokenizer", a->tokenizer, "Folder with the CLIP vocab.json and merges.txt");
+  cmd->add_option("--long-prompt", a->long_prompt,
+                  "Prompts over 75 tokens: truncate (diffusers) or chunk (75-token windows, webui)")
+      ->capture_default_str();
+  cmd->add_option("--clip-skip", a->clip_skip, "Use the text encoder's N-th layer from the end (1 = last)")
+      ->capture_default_str();
+  cmd->add_option("--rng", a->rng, "Noise generator: cpu (torch's CPU generator)")->capture_default_str();
+  cmd->callback([a] { run_generate(*a); });
+}
+
+}  // namespace otter::cli

@@ -1,0 +1,155 @@
+// `otter generate`, run as a user would: the built binary on the tiny models in ../shared, its
+// files, stdout, stderr and exit status. Bad input must fail with a clear message, a non-zero exit
+// and no file left behind.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "core/error.h"
+#include "io/generation_parameters.h"
+#include "io/png.h"
+#include "io/safetensors.h"
+#include "support/compare.h"
+#include "support/golden.h"
+#include "support/shared_data.h"
+
+namespace otter {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+
+class OtterGenerate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto shared = testing::shared_dir();
+    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
+    shared_ = *shared;
+    dir_ = fs::temp_directory_path() /
+           cat("otter_gen_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  // Runs `otter generate <args>` (args already shell-quoted where needed).
+  CliRun generate(const std::string& args) const {
+    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    const std::string cmd =
+        cat("'", OTTER_CLI_BINARY, "' generate ", args, " >'", out.string(), "' 2>'", err.string(), "'");
+    const int raw = std::system(cmd.c_str());
+    CliRun r;
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+  std::string model(const std::string& name = "tiny-sd1") const { return cat("-m '", (shared_ / "models" / name).string(), "'"); }
+  // Files in the work folder other than the captured output.
+  int images_written() const {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.path().filename().string().find("std") != 0) ++n;
+    return n;
+  }
+  fs::path shared_, dir_;
+};
+
+TEST_F(OtterGenerate, WritesPngWithParametersAndDiffusersLatents) {
+  const fs::path png = dir_ / "otter.png", latents = dir_ / "latents.safetensors";
+  const CliRun r = generate(cat(model(), " -p 'a watercolor painting of an otter' --seed 42 --steps 10 -o '", png.string(),
+                             "' --save-latents '", latents.string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, png.string()));
+  EXPECT_TRUE(contains(r.err, "step  11/11"));  // PNDM: 11 evaluations for 10 steps
+  const PngImage image = read_png(png);
+  EXPECT_EQ(image.width, 64);
+  const GenerationParameters p = parse_parameters(image.find_text("parameters").value());
+  EXPECT_EQ(p.prompt, "a watercolor painting of an otter");
+  EXPECT_EQ(p.steps, 10);
+  EXPECT_EQ(p.seed, 42u);
+  EXPECT_EQ(p.cfg_scale, 7.5);
+  EXPECT_EQ(p.sampler, "PLMS");
+  EXPECT_EQ(p.model, "tiny-sd1");
+
+  // The CLI's defaults reproduce diffusers' default pipeline for this model (the `pndm` golden).
+  const testing::Golden golden(shared_ / "golden" / "tiny-sd1_pipelines.json");
+  const SafetensorsFile saved = SafetensorsFile::open(latents);
+  EXPECT_EQ(testing::max_abs_diff(saved.tensor("init_noise"), golden.tensor("pndm/init_noise")), 0.0);
+  const Tensor want = golden.tensor("pndm/final_latents");
+  EXPECT_LE(testing::max_abs_diff(saved.tensor("final_latents"), want), 1e-4 * testing::max_abs(want));
+}
+
+TEST_F(OtterGenerate, SeveralImagesAreNumbered) {
+  const CliRun r = generate(cat(model(), " -p a -p b --images 2 --steps 2 --sampler euler -q -o '", (dir_ / "x.png").string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(fs::exists(dir_ / cat("x-", i, ".png"))) << i;
+  EXPECT_TRUE(r.err.empty()) << "--quiet prints nothing: " << r.err;
+  const GenerationParameters p = parse_parameters(read_png(dir_ / "x-3.png").find_text("parameters").value());
+  EXPECT_EQ(p.prompt, "b");
+}
+
+TEST_F(OtterGenerate, ScaleOneSaysTheUncondPassIsSkipped) {
+  const CliRun r = generate(cat(model(), " -p a --steps 2 --cfg-scale 1 -o '", (dir_ / "a.png").string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "unconditional pass is skipped")) << r.err;
+  EXPECT_TRUE(contains(r.err, ", 3 UNet rows")) << r.err;  // PNDM: 3 evaluations of 1 row
+}
+
+TEST_F(OtterGenerate, SingleFileCheckpointWithConfig) {
+  const CliRun r = generate(cat("-m '", (shared_ / "models" / "tiny-sd2.safetensors").string(), "' --config '",
+                             (shared_ / "models" / "tiny-sd2").string(), "' -p a --steps 2 --rescale 0.7 -o '",
+                             (dir_ / "a.png").string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "SD 2")) << r.err;
+}
+
+struct BadCase {
+  const char* args;
+  const char* message;
+};
+
+TEST_F(OtterGenerate, BadInputFailsCleanlyWithoutFiles) {
+  const std::string out = cat(" -o '", (dir_ / "bad.png").string(), "'");
+  const BadCase cases[] = {
+      {"--sampler foo", "unknown sampler 'foo'"},
+      {"-W 30", "not a multiple of 8"},
+      {"--steps 4 --cfg-schedule list:1,2", "one scale per step"},
+      {"--cfg-batch sideways", "--cfg-batch"},
+  };
+  for (const BadCase& c : cases) {
+    const CliRun r = generate(cat(model(), " -p a ", c.args, out));
+    EXPECT_NE(r.status, 0) << c.args;
+    EXPECT_TRUE(contains(r.err, c.message)) << c.args << ": " << r.err;
+    EXPECT_EQ(images_written(), 0) << c.args;
+  }
+  CliRun r = generate(cat("-m '", (dir_ / "no-such-model").string(), "' -p a", out));
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "no-such-model")) << r.err;
+  r = generate(cat(model(), " -p a -o '", (dir_ / "missing-folder" / "a.png").string(), "'"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "does not exist")) << r.err;
+  EXPECT_EQ(images_written(), 0);
+}
+
+}  // namespace
+}  // namespace otter
