@@ -1,0 +1,59 @@
+#pragma once
+// A Backend decorator that forwards every op to a real backend and counts the floating-point
+// operations of the compute-bound ones (convolution, linear, matmul, attention; a multiply-add
+// counts 2). Running one model pass through it gives the pass's FLOPs from the architecture as
+// actually executed.
+#include "backend/backend.h"
+
+namespace otter::bench {
+
+class FlopCounter final : public Backend {
+ public:
+  explicit FlopCounter(Backend& inner) : inner_(inner) {}
+  double flops() const { return flops_; }
+  void reset() { flops_ = 0; }
+
+  std::string name() const override { return inner_.name(); }
+  Precision precision() const override { return inner_.precision(); }
+  Tensor linear(const Tensor& x, LinearWeights& w) override {
+    flops_ += 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    return inner_.linear(x, w);
+  }
+  Tensor matmul(const Tensor& a, const Tensor& b) override {
+    flops_ += 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2));
+    return inner_.matmul(a, b);
+  }
+  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
+    Tensor y = inner_.conv2d(x, w);
+    flops_ += 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.weight.numel() / w.weight.dim(0));
+    return y;
+  }
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
+    // Q·K^T and P·V: 2·2·B·Nq·Nk·(H·D).
+    flops_ += 4.0 * static_cast<double>(q.numel()) * static_cast<double>(k.dim(1));
+    return inner_.attention(q, k, v, heads, scale, causal);
+  }
+  Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool silu) override {
+    return inner_.group_norm(x, groups, w, silu);
+  }
+  Tensor layer_norm(const Tensor& x, const NormWeights& w) override { return inner_.layer_norm(x, w); }
+  Tensor activation(const Tensor& x, Activation a) override { return inner_.activation(x, a); }
+  Tensor geglu(const Tensor& x) override { return inner_.geglu(x); }
+  Tensor softmax(const Tensor& x) override { return inner_.softmax(x); }
+  Tensor add(const Tensor& a, const Tensor& b) override { return inner_.add(a, b); }
+  Tensor mul(const Tensor& a, const Tensor& b) override { return inner_.mul(a, b); }
+  Tensor scale(const Tensor& a, float s) override { return inner_.scale(a, s); }
+  void add_inplace(Tensor& a, const Tensor& b) override { inner_.add_inplace(a, b); }
+  Tensor concat(std::span<const Tensor> xs, int dim) override { return inner_.concat(xs, dim); }
+  std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return inner_.chunk(x, pieces, dim); }
+  Tensor upsample_nearest2x(const Tensor& x) override { return inner_.upsample_nearest2x(x); }
+  Tensor timestep_embedding(const Tensor& t, int dim, bool flip, float shift) override {
+    return inner_.timestep_embedding(t, dim, flip, shift);
+  }
+
+ private:
+  Backend& inner_;
+  double flops_ = 0;
+};
+
+}  // namespace otter::bench

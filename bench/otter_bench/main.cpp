@@ -1,0 +1,204 @@
+// otter-bench: how fast one batched CFG step runs, against what the machine can do.
+//
+// Builds the real SD 1.5 architecture from its configs with seeded random weights (no download),
+// or loads a checkpoint, and measures text encoding, one UNet pass at batch 2 (a CFG step) and at
+// batch 1 (a step without the uncond rows) at 256x256 and 512x512, VAE decode, the whole 20-step
+// image, peak RSS, and GFLOP/s against the FLOPs of each pass (counted from the ops executed) and
+// against the machine's large-matmul rate measured in the same run. Prints a table and JSON.
+//
+//   build/release/bench/otter-bench                      # f32 and bf16, 256 and 512
+//   build/release/bench/otter-bench --sizes 256 --precisions bf16 --json out.json
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "core/cpu_features.h"
+#include "flop_counter.h"
+#include "io/component_tensors.h"
+#include "io/model_configs.h"
+#include "models/clip_text_encoder.h"
+#include "models/unet.h"
+#include "models/unet_config.h"
+#include "models/vae.h"
+#include "random_weights.h"
+
+namespace otter::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
+}
+
+template <class Fn>
+double best_of(int runs, Fn&& fn) {
+  double best = 1e300;
+  for (int i = 0; i < runs; ++i) {
+    const auto t = Clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t).count());
+  }
+  return best;
+}
+
+Tensor random_input(const Shape& s, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> d;
+  Tensor t = Tensor::empty(s, DType::F32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = d(gen);
+  return t;
+}
+
+// The machine's practical limit: a large matmul on oneDNN at this precision.
+double matmul_peak_gflops(Precision p) {
+  auto be = make_cpu_backend(p);
+  const int64_t n = 2048;
+  const Tensor x = random_input(Shape{n, n}, 1);
+  LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr};
+  be->linear(x, w);
+  const double s = best_of(3, [&] { be->linear(x, w); });
+  return 2.0 * n * n * n / s * 1e-9;
+}
+
+struct Args {
+  std::vector<int> sizes{256, 512};
+  std::vector<std::string> precisions;
+  std::string weights = "f16";
+  int runs = 2;
+  int steps = 20;
+  std::string json_path;
+  std::string family = "sd1";
+};
+
+}  // namespace
+
+int run(const Args& a) {
+  const DType storage = a.weights == "f32" ? DType::F32 : a.weights == "bf16" ? DType::BF16 : DType::F16;
+  const ModelConfigs configs = builtin_configs(a.family == "sd2" ? ModelFamily::SD2 : ModelFamily::SD1);
+  nlohmann::json report;
+  report["model"] = a.family == "sd2" ? "SD 2.1 architecture, random weights" : "SD 1.5 architecture, random weights";
+  report["weights_storage"] = a.weights;
+  report["threads"] = omp_get_max_threads();
+  report["cpu"] = {{"avx512f", cpu_features().avx512f}, {"avx512_bf16", cpu_features().avx512_bf16}};
+
+  // Weights are built once and shared by both precisions (each backend prepares its own copy).
+  const auto t_build = Clock::now();
+  RandomWeights te_w(text_encoder_tensor_specs(configs.text_encoder), storage, 1, "random text encoder");
+  RandomWeights unet_w(unet_tensor_specs(configs.unet), storage, 2, "random unet");
+  RandomWeights vae_w(vae_tensor_specs(configs.vae), storage, 3, "random vae");
+  report["seconds_build_random_weights"] = std::chrono::duration<double>(Clock::now() - t_build).count();
+
+  std::vector<std::string> precisions = a.precisions;
+  if (precisions.empty()) {
+    precisions = {"f32"};
+    if (cpu_features().avx512f) precisions.push_back("bf16");
+  }
+  std::printf("%-5s %-5s %-28s %10s %10s %9s %8s\n", "prec", "size", "phase", "seconds", "GFLOP", "GFLOP/s", "of peak");
+  for (const std::string& pname : precisions) {
+    const Precision p = pname == "bf16" ? Precision::BF16 : Precision::F32;
+    const double peak = matmul_peak_gflops(p);
+    auto be = make_cpu_backend(p);
+    FlopCounter counter(*be);
+    nlohmann::json prec;
+    prec["matmul_peak_gflops"] = peak;
+    std::printf("%-5s %-5s %-28s %10s %10s %9.1f %8s\n", pname.c_str(), "-", "matmul 2048^3 (machine peak)", "-", "-",
+                peak, "100%");
+    auto row = [&](const std::string& size, const std::string& phase, double s, double flops) {
+      const double gflops = flops / s * 1e-9;
+      std::printf("%-5s %-5s %-28s %10.3f %10.1f %9.1f %7.0f%%\n", pname.c_str(), size.c_str(), phase.c_str(), s,
+                  flops * 1e-9, gflops, 100.0 * gflops / peak);
+      return nlohmann::json{{"seconds", s}, {"gflop", flops * 1e-9}, {"gflops", gflops}, {"share_of_peak", gflops / peak}};
+    };
+
+    Weights tw(te_w), uw(unet_w), vw(vae_w);
+    ClipTextEncoder te(ClipTextConfig::from_json(configs.text_encoder), te_w, counter);
+    UNet unet(UNetConfig::from_json(configs.unet), uw);
+    Vae vae(VaeConfig::from_json(configs.vae), vw);
+
+    // Text: the prompt and the negative prompt, one batch of 2 x 77 tokens.
+    std::vector<int> ids(2 * 77, 49407);
+    ids[0] = ids[77] = 49406;
+    te.encode(ids, 2);  // prepares weights
+    counter.reset();
+    te.encode(ids, 2);
+    const double te_flops = counter.flops();
+    const double te_s = best_of(a.runs + 1, [&] { te.encode(ids, 2); });
+    prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te_s, te_flops);
+
+    for (int size : a.sizes) {
+      const int64_t l = size / 8;
+      const std::string sz = std::to_string(size);
+      nlohmann::json at;
+      const Tensor ctx2 = random_input(Shape{2, 77, 768}, 5);
+      const Tensor ctx1 = ctx2.slice(0, 1, 2).contiguous();
+      const Tensor x2 = random_input(Shape{2, 4, l, l}, 6), x1 = x2.slice(0, 0, 1).contiguous();
+      const auto first = Clock::now();
+      counter.reset();
+      unet.forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
+      at["first_cfg_step_seconds"] = std::chrono::duration<double>(Clock::now() - first).count();
+      const double flops2 = counter.flops();
+      const double s2 = best_of(a.runs, [&] { unet.forward(*be, x2, 500.0f, ctx2); });
+      at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", s2, flops2);
+      counter.reset();
+      unet.forward(counter, x1, 500.0f, ctx1);
+      const double flops1 = counter.flops();
+      const double s1 = best_of(a.runs, [&] { unet.forward(*be, x1, 500.0f, ctx1); });
+      at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", s1, flops1);
+      at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
+
+      const Tensor z = random_input(Shape{1, 4, l, l}, 7);
+      counter.reset();
+      vae.decode(counter, z);
+      const double vflops = counter.flops();
+      const double vs = best_of(std::max(1, a.runs - 1), [&] { vae.decode(*be, z); });
+      at["vae_decode"] = row(sz, "VAE decode", vs, vflops);
+      const double whole = te_s + a.steps * s2 + vs;
+      at["whole_image_seconds"] = whole;
+      at["whole_image_steps"] = a.steps;
+      std::printf("%-5s %-5s %-28s %10.3f   (text + %d CFG steps + decode)\n", pname.c_str(), sz.c_str(),
+                  "whole image", whole, a.steps);
+      prec[sz] = at;
+    }
+    report[pname] = prec;
+  }
+  report["peak_rss_gb"] = peak_rss_gb();
+  std::printf("peak RSS %.2f GB\n", peak_rss_gb());
+  const std::string text = report.dump(2);
+  if (!a.json_path.empty()) {
+    std::ofstream(a.json_path) << text << "\n";
+  } else {
+    std::printf("%s\n", text.c_str());
+  }
+  return 0;
+}
+
+}  // namespace otter::bench
+
+int main(int argc, char** argv) {
+  CLI::App app{"otter-bench: SD 1.5 UNet/VAE/text-encoder speed on this CPU, with random weights"};
+  otter::bench::Args a;
+  app.add_option("--sizes", a.sizes, "Image sizes (square)")->capture_default_str();
+  app.add_option("--precisions", a.precisions, "f32 and/or bf16 (default: both where the CPU has AVX-512)");
+  app.add_option("--weights", a.weights, "Weight storage: f32, f16 or bf16")->capture_default_str();
+  app.add_option("--runs", a.runs, "Timed runs per measurement (the best is reported)")->capture_default_str();
+  app.add_option("--steps", a.steps, "Steps for the whole-image figure")->capture_default_str();
+  app.add_option("--family", a.family, "sd1 (SD 1.5) or sd2 (SD 2.1)")->capture_default_str();
+  app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return otter::bench::run(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "otter-bench: error: %s\n", e.what());
+    return 1;
+  }
+}
