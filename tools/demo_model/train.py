@@ -31,27 +31,29 @@ import export  # noqa: E402
 import modules  # noqa: E402
 from clip_tokenize import Tokenizer  # noqa: E402
 from train_diffusion import train_diffusion  # noqa: E402
-from train_vae import encode_all, scaling_factor, train_vae  # noqa: E402
+from train_vae import encode_all, finetune_decoder, scaling_factor, train_vae  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 FULL = dict(captions=20000, images=24000, vae_steps=1000, vae_batch=16, vae_lr=1e-3,
-            unet_steps=1500, unet_batch=64, unet_lr=1e-3, ema=0.998, log_every=25)
+            decoder_steps=1000, decoder_batch=16, decoder_lr=5e-4, unet_steps=1500, unet_batch=64, unet_lr=1e-3, ema=0.998, log_every=25)
 SMOKE = dict(captions=500, images=64, vae_steps=2, vae_batch=4, vae_lr=1e-3,
-             unet_steps=2, unet_batch=4, unet_lr=1e-3, ema=0.998, log_every=1)
+             decoder_steps=2, decoder_batch=4, decoder_lr=5e-4, unet_steps=2, unet_batch=4, unet_lr=1e-3, ema=0.998, log_every=1)
 SEED = 20240501
 
 
 class Logger:
     """Averages losses over `every` steps and appends them to a CSV (stage, step, loss, ..., time)."""
 
-    def __init__(self, path: Path, every: int):
+    def __init__(self, path: Path, every: int, append: bool = False):
         self.every, self.t0, self.acc = every, time.time(), {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "w", newline="")
+        append = append and path.exists() and path.stat().st_size > 0
+        self.f = open(path, "a" if append else "w", newline="")
         self.w = csv.writer(self.f)
-        self.w.writerow(["stage", "step", "loss", "detail", "elapsed_s"])
+        if not append:
+            self.w.writerow(["stage", "step", "loss", "detail", "elapsed_s"])
 
     def __call__(self, stage, step, values: dict):
         for k, v in values.items():
@@ -89,11 +91,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="exported model folder (default: models/otter-shapes; "
                                               "with --smoke: WORK/smoke-model)")
     ap.add_argument("--log", type=Path, help="loss log CSV (default: tools/demo_model/train_log.csv)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the stage checkpoints already in the work folder (vae.pt, decoder.pt, "
+                         "te_unet_ema.pt) and append to the log; every stage has its own seed, so the "
+                         "result equals an uninterrupted run")
     args = ap.parse_args()
     p = SMOKE if args.smoke else FULL
     work = args.work / ("smoke" if args.smoke else "full")
     out = args.out or (work / "smoke-model" if args.smoke else REPO / "models" / "otter-shapes")
-    log = Logger(args.log or (work / "train_log.csv" if args.smoke else HERE / "train_log.csv"), p["log_every"])
+    log = Logger(args.log or (work / "train_log.csv" if args.smoke else HERE / "train_log.csv"), p["log_every"],
+                 append=args.resume)
     torch.set_num_threads(2)
     torch.manual_seed(SEED)
     start = time.time()
@@ -110,30 +117,47 @@ def main() -> int:
     images, captions = dataset.training_set(work, p["images"], log=log.note)
     log.note(f"{len(images)} training images")
 
-    # 3. VAE.
+    # 3. VAE, then its latents and scaling factor, then a decoder-only fine-tune.
     vae = modules.AutoencoderKL(configs.vae_config())
-    train_vae(vae, images, p["vae_steps"], p["vae_batch"], p["vae_lr"], SEED + 1, log,
-              lambda v: save_reconstructions(v, images[:16], work / "vae_reconstructions.png"))
+    if args.resume and (work / "vae.pt").exists():
+        vae.load_state_dict(torch.load(work / "vae.pt")["vae"])
+        log.note("VAE loaded from vae.pt")
+    else:
+        train_vae(vae, images, p["vae_steps"], p["vae_batch"], p["vae_lr"], SEED + 1, log,
+                  lambda v: save_reconstructions(v, images[:16], work / "vae_reconstructions.png"))
+        torch.save({"vae": vae.state_dict()}, work / "vae.pt")
+    vae.eval()
     mean, std = encode_all(vae, images)
     sf = scaling_factor(mean, std, SEED + 2)
     vae.config["scaling_factor"] = sf
     log.note(f"VAE done; latent scaling_factor = {sf:.5f}")
-    torch.save({"vae": vae.state_dict(), "scaling_factor": sf}, work / "vae.pt")
+    if args.resume and (work / "decoder.pt").exists():
+        vae.load_state_dict(torch.load(work / "decoder.pt")["vae"])
+        log.note("fine-tuned decoder loaded from decoder.pt")
+    else:
+        finetune_decoder(vae, images, mean, std, p["decoder_steps"], p["decoder_batch"], p["decoder_lr"], SEED + 4, log)
+        torch.save({"vae": vae.state_dict()}, work / "decoder.pt")
     save_reconstructions(vae, images[:16], work / "vae_reconstructions.png")
 
     # 4. Text encoder + UNet.
     te = modules.CLIPTextModel(configs.text_encoder_config(len(vocab)))
     unet = modules.UNet2DConditionModel(configs.unet_config())
-    ids = tok.batch(captions)
-    te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
-                                       p["unet_lr"], p["ema"], SEED + 3, log)
-    torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "te_unet_ema.pt")
+    if args.resume and (work / "te_unet_ema.pt").exists():
+        ck = torch.load(work / "te_unet_ema.pt")
+        te.load_state_dict(ck["te"])
+        unet.load_state_dict(ck["unet"])
+        te_ema, unet_ema = te, unet
+        log.note("text encoder + UNet loaded from te_unet_ema.pt")
+    else:
+        ids = tok.batch(captions)
+        te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
+                                           p["unet_lr"], p["ema"], SEED + 3, log)
+        torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "te_unet_ema.pt")
     minutes = (time.time() - start) / 60
     log.note(f"training done in {minutes:.1f} min")
 
     # 5. Export.
-    export.export(out, te_ema, unet_ema, vae, tok_dir,
-                  {"otter_model": "otter-shapes", "training_minutes": f"{minutes:.1f}"})
+    export.export(out, te_ema, unet_ema, vae, tok_dir, {"otter_model": "otter-shapes"})
     log.note(f"exported {out} ({export.folder_size(out) / 1e6:.1f} MB)")
     return 0
 
