@@ -73,12 +73,16 @@ nlohmann::json parse_python_json(std::string_view text, const std::string& origi
   }
 }
 
-nlohmann::json read_json_file(const std::filesystem::path& path) {
+nlohmann::json read_json_file(const std::filesystem::path& path, std::string_view purpose) {
   std::ifstream in(path, std::ios::binary);
-  OTTER_CHECK(in, "cannot open '", path.string(), "': ", std::strerror(errno));
+  OTTER_CHECK(in, "cannot read ", purpose, " '", path.string(), "': ", std::strerror(errno));
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  return parse_python_json(buffer.str(), path.string());
+  try {
+    return parse_python_json(buffer.str(), path.string());
+  } catch (const Error& e) {
+    throw Error(cat(purpose, ": ", e.what(), "; restore the file from the model's original download"));
+  }
 }
 
 }  // namespace otter

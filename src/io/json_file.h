@@ -12,6 +12,8 @@ namespace otter {
 
 // Parses `text`; `origin` (a file name) goes into error messages.
 nlohmann::json parse_python_json(std::string_view text, const std::string& origin);
-nlohmann::json read_json_file(const std::filesystem::path& path);
+// Reads and parses a file; `purpose` says in error messages what the file was needed for
+// ("unet config", "scheduler config", ...).
+nlohmann::json read_json_file(const std::filesystem::path& path, std::string_view purpose = "JSON file");
 
 }  // namespace otter

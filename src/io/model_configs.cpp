@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace otter {
 
@@ -85,18 +86,6 @@ ModelConfigs builtin_configs(ModelFamily family) {
   return c;
 }
 
-json read_json_file(const fs::path& path, std::string_view purpose) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(cat("cannot read ", purpose, " '", path.string(), "': the file is missing or unreadable"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw Error(cat(purpose, " '", path.string(), "' is not valid JSON (", e.what(),
-                    "); restore the file from the model's original download"));
-  }
-}
 
 std::optional<ConfigKind> classify_config(const json& config) {
   if (!config.is_object()) return std::nullopt;

@@ -50,8 +50,7 @@ ModelConfigs builtin_configs(ModelFamily family);
 // One file of configs/ as compiled into the binary, e.g. "sd1/unet.json"; throws if absent.
 nlohmann::json embedded_config(std::string_view relative_path);
 
-// Reads and parses a JSON file; errors name the file and say what it was needed for.
-nlohmann::json read_json_file(const std::filesystem::path& path, std::string_view purpose);
+// JSON files are read with read_json_file (io/json_file.h), which accepts Python's -Infinity.
 
 // What a config.json describes, judged by its own keys (`_class_name` for diffusers classes,
 // `model_type`/`architectures` for transformers ones); nullopt if it is none of the four.

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_format.h"
+#include "io/json_file.h"
 #include "io/component_tensors.h"
 #include "io/ldm_key_map.h"
 #include "io/remapped_source.h"

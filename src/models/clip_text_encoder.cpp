@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "core/half.h"
 
 namespace otter {
@@ -88,15 +89,7 @@ ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& config, const std
 }
 
 ClipTextConfig ClipTextConfig::from_file(const std::filesystem::path& config_json) {
-  std::ifstream in(config_json);
-  OTTER_CHECK(in, "cannot open text encoder config '", config_json.string(), "'");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(cat("text encoder config '", config_json.string(), "' is not valid JSON: ", e.what()));
-  }
-  return from_json(j, config_json.string());
+  return from_json(read_json_file(config_json, "text encoder config"), config_json.string());
 }
 
 // ---- loading ----

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace otter {
 namespace {
@@ -172,15 +173,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
 }
 
 UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  OTTER_CHECK(in, "cannot open UNet config ", path.string());
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(cat(path.string(), ": not valid JSON (", e.what(), ")"));
-  }
-  return from_json(j, path.string());
+  return from_json(read_json_file(path, "unet config"), path.string());
 }
 
 }  // namespace otter

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace otter {
 namespace {
@@ -71,15 +72,7 @@ VaeConfig VaeConfig::from_json(const json& j, const std::string& origin) {
 }
 
 VaeConfig VaeConfig::from_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  OTTER_CHECK(in, "cannot open VAE config ", path.string());
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(cat(path.string(), ": not valid JSON (", e.what(), ")"));
-  }
-  return from_json(j, path.string());
+  return from_json(read_json_file(path, "vae config"), path.string());
 }
 
 Tensor LatentDistribution::sample(Backend& be, NoiseGenerator& noise) const {

@@ -240,7 +240,7 @@ SchedulerConfig SchedulerConfig::for_class(std::string_view diffusers_class) con
 
 SchedulerConfig SchedulerConfig::from_file(const std::filesystem::path& path) {
   try {
-    return from_json(read_json_file(path));
+    return from_json(read_json_file(path, "scheduler config"));
   } catch (const Error& e) {
     throw Error(cat(path.string(), ": ", e.what()));
   }

@@ -36,3 +36,34 @@ TEST(PythonJson, MalformedNamesOrigin) {
 
 }  // namespace
 }  // namespace otter
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "io/model_files.h"
+#include "support/shared_data.h"
+
+namespace otter {
+namespace {
+
+// diffusers writes "lambda_min_clipped": -Infinity into DPM-Solver scheduler configs; a model
+// folder saved that way must open.
+TEST(PythonJson, ModelFolderWithInfinityInSchedulerConfigOpens) {
+  OTTER_REQUIRE_SHARED(shared);
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / cat("otter_inf_model_", ::getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir / "scheduler");
+  for (const char* part : {"model_index.json", "text_encoder", "tokenizer", "unet", "vae"})
+    fs::create_symlink(shared / "models" / "tiny-sd1" / part, dir / part);
+  std::ofstream(dir / "scheduler" / "scheduler_config.json")
+      << R"({"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "lambda_min_clipped": -Infinity, "steps_offset": 1})";
+  const ModelFiles files = open_model(dir);
+  EXPECT_TRUE(std::isinf(files.configs.scheduler["lambda_min_clipped"].get<double>()));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace otter
