@@ -275,6 +275,21 @@ TEST_P(OpsTest, TimestepEmbeddingMatchesFormula) {
 INSTANTIATE_TEST_SUITE_P(Precisions, OpsTest, ::testing::Values(Precision::F32, Precision::BF16),
                          [](const auto& p) { return p.param == Precision::F32 ? "f32" : "bf16"; });
 
+// The portable attention path (CPUs without AVX-512) against the same reference.
+TEST(AttentionPortable, MatchesNaiveWithoutAvx512) {
+  force_portable_kernels(true);
+  auto backend = make_cpu_backend(Precision::F32);
+  for (bool causal : {false, true}) {
+    const Tensor q = random_tensor(Shape{2, 70, 3 * 40}, 13, -2, 2);
+    const Tensor k = random_tensor(Shape{2, 150, 3 * 40}, 14, -2, 2);
+    const Tensor v = random_tensor(Shape{2, 150, 3 * 40}, 15);
+    const float scale = 1.0f / std::sqrt(40.0f);
+    const Tensor y = backend->attention(q, k, v, 3, scale, causal);
+    EXPECT_LE(max_abs_error(y, testing::naive_attention(q, k, v, 3, scale, causal)), kF32Tol) << causal;
+  }
+  force_portable_kernels(false);
+}
+
 // Fused attention's extra memory: with N = 4096 queries and keys, a materialised score matrix
 // would be 4096·4096·4 B = 64 MiB per head. The kernel may use the output plus O(block·D) scratch
 // per thread; the allocator's peak shows which.
