@@ -46,6 +46,8 @@ struct GenerateArgs {
   std::string long_prompt = "truncate";
   int clip_skip = 1;
   std::string rng = "cpu";
+  bool vae_tile = false;
+  double vae_memory_limit = 2.0;
 };
 
 // One line per step on a terminal (redrawn in place), one line per step in a log otherwise.
@@ -97,6 +99,8 @@ void run_generate(const GenerateArgs& a) {
   request.guidance.batching = a.cfg_batch == "split" ? CfgBatching::Split : CfgBatching::Batched;
   request.text.long_prompt = a.long_prompt == "chunk" ? LongPrompt::chunk : LongPrompt::truncate;
   request.text.clip_skip = a.clip_skip;
+  if (a.vae_tile) request.vae_tiling = true;
+  request.vae_memory_limit_gb = a.vae_memory_limit;
   if ((a.width && a.width % 8) || (a.height && a.height % 8))
     throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
 
@@ -132,6 +136,7 @@ void run_generate(const GenerateArgs& a) {
 
   ProgressBar progress(a.quiet);
   const Txt2ImgResult result = txt2img(*model, request, std::ref(progress));
+  if (result.vae_tiled) log(a.quiet, "otter: VAE decoded in 64x64-latent tiles (overlap 16, cross-faded)");
   log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows; text ", result.seconds_text,
                    " s, denoise ", result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
 
@@ -186,6 +191,10 @@ void add_generate_command(CLI::App& app) {
                   "Prompts over 75 tokens: truncate (diffusers) or chunk (75-token windows, webui)")
       ->capture_default_str();
   cmd->add_option("--clip-skip", a->clip_skip, "Use the text encoder's N-th layer from the end (1 = last)")
+      ->capture_default_str();
+  cmd->add_flag("--vae-tile", a->vae_tile, "Decode the image in overlapping tiles (less memory)");
+  cmd->add_option("--vae-memory-limit", a->vae_memory_limit,
+                  "Decode in tiles automatically when the VAE would need more than this many GB")
       ->capture_default_str();
   cmd->add_option("--rng", a->rng, "Noise generator: cpu (torch's CPU generator)")->capture_default_str();
   cmd->callback([a] { run_generate(*a); });

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "models/vae_tiling.h"
 #include "sampling/torch_cpu_generator.h"
 
 namespace otter {
@@ -143,7 +144,10 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 
   if (request.decode) {
     t0 = Clock::now();
-    result.decoded = model.vae().decode(be, latents);
+    result.vae_tiled = request.vae_tiling.value_or(estimated_decode_bytes(model.vae(), latents) >
+                                                   request.vae_memory_limit_gb * 1e9);
+    result.decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})
+                                      : model.vae().decode(be, latents);
     result.image = to_uint8_image(result.decoded);
     result.seconds_decode = since(t0);
   }

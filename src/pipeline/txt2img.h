@@ -37,6 +37,10 @@ struct Txt2ImgRequest {
   GuidanceOptions guidance;
   TextEncodeOptions text;
   bool decode = true;  // false: stop at the final latents
+  // VAE decode in tiles: forced on/off, or (nullopt) automatic when the estimated decoder memory
+  // exceeds vae_memory_limit_gb.
+  std::optional<bool> vae_tiling;
+  double vae_memory_limit_gb = 2.0;
 };
 
 struct StepReport {
@@ -55,6 +59,7 @@ struct Txt2ImgResult {
   Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (undefined if !decode)
   Tensor image;          // [B, H, W, 3] U8, clamp(decoded/2 + 0.5)·255 rounded half to even
   std::string sampler;   // the sampler name used
+  bool vae_tiled = false;
   uint64_t unet_rows = 0;            // batch rows the UNet evaluated in total
   uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
