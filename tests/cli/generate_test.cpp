@@ -2,7 +2,6 @@
 // files, stdout, stderr and exit status. Bad input must fail with a clear message, a non-zero exit
 // and no file left behind.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,6 +10,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "run_otter.h"
 #include "io/generation_parameters.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -22,20 +22,9 @@ namespace otter {
 namespace {
 
 namespace fs = std::filesystem;
+using CliRun = testing::OtterRun;
+using testing::contains;
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 class OtterGenerate : public ::testing::Test {
  protected:
@@ -52,23 +41,12 @@ class OtterGenerate : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
   // Runs `otter generate <args>` (args already shell-quoted where needed).
-  CliRun generate(const std::string& args) const {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd =
-        cat("'", OTTER_CLI_BINARY, "' generate ", args, " >'", out.string(), "' 2>'", err.string(), "'");
-    const int raw = std::system(cmd.c_str());
-    CliRun r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
+  static CliRun generate(const std::string& args) { return testing::run_otter("generate " + args); }
   std::string model(const std::string& name = "tiny-sd1") const { return cat("-m '", (shared_ / "models" / name).string(), "'"); }
-  // Files in the work folder other than the captured output.
+  // Files left in the work folder.
   int images_written() const {
     int n = 0;
-    for (const auto& e : fs::directory_iterator(dir_))
-      if (e.path().filename().string().find("std") != 0) ++n;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_)) ++n;
     return n;
   }
   fs::path shared_, dir_;

@@ -10,41 +10,19 @@
 #include <string>
 
 #include "core/error.h"
+#include "run_otter.h"
 #include "support/shared_data.h"
 
 namespace otter {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct InfoRun {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using InfoRun = testing::OtterRun;
+using testing::contains;
 
 // Runs `otter info <args>` (arguments already quoted for the shell).
-InfoRun otter_info(const std::string& args) {
-  const fs::path dir = fs::temp_directory_path() / cat("otter_info_model_", ::getpid());
-  fs::create_directories(dir);
-  const std::string cmd = cat("'", OTTER_CLI_BINARY, "' info ", args, " >'", (dir / "out").string(), "' 2>'",
-                              (dir / "err").string(), "'");
-  const int raw = std::system(cmd.c_str());
-  InfoRun r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(dir / "out");
-  r.err = slurp(dir / "err");
-  fs::remove_all(dir);
-  return r;
-}
+InfoRun otter_info(const std::string& args) { return testing::run_otter("info " + args); }
 
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 TEST(OtterInfoModel, SameDescriptionInBothLayouts) {
   OTTER_REQUIRE_SHARED(shared);

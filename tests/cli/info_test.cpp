@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "run_otter.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
 #include "support/shared_data.h"
@@ -18,17 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using RunResult = testing::OtterRun;
+using testing::contains;
 
 class OtterInfo : public ::testing::Test {
  protected:
@@ -41,24 +33,11 @@ class OtterInfo : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs `otter info <arg>`; the argument is single-quoted for the shell.
-  RunResult info(const fs::path& arg) const {
-    const fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    const std::string cmd = cat("'", OTTER_CLI_BINARY, "' info '", arg.string(), "' >'", out.string(), "' 2>'",
-                                err.string(), "'");
-    const int raw = std::system(cmd.c_str());
-    RunResult r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
+  static RunResult info(const fs::path& arg) { return testing::run_otter("info '" + arg.string() + "'"); }
 
   fs::path dir_;
 };
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 TEST_F(OtterInfo, DescribesTinySd1Unet) {
   OTTER_REQUIRE_SHARED(shared);

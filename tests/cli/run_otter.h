@@ -1,0 +1,51 @@
+#pragma once
+// Runs the built `otter` binary (OTTER_CLI_BINARY, set by tests/CMakeLists.txt) as a user would,
+// capturing stdout, stderr and the exit status. Shared by the CLI test files.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "core/error.h"
+
+namespace otter::testing {
+
+struct OtterRun {
+  int status = -1;  // exit status; -1 if the process did not exit normally
+  std::string out, err;
+};
+
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// `arguments` are appended to the command line as they are (quote paths for the shell).
+inline OtterRun run_otter(const std::string& arguments) {
+  static std::atomic<int> counter{0};
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / cat("otter_run_", ::getpid(), "_", counter++);
+  fs::create_directories(dir);
+  const std::string cmd = cat("'", OTTER_CLI_BINARY, "' ", arguments, " >'", (dir / "out").string(), "' 2>'",
+                              (dir / "err").string(), "'");
+  const int raw = std::system(cmd.c_str());
+  OtterRun r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = slurp(dir / "out");
+  r.err = slurp(dir / "err");
+  fs::remove_all(dir);
+  return r;
+}
+
+inline bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+}  // namespace otter::testing
