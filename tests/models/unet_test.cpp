@@ -12,6 +12,7 @@
 #include "io/safetensors_source.h"
 #include "models/unet.h"
 #include "support/compare.h"
+#include "support/converted_source.h"
 #include "support/golden.h"
 #include "support/shared_data.h"
 
@@ -31,20 +32,10 @@ using testing::max_abs_diff;
 constexpr double kBf16Tolerance = 0.1;
 constexpr double kF16Tolerance = 0.01;
 
-// Hands out every float tensor of another source rounded to f16, as an f16 checkpoint would.
-class F16Source : public TensorSource {
+// Every float tensor of another source rounded to f16, as an f16 checkpoint would hand it out.
+class F16Source : public testing::ConvertedSource {
  public:
-  explicit F16Source(const TensorSource& inner) : inner_(inner) {}
-  bool has(const std::string& name) const override { return inner_.has(name); }
-  Tensor get(const std::string& name) const override {
-    const Tensor t = inner_.get(name);
-    return dtype_is_float(t.dtype()) ? t.to(DType::F16) : t;
-  }
-  std::vector<std::string> names() const override { return inner_.names(); }
-  std::string origin() const override { return inner_.origin() + " (as f16)"; }
-
- private:
-  const TensorSource& inner_;
+  explicit F16Source(const TensorSource& inner) : ConvertedSource(inner, DType::F16) {}
 };
 
 struct TinyUNet {

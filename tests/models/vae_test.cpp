@@ -13,6 +13,7 @@
 #include "models/vae.h"
 #include "sampling/torch_cpu_generator.h"
 #include "support/compare.h"
+#include "support/converted_source.h"
 #include "support/golden.h"
 #include "support/shared_data.h"
 
@@ -36,19 +37,9 @@ constexpr double kF16DecodeTolerance = 0.02;
 constexpr double kF16EncodeTolerance = 0.03;
 
 // Every float tensor of another source rounded to f16, as an f16 checkpoint would hand it out.
-class F16Source : public TensorSource {
+class F16Source : public testing::ConvertedSource {
  public:
-  explicit F16Source(const TensorSource& inner) : inner_(inner) {}
-  bool has(const std::string& name) const override { return inner_.has(name); }
-  Tensor get(const std::string& name) const override {
-    const Tensor t = inner_.get(name);
-    return dtype_is_float(t.dtype()) ? t.to(DType::F16) : t;
-  }
-  std::vector<std::string> names() const override { return inner_.names(); }
-  std::string origin() const override { return inner_.origin() + " (as f16)"; }
-
- private:
-  const TensorSource& inner_;
+  explicit F16Source(const TensorSource& inner) : ConvertedSource(inner, DType::F16) {}
 };
 
 // The same tensors with the mid-block attention under the names older diffusers VAEs use
