@@ -33,7 +33,7 @@ OTTER_KERNEL void geglu_row(const float* value, const float* gate, float* y, int
 
 OTTER_KERNEL void softmax_row(const float* x, float* y, int64_t n) {
   float mx = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
+  for (int64_t i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
   for (int64_t i = 0; i < n; ++i) y[i] = fast_exp(x[i] - mx);  // apart from the sum, so it vectorises
   float lane[16] = {};
   int64_t i = 0;

@@ -131,7 +131,7 @@ void pv_avx512(const float* p, int nr, int64_t nk, const float* v, int64_t v_str
 // output o and running sum l by exp(old max - new max).
 OTTER_KERNEL void online_softmax_row_portable(float* s, int64_t nk, float* o, int64_t D, float& m, float& l) {
   float block_max = kNegInf;
-  for (int64_t j = 0; j < nk; ++j) block_max = std::fmax(block_max, s[j]);
+  for (int64_t j = 0; j < nk; ++j) block_max = s[j] > block_max ? s[j] : block_max;
   if (block_max == kNegInf) {
     for (int64_t j = 0; j < nk; ++j) s[j] = 0.0f;
     return;

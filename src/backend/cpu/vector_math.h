@@ -16,7 +16,10 @@ inline float bits_to_float(uint32_t b) {
 
 // exp(x) by range reduction x = n·ln2 + r, |r| <= ln2/2, and a degree-6 polynomial for e^r.
 inline float fast_exp(float x) {
-  x = std::fmin(std::fmax(x, -87.3f), 88.7f);
+  // Plain comparisons, not std::fmin/fmax: those are library calls (NaN rules) that stop GCC
+  // from vectorising every loop that uses this function.
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.7f ? 88.7f : x;
   const float n = std::nearbyint(x * 1.44269504088896341f);
   float r = std::fma(n, -0.693145751953125f, x);  // ln2 split in two for an exact product
   r = std::fma(n, -1.428606765330187045e-06f, r);
