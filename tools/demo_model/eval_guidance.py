@@ -66,20 +66,25 @@ def run_scale(otter, prompts, scale, steps, model):
 
 
 def negative_prompt_test(otter, n: int, steps: int, model: str, scale: float = 7.5) -> dict:
-    """"a circle" with and without the negative prompt "red": how many images are red circles?"""
-    out = {}
-    for negative in ("", "red"):
+    """"a circle" (no colour asked for) with negative prompt = each palette colour in turn, against
+    no negative prompt, on the same n noises: how often is the circle that colour?"""
+
+    def judged(negative):
         imgs = []
         for k in range(0, n, PER_CALL):
             imgs += otter_cli.generate(otter, ["a circle"] * min(PER_CALL, n - k), BASE_SEED + 100 + k // PER_CALL,
                                        scale, negative=negative, steps=steps, model=model)
-        js = [judge.judge(im) for im in imgs]
-        red = sum(1 for j in js if j.main and j.main.color == "red")
-        red_circles = sum(1 for j in js if j.main and j.main.color == "red" and j.main.shape == "circle")
-        circles = sum(1 for j in js if j.main and j.main.shape == "circle")
-        out[negative or "(empty)"] = {"images": len(js), "red": red, "red_circles": red_circles, "circles": circles,
-                                      "colors": {c: sum(1 for j in js if j.main and j.main.color == c)
-                                                 for c in shapes.COLORS}}
+        return [judge.judge(im).main for im in imgs]
+
+    def summary(mains, color):
+        return {"images": len(mains), "color": sum(1 for m in mains if m and m.color == color),
+                "color_circles": sum(1 for m in mains if m and m.color == color and m.shape == "circle"),
+                "circles": sum(1 for m in mains if m and m.shape == "circle")}
+
+    base = judged("")
+    out = {"colors_without_negative": {c: sum(1 for m in base if m and m.color == c) for c in shapes.COLORS}}
+    for c in shapes.COLORS:
+        out[c] = {"without": summary(base, c), "with": summary(judged(c), c)}
     return out
 
 
@@ -127,7 +132,7 @@ def save_plot(table, path: Path, n: int):
     plt.close(fig)
 
 
-def write_markdown(table, neg, n, steps, seconds, per_image, path: Path):
+def write_markdown(table, neg, ceiling, n, steps, seconds, per_image, path: Path):
     se = lambda p: (p * (1 - p) / n) ** 0.5  # noqa: E731
     lines = ["# Guidance, measured", "",
              f"{n} held-out prompts of the form \"a {{colour}} {{shape}} on a {{background}} background\", one "
@@ -141,14 +146,26 @@ def write_markdown(table, neg, n, steps, seconds, per_image, path: Path):
         lines.append(f"| {s:g} | " + " | ".join(f"{r[k]:.3f} ± {se(r[k]):.3f}"
                                                  for k in ("shape", "color", "background", "all"))
                      + f" | {r['adherence']:.3f} |")
+    if ceiling:
+        for key, label in (("clean", "clean renders behind the prompts (judge check)"),
+                           ("vae_roundtrip", "the same renders through the model's VAE (decoder ceiling)")):
+            c = ceiling[key]
+            lines.append(f"| {label} | {c['shape']:.3f} | {c['color']:.3f} | {c['background']:.3f} | | |")
     lines += ["", "![adherence](adherence.png)", "",
               "## Negative prompt", "",
-              "Prompt \"a circle\" (no colour given) at scale 7.5; the judge's colour of the main object:", "",
-              "| negative prompt | images | red | red circles | circles |", "|---|---:|---:|---:|---:|"]
-    for k, v in neg.items():
-        lines.append(f"| {k} | {v['images']} | {v['red']} | {v['red_circles']} | {v['circles']} |")
-    lines += ["", "Colour counts: " + "; ".join(f"{k}: " + ", ".join(f"{c} {m}" for c, m in v["colors"].items() if m)
-                                                for k, v in neg.items()), "",
+              f"Prompt \"a circle\" (no colour asked for) at scale 7.5 on {neg['red']['without']['images']} noises, "
+              "without a negative prompt and with the negative prompt set to one colour name; counted: images whose "
+              "main object has that colour (and is judged a circle).", "",
+              "| negative prompt | that colour, no negative | that colour, with negative | "
+              "that-colour circles, no negative | that-colour circles, with negative |",
+              "|---|---:|---:|---:|---:|"]
+    for c in shapes.COLORS:
+        w, wo = neg[c]["with"], neg[c]["without"]
+        lines.append(f"| {c} | {wo['color']} | {w['color']} | {wo['color_circles']} | {w['color_circles']} |")
+    tot_wo = sum(neg[c]["without"]["color"] for c in shapes.COLORS)
+    tot_w = sum(neg[c]["with"]["color"] for c in shapes.COLORS)
+    lines += ["", f"Summed over the colours: {tot_wo} images of the named colour without the negative prompt, "
+                  f"{tot_w} with it.", "",
               "## Same noise, different scales", "", "![grid](grid_prompts.png)", "",
               f"Evaluation time: {seconds / 60:.1f} min for {n * len(SCALES)} images "
               f"({per_image:.2f} s per image including model loading per {PER_CALL}-prompt call), "
@@ -159,7 +176,7 @@ def write_markdown(table, neg, n, steps, seconds, per_image, path: Path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=200)
-    ap.add_argument("--negative-images", type=int, default=100)
+    ap.add_argument("--negative-images", type=int, default=50)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--otter")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -183,14 +200,23 @@ def main():
     seconds = time.time() - t0
     per_image = seconds / (len(prompts) * len(SCALES))
     neg = negative_prompt_test(otter, args.negative_images, args.steps, args.model)
+    try:
+        import judge_ceiling
+
+        ceiling = judge_ceiling.measure(Path(args.model), len(prompts))
+        print("judge ceiling:", ceiling)
+    except ImportError as e:
+        print(f"no decoder ceiling: {e}")
+        ceiling = None
     print("negative prompt test:", json.dumps(neg))
     rows = list(range(min(8, len(prompts))))
     save_grid(images_by_scale, rows, [prompts[i]["prompt"].replace(" on ", "\non ") for i in rows],
               args.out / "grid_prompts.png")
     save_plot(table, args.out / "adherence.png", len(prompts))
-    write_markdown(table, neg, len(prompts), args.steps, seconds, per_image, args.out / "adherence.md")
+    write_markdown(table, neg, ceiling, len(prompts), args.steps, seconds, per_image, args.out / "adherence.md")
     (args.out / "results.json").write_text(json.dumps({"scales": SCALES, "prompts": prompts, "table": table,
-                                                        "negative_prompt": neg, "per_image": records}, indent=1))
+                                                        "negative_prompt": neg, "judge_ceiling": ceiling,
+                                                        "per_image": records}, separators=(",", ":")))
     print(f"wrote {args.out}")
 
 
