@@ -10,17 +10,6 @@ namespace {
 
 using nlohmann::json;
 
-// Reads an optional key, falling back to diffusers' default when absent or null.
-template <class T>
-T value_or(const json& j, const char* key, T fallback, const std::string& origin) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw Error(cat(origin, ": key '", key, "' has the wrong type (", it->dump(), ")"));
-  }
-}
 
 // diffusers accepts an int (same for every block) or a list with one entry per down block.
 std::vector<int> int_or_list(const json& j, const char* key, int fallback, size_t blocks, const std::string& origin) {
@@ -52,7 +41,7 @@ void reject_unsupported(const json& j, const std::string& origin) {
                 " is not supported (otter implements the SD 1.x/2.x UNet, where it is null)");
   }
   const auto expect_string = [&](const char* key, const char* wanted) {
-    const std::string v = value_or<std::string>(j, key, wanted, origin);
+    const std::string v = config_value_or<std::string>(j, key, wanted, origin);
     OTTER_CHECK(v == wanted, origin, ": '", key, "' = \"", v, "\" is not supported (only \"", wanted, "\")");
   };
   expect_string("act_fn", "silu");
@@ -91,15 +80,15 @@ std::vector<std::string> string_list(const json& j, const char* key, const std::
 
 UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   OTTER_CHECK(j.is_object(), origin, ": expected a JSON object");
-  const std::string cls = value_or<std::string>(j, "_class_name", "UNet2DConditionModel", origin);
+  const std::string cls = config_value_or<std::string>(j, "_class_name", "UNet2DConditionModel", origin);
   OTTER_CHECK(cls == "UNet2DConditionModel", origin, ": _class_name is '", cls,
               "', expected 'UNet2DConditionModel' (is this the unet/config.json?)");
   reject_unsupported(j, origin);
 
   UNetConfig c;
-  c.in_channels = value_or(j, "in_channels", 4, origin);
-  c.out_channels = value_or(j, "out_channels", 4, origin);
-  c.block_out_channels = value_or(j, "block_out_channels", std::vector<int>{320, 640, 1280, 1280}, origin);
+  c.in_channels = config_value_or(j, "in_channels", 4, origin);
+  c.out_channels = config_value_or(j, "out_channels", 4, origin);
+  c.block_out_channels = config_value_or(j, "block_out_channels", std::vector<int>{320, 640, 1280, 1280}, origin);
   const size_t n = c.block_out_channels.size();
   OTTER_CHECK(n >= 1, origin, ": block_out_channels is empty");
 
@@ -141,19 +130,19 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   const bool explicit_heads = heads_key != j.end() && !heads_key->is_null();
   c.attention_heads = int_or_list(j, explicit_heads ? "num_attention_heads" : "attention_head_dim", 8, n, origin);
 
-  c.norm_num_groups = value_or(j, "norm_num_groups", 32, origin);
-  c.norm_eps = value_or(j, "norm_eps", 1e-5f, origin);
-  c.use_linear_projection = value_or(j, "use_linear_projection", false, origin);
-  c.upcast_attention = value_or(j, "upcast_attention", false, origin);
-  c.flip_sin_to_cos = value_or(j, "flip_sin_to_cos", true, origin);
-  c.freq_shift = value_or(j, "freq_shift", 0.0f, origin);
-  c.center_input_sample = value_or(j, "center_input_sample", false, origin);
-  c.downsample_padding = value_or(j, "downsample_padding", 1, origin);
-  c.mid_block_scale_factor = value_or(j, "mid_block_scale_factor", 1.0f, origin);
-  c.resnet_out_scale_factor = value_or(j, "resnet_out_scale_factor", 1.0f, origin);
-  c.conv_in_kernel = value_or(j, "conv_in_kernel", 3, origin);
-  c.conv_out_kernel = value_or(j, "conv_out_kernel", 3, origin);
-  c.time_embed_dim = value_or(j, "time_embedding_dim", 4 * c.block_out_channels[0], origin);
+  c.norm_num_groups = config_value_or(j, "norm_num_groups", 32, origin);
+  c.norm_eps = config_value_or(j, "norm_eps", 1e-5f, origin);
+  c.use_linear_projection = config_value_or(j, "use_linear_projection", false, origin);
+  c.upcast_attention = config_value_or(j, "upcast_attention", false, origin);
+  c.flip_sin_to_cos = config_value_or(j, "flip_sin_to_cos", true, origin);
+  c.freq_shift = config_value_or(j, "freq_shift", 0.0f, origin);
+  c.center_input_sample = config_value_or(j, "center_input_sample", false, origin);
+  c.downsample_padding = config_value_or(j, "downsample_padding", 1, origin);
+  c.mid_block_scale_factor = config_value_or(j, "mid_block_scale_factor", 1.0f, origin);
+  c.resnet_out_scale_factor = config_value_or(j, "resnet_out_scale_factor", 1.0f, origin);
+  c.conv_in_kernel = config_value_or(j, "conv_in_kernel", 3, origin);
+  c.conv_out_kernel = config_value_or(j, "conv_out_kernel", 3, origin);
+  c.time_embed_dim = config_value_or(j, "time_embedding_dim", 4 * c.block_out_channels[0], origin);
 
   // Consistency checks that would otherwise surface as confusing shape errors deep inside.
   for (size_t i = 0; i < n; ++i) {

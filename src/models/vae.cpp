@@ -14,19 +14,8 @@ using nlohmann::json;
 
 constexpr float kVaeNormEps = 1e-6f;  // every GroupNorm of AutoencoderKL
 
-template <class T>
-T value_or(const json& j, const char* key, T fallback, const std::string& origin) {
-  const auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw Error(cat(origin, ": key '", key, "' has the wrong type (", it->dump(), ")"));
-  }
-}
-
 void check_block_types(const json& j, const char* key, const char* wanted, size_t blocks, const std::string& origin) {
-  const auto types = value_or(j, key, std::vector<std::string>(blocks, wanted), origin);
+  const auto types = config_value_or(j, key, std::vector<std::string>(blocks, wanted), origin);
   OTTER_CHECK(types.size() == blocks, origin, ": '", key, "' has ", types.size(), " entries for ", blocks,
               " block_out_channels");
   for (const std::string& t : types)
@@ -37,22 +26,22 @@ void check_block_types(const json& j, const char* key, const char* wanted, size_
 
 VaeConfig VaeConfig::from_json(const json& j, const std::string& origin) {
   OTTER_CHECK(j.is_object(), origin, ": expected a JSON object");
-  const std::string cls = value_or<std::string>(j, "_class_name", "AutoencoderKL", origin);
+  const std::string cls = config_value_or<std::string>(j, "_class_name", "AutoencoderKL", origin);
   OTTER_CHECK(cls == "AutoencoderKL", origin, ": _class_name is '", cls,
               "', expected 'AutoencoderKL' (is this the vae/config.json?)");
   VaeConfig c;
-  c.in_channels = value_or(j, "in_channels", 3, origin);
-  c.out_channels = value_or(j, "out_channels", 3, origin);
-  c.latent_channels = value_or(j, "latent_channels", 4, origin);
-  c.block_out_channels = value_or(j, "block_out_channels", std::vector<int>{64}, origin);
-  c.layers_per_block = value_or(j, "layers_per_block", 1, origin);
-  c.norm_num_groups = value_or(j, "norm_num_groups", 32, origin);
-  c.scaling_factor = value_or(j, "scaling_factor", 0.18215f, origin);
-  c.shift_factor = value_or(j, "shift_factor", 0.0f, origin);
-  c.mid_block_add_attention = value_or(j, "mid_block_add_attention", true, origin);
-  c.use_quant_conv = value_or(j, "use_quant_conv", true, origin);
-  c.use_post_quant_conv = value_or(j, "use_post_quant_conv", true, origin);
-  const std::string act = value_or<std::string>(j, "act_fn", "silu", origin);
+  c.in_channels = config_value_or(j, "in_channels", 3, origin);
+  c.out_channels = config_value_or(j, "out_channels", 3, origin);
+  c.latent_channels = config_value_or(j, "latent_channels", 4, origin);
+  c.block_out_channels = config_value_or(j, "block_out_channels", std::vector<int>{64}, origin);
+  c.layers_per_block = config_value_or(j, "layers_per_block", 1, origin);
+  c.norm_num_groups = config_value_or(j, "norm_num_groups", 32, origin);
+  c.scaling_factor = config_value_or(j, "scaling_factor", 0.18215f, origin);
+  c.shift_factor = config_value_or(j, "shift_factor", 0.0f, origin);
+  c.mid_block_add_attention = config_value_or(j, "mid_block_add_attention", true, origin);
+  c.use_quant_conv = config_value_or(j, "use_quant_conv", true, origin);
+  c.use_post_quant_conv = config_value_or(j, "use_post_quant_conv", true, origin);
+  const std::string act = config_value_or<std::string>(j, "act_fn", "silu", origin);
   OTTER_CHECK(act == "silu", origin, ": act_fn '", act, "' is not supported (only silu)");
   for (const char* key : {"latents_mean", "latents_std"}) {
     const auto it = j.find(key);
