@@ -40,14 +40,26 @@ double peak_rss_gb() {
   return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
 }
 
+long minor_page_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+// Page faults per timed run of the last best_of(): in steady state a step should touch only
+// memory it has touched before (the allocator's cache), so this should be ~0.
+double g_faults_per_run = 0;
+
 template <class Fn>
 double best_of(int runs, Fn&& fn) {
   double best = 1e300;
+  const long faults = minor_page_faults();
   for (int i = 0; i < runs; ++i) {
     const auto t = Clock::now();
     fn();
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t).count());
   }
+  g_faults_per_run = static_cast<double>(minor_page_faults() - faults) / std::max(1, runs);
   return best;
 }
 
@@ -117,7 +129,11 @@ int run(const Args& a) {
       const double gflops = flops / s * 1e-9;
       std::printf("%-5s %-5s %-28s %10.3f %10.1f %9.1f %7.0f%%\n", pname.c_str(), size.c_str(), phase.c_str(), s,
                   flops * 1e-9, gflops, 100.0 * gflops / peak);
-      return nlohmann::json{{"seconds", s}, {"gflop", flops * 1e-9}, {"gflops", gflops}, {"share_of_peak", gflops / peak}};
+      return nlohmann::json{{"seconds", s},
+                            {"gflop", flops * 1e-9},
+                            {"gflops", gflops},
+                            {"share_of_peak", gflops / peak},
+                            {"page_faults_per_run", g_faults_per_run}};
     };
 
     Weights tw(te_w), uw(unet_w), vw(vae_w);

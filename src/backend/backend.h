@@ -86,6 +86,21 @@ class Backend {
   virtual Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift) = 0;
 };
 
+// The fastest precision on this CPU, measured once per process (a few ms): bf16 where AVX-512 BF16
+// dot products clearly outrun f32 FMAs (AMD Zen 4), f32 elsewhere — including CPUs that have the
+// instruction but run it slowly. `--precision auto` uses this.
+struct PrecisionProbe {
+  Precision preferred = Precision::F32;
+  double f32_gflops = 0;   // one core's f32 FMA rate
+  double bf16_gflops = 0;  // one core's bf16 dot-product rate (0: not available)
+  std::string reason;
+};
+const PrecisionProbe& precision_probe();
+
+// Parses "f32", "bf16" or "auto" (the probe's choice); anything else is an error naming the options.
+Precision parse_precision(const std::string& name);
+const char* precision_name(Precision p);
+
 // The CPU backend (oneDNN + own kernels), `threads` <= 0 keeps OpenMP's default.
 std::unique_ptr<Backend> make_cpu_backend(Precision precision = Precision::F32, int threads = 0);
 

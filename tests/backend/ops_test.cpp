@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
+#include "core/error.h"
 #include "naive_reference.h"
 
 namespace otter {
@@ -288,6 +289,25 @@ TEST(AttentionPortable, MatchesNaiveWithoutAvx512) {
     EXPECT_LE(max_abs_error(y, testing::naive_attention(q, k, v, 3, scale, causal)), kF32Tol) << causal;
   }
   force_portable_kernels(false);
+}
+
+// `auto` picks bf16 only where the probe measured bf16 dot products clearly faster than f32 FMAs.
+TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
+  const PrecisionProbe& p = precision_probe();
+  EXPECT_EQ(parse_precision("auto"), p.preferred);
+  EXPECT_EQ(parse_precision("f32"), Precision::F32);
+  EXPECT_EQ(parse_precision("bf16"), Precision::BF16);
+  EXPECT_THROW(parse_precision("fp16"), otter::Error);
+  EXPECT_FALSE(p.reason.empty());
+  if (cpu_features().avx512f) {
+    EXPECT_GT(p.f32_gflops, 0.0);
+  }
+  if (p.preferred == Precision::BF16) {
+    EXPECT_GT(p.bf16_gflops, 1.3 * p.f32_gflops);
+  }
+  if (!cpu_features().avx512_bf16) {
+    EXPECT_EQ(p.preferred, Precision::F32);
+  }
 }
 
 // Fused attention's extra memory: with N = 4096 queries and keys, a materialised score matrix

@@ -54,7 +54,8 @@ class OtterGenerate : public ::testing::Test {
 
 TEST_F(OtterGenerate, WritesPngWithParametersAndDiffusersLatents) {
   const fs::path png = dir_ / "otter.png", latents = dir_ / "latents.safetensors";
-  const CliRun r = generate(cat(model(), " -p 'a watercolor painting of an otter' --seed 42 --steps 10 -o '", png.string(),
+  // f32 pinned: the default (auto) may pick bf16 on a CPU where that is faster.
+  const CliRun r = generate(cat(model(), " -p 'a watercolor painting of an otter' --seed 42 --steps 10 --precision f32 -o '", png.string(),
                              "' --save-latents '", latents.string(), "'"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, png.string()));
@@ -69,7 +70,7 @@ TEST_F(OtterGenerate, WritesPngWithParametersAndDiffusersLatents) {
   EXPECT_EQ(p.sampler, "PLMS");
   EXPECT_EQ(p.model, "tiny-sd1");
 
-  // The CLI's defaults reproduce diffusers' default pipeline for this model (the `pndm` golden).
+  // The CLI's defaults (at f32) reproduce diffusers' default pipeline for this model (the `pndm` golden).
   const testing::Golden golden(shared_ / "golden" / "tiny-sd1_pipelines.json");
   const SafetensorsFile saved = SafetensorsFile::open(latents);
   EXPECT_EQ(testing::max_abs_diff(saved.tensor("init_noise"), golden.tensor("pndm/init_noise")), 0.0);
@@ -91,6 +92,7 @@ TEST_F(OtterGenerate, ScaleOneSaysTheUncondPassIsSkipped) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "unconditional pass is skipped")) << r.err;
   EXPECT_TRUE(contains(r.err, ", 3 UNet rows")) << r.err;  // PNDM: 3 evaluations of 1 row
+  EXPECT_TRUE(contains(r.err, "otter: precision ")) << r.err;  // the default (auto) says what it chose and why
 }
 
 TEST_F(OtterGenerate, SingleFileCheckpointWithConfig) {
@@ -113,6 +115,7 @@ TEST_F(OtterGenerate, BadInputFailsCleanlyWithoutFiles) {
       {"-W 30", "not a multiple of 8"},
       {"--steps 4 --cfg-schedule list:1,2", "one scale per step"},
       {"--cfg-batch sideways", "--cfg-batch"},
+      {"--precision f16", "precision must be f32, bf16 or auto, got 'f16'"},
   };
   for (const BadCase& c : cases) {
     const CliRun r = generate(cat(model(), " -p a ", c.args, out));

@@ -35,7 +35,8 @@ def generate(otter: Path, prompts: list[str], seed: int, scale: float, negative:
     from PIL import Image
 
     with tempfile.TemporaryDirectory(prefix="otter-eval-") as tmp:
-        cmd = [str(otter), "generate", "-q", "--seed", str(seed), "--steps", str(steps),
+        # f32 pinned so the measured numbers do not depend on which precision `auto` picks here.
+        cmd = [str(otter), "generate", "-q", "--precision", "f32", "--seed", str(seed), "--steps", str(steps),
                "--cfg-scale", repr(float(scale)), "-o", str(Path(tmp) / "img.png")]
         if images_per_prompt != 1:
             cmd += ["--images", str(images_per_prompt)]

@@ -49,6 +49,15 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
+Precision parse_precision(const std::string& name) {
+  if (name == "f32") return Precision::F32;
+  if (name == "bf16") return Precision::BF16;
+  if (name == "auto") return precision_probe().preferred;
+  throw Error(cat("precision must be f32, bf16 or auto, got '", name, "'"));
+}
+
+const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
     throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
