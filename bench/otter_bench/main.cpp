@@ -10,18 +10,25 @@
 //   build/release/bench/otter-bench --sizes 256 --precisions bf16 --json out.json
 #include <omp.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
 #include "flop_counter.h"
+#include "core/allocator.h"
+#include "core/error.h"
 #include "io/component_tensors.h"
+#include "io/safetensors.h"
+#include "io/safetensors_source.h"
+#include "pipeline/stable_diffusion.h"
 #include "io/model_configs.h"
 #include "models/clip_text_encoder.h"
 #include "models/unet.h"
@@ -34,11 +41,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double peak_rss_gb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
-}
 
 long minor_page_faults() {
   rusage u{};
@@ -82,43 +84,136 @@ double matmul_peak_gflops(Precision p) {
   return 2.0 * n * n * n / s * 1e-9;
 }
 
+// Peak resident memory since the last reset_peak_rss() (VmHWM), in GB.
+double peak_rss_gb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);  // kB
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+// Starts a new peak: returns cached memory to the system, then resets VmHWM (Linux >= 4.0), so
+// each precision's peak counts only what it holds — weights in the backend's layout,
+// activations, the parts of the checkpoint still resident — not what an earlier phase left.
+void reset_peak_rss() {
+  Allocator::global().trim();
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+
 struct Args {
   std::vector<int> sizes{256, 512};
   std::vector<std::string> precisions;
   std::string weights = "f16";
+  std::string model;
   int runs = 2;
   int steps = 20;
+  int threads = 0;
   std::string json_path;
   std::string family = "sd1";
 };
 
+// Random weights written to safetensors files and opened again (mmap), so the benchmark loads and
+// pages them exactly as it would a downloaded checkpoint. Removed when the benchmark ends.
+class RandomCheckpoint {
+ public:
+  RandomCheckpoint(const ModelConfigs& configs, DType storage)
+      : dir_(std::filesystem::temp_directory_path() / cat("otter-bench-", getpid())) {
+    std::filesystem::create_directories(dir_);
+    write("text_encoder", text_encoder_tensor_specs(configs.text_encoder), storage, 1);
+    write("unet", unet_tensor_specs(configs.unet), storage, 2);
+    write("vae", vae_tensor_specs(configs.vae), storage, 3);
+  }
+  ~RandomCheckpoint() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::filesystem::path file(const std::string& component) const { return dir_ / (component + ".safetensors"); }
+
+ private:
+  void write(const std::string& component, const std::vector<TensorSpec>& specs, DType storage, uint32_t seed) {
+    RandomWeights w(specs, storage, seed, "random " + component);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& n : w.names()) tensors.emplace_back(n, w.get(n));
+    write_safetensors(file(component), tensors);
+  }
+  std::filesystem::path dir_;
+};
+
+// The three networks the benchmark runs, from random weights or from --model.
+struct Networks {
+  std::unique_ptr<StableDiffusion> sd;
+  std::unique_ptr<SafetensorsSource> te_src, unet_src, vae_src;
+  std::unique_ptr<Weights> unet_w, vae_w;
+  std::unique_ptr<ClipTextEncoder> te_own;
+  std::unique_ptr<UNet> unet_own;
+  std::unique_ptr<Vae> vae_own;
+  nlohmann::json unet_config;
+
+  ClipTextEncoder& te() { return sd ? sd->text_encoder() : *te_own; }
+  UNet& unet() { return sd ? sd->unet() : *unet_own; }
+  Vae& vae() { return sd ? sd->vae() : *vae_own; }
+};
+
+Networks open_networks(const Args& a, const ModelConfigs& configs, const RandomCheckpoint* random, Backend& counter) {
+  Networks n;
+  if (!a.model.empty()) {
+    n.sd = StableDiffusion::load(a.model, counter);
+    n.unet_config = n.sd->files().configs.unet;
+    return n;
+  }
+  n.unet_config = configs.unet;
+  n.te_src = std::make_unique<SafetensorsSource>(random->file("text_encoder"));
+  n.unet_src = std::make_unique<SafetensorsSource>(random->file("unet"));
+  n.vae_src = std::make_unique<SafetensorsSource>(random->file("vae"));
+  n.unet_w = std::make_unique<Weights>(*n.unet_src);
+  n.vae_w = std::make_unique<Weights>(*n.vae_src);
+  n.te_own = std::make_unique<ClipTextEncoder>(ClipTextConfig::from_json(configs.text_encoder), *n.te_src, counter);
+  n.unet_own = std::make_unique<UNet>(UNetConfig::from_json(configs.unet), *n.unet_w);
+  n.vae_own = std::make_unique<Vae>(VaeConfig::from_json(configs.vae), *n.vae_w);
+  return n;
+}
+
 }  // namespace
 
 int run(const Args& a) {
+  if (a.threads > 0) omp_set_num_threads(a.threads);
   const DType storage = a.weights == "f32" ? DType::F32 : a.weights == "bf16" ? DType::BF16 : DType::F16;
   const ModelConfigs configs = builtin_configs(a.family == "sd2" ? ModelFamily::SD2 : ModelFamily::SD1);
   nlohmann::json report;
-  report["model"] = a.family == "sd2" ? "SD 2.1 architecture, random weights" : "SD 1.5 architecture, random weights";
-  report["weights_storage"] = a.weights;
+  report["model"] = !a.model.empty()  ? a.model
+                    : a.family == "sd2" ? "SD 2.1 architecture, random weights"
+                                        : "SD 1.5 architecture, random weights";
+  report["weights_storage"] = a.model.empty() ? a.weights : "as in the checkpoint";
   report["threads"] = omp_get_max_threads();
-  report["cpu"] = {{"avx512f", cpu_features().avx512f}, {"avx512_bf16", cpu_features().avx512_bf16}};
+  const PrecisionProbe& probe = precision_probe();
+  report["cpu"] = {{"avx512f", cpu_features().avx512f},
+                   {"avx512_bf16", cpu_features().avx512_bf16},
+                   {"probe_f32_fma_gflops_per_core", probe.f32_gflops},
+                   {"probe_bf16_dot_gflops_per_core", probe.bf16_gflops},
+                   {"auto_precision", precision_name(probe.preferred)}};
 
-  // Weights are built once and shared by both precisions (each backend prepares its own copy).
-  const auto t_build = Clock::now();
-  RandomWeights te_w(text_encoder_tensor_specs(configs.text_encoder), storage, 1, "random text encoder");
-  RandomWeights unet_w(unet_tensor_specs(configs.unet), storage, 2, "random unet");
-  RandomWeights vae_w(vae_tensor_specs(configs.vae), storage, 3, "random vae");
-  report["seconds_build_random_weights"] = std::chrono::duration<double>(Clock::now() - t_build).count();
+  std::unique_ptr<RandomCheckpoint> random;
+  if (a.model.empty()) {
+    const auto t_build = Clock::now();
+    random = std::make_unique<RandomCheckpoint>(configs, storage);
+    report["seconds_build_random_weights"] = std::chrono::duration<double>(Clock::now() - t_build).count();
+  }
 
   std::vector<std::string> precisions = a.precisions;
   if (precisions.empty()) {
     precisions = {"f32"};
     if (cpu_features().avx512f) precisions.push_back("bf16");
   }
+  std::printf("threads %d; auto precision here: %s (%s)\n", omp_get_max_threads(), precision_name(probe.preferred),
+              probe.reason.c_str());
   std::printf("%-5s %-5s %-28s %10s %10s %9s %8s\n", "prec", "size", "phase", "seconds", "GFLOP", "GFLOP/s", "of peak");
   for (const std::string& pname : precisions) {
-    const Precision p = pname == "bf16" ? Precision::BF16 : Precision::F32;
+    const Precision p = parse_precision(pname);
     const double peak = matmul_peak_gflops(p);
+    reset_peak_rss();
     auto be = make_cpu_backend(p);
     FlopCounter counter(*be);
     nlohmann::json prec;
@@ -136,59 +231,65 @@ int run(const Args& a) {
                             {"page_faults_per_run", g_faults_per_run}};
     };
 
-    Weights tw(te_w), uw(unet_w), vw(vae_w);
-    ClipTextEncoder te(ClipTextConfig::from_json(configs.text_encoder), te_w, counter);
-    UNet unet(UNetConfig::from_json(configs.unet), uw);
-    Vae vae(VaeConfig::from_json(configs.vae), vw);
+    {
+      Networks nets = open_networks(a, configs, random.get(), counter);
+      const int64_t context_dim = [&] {
+        const auto& c = nets.unet_config.at("cross_attention_dim");
+        return c.is_array() ? c.at(0).get<int64_t>() : c.get<int64_t>();
+      }();
+      const int64_t latent_channels = nets.unet_config.value("in_channels", 4);
 
-    // Text: the prompt and the negative prompt, one batch of 2 x 77 tokens.
-    std::vector<int> ids(2 * 77, 49407);
-    ids[0] = ids[77] = 49406;
-    te.encode(ids, 2);  // prepares weights
-    counter.reset();
-    te.encode(ids, 2);
-    const double te_flops = counter.flops();
-    const double te_s = best_of(a.runs + 1, [&] { te.encode(ids, 2); });
-    prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te_s, te_flops);
+      // Text: the prompt and the negative prompt, one batch of 2 x 77 tokens.
+      std::vector<int> ids(2 * 77, 49407);
+      ids[0] = ids[77] = 49406;
+      nets.te().encode(ids, 2);  // prepares weights
+      counter.reset();
+      nets.te().encode(ids, 2);
+      const double te_flops = counter.flops();
+      const double te_s = best_of(a.runs + 1, [&] { nets.te().encode(ids, 2); });
+      prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te_s, te_flops);
 
-    for (int size : a.sizes) {
-      const int64_t l = size / 8;
-      const std::string sz = std::to_string(size);
-      nlohmann::json at;
-      const Tensor ctx2 = random_input(Shape{2, 77, 768}, 5);
-      const Tensor ctx1 = ctx2.slice(0, 1, 2).contiguous();
-      const Tensor x2 = random_input(Shape{2, 4, l, l}, 6), x1 = x2.slice(0, 0, 1).contiguous();
-      const auto first = Clock::now();
-      counter.reset();
-      unet.forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
-      at["first_cfg_step_seconds"] = std::chrono::duration<double>(Clock::now() - first).count();
-      const double flops2 = counter.flops();
-      const double s2 = best_of(a.runs, [&] { unet.forward(*be, x2, 500.0f, ctx2); });
-      at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", s2, flops2);
-      counter.reset();
-      unet.forward(counter, x1, 500.0f, ctx1);
-      const double flops1 = counter.flops();
-      const double s1 = best_of(a.runs, [&] { unet.forward(*be, x1, 500.0f, ctx1); });
-      at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", s1, flops1);
-      at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
+      for (int size : a.sizes) {
+        const int64_t l = size / 8;
+        const std::string sz = std::to_string(size);
+        nlohmann::json at;
+        const Tensor ctx2 = random_input(Shape{2, 77, context_dim}, 5);
+        const Tensor ctx1 = ctx2.slice(0, 1, 2).contiguous();
+        const Tensor x2 = random_input(Shape{2, latent_channels, l, l}, 6), x1 = x2.slice(0, 0, 1).contiguous();
+        const auto first = Clock::now();
+        counter.reset();
+        nets.unet().forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
+        at["first_cfg_step_seconds"] = std::chrono::duration<double>(Clock::now() - first).count();
+        const double flops2 = counter.flops();
+        const double s2 = best_of(a.runs, [&] { nets.unet().forward(*be, x2, 500.0f, ctx2); });
+        at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", s2, flops2);
+        counter.reset();
+        nets.unet().forward(counter, x1, 500.0f, ctx1);
+        const double flops1 = counter.flops();
+        const double s1 = best_of(a.runs, [&] { nets.unet().forward(*be, x1, 500.0f, ctx1); });
+        at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", s1, flops1);
+        at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
+        at["batch2_over_batch1_gflops"] = (flops2 / s2) / (flops1 / s1);
 
-      const Tensor z = random_input(Shape{1, 4, l, l}, 7);
-      counter.reset();
-      vae.decode(counter, z);
-      const double vflops = counter.flops();
-      const double vs = best_of(std::max(1, a.runs - 1), [&] { vae.decode(*be, z); });
-      at["vae_decode"] = row(sz, "VAE decode", vs, vflops);
-      const double whole = te_s + a.steps * s2 + vs;
-      at["whole_image_seconds"] = whole;
-      at["whole_image_steps"] = a.steps;
-      std::printf("%-5s %-5s %-28s %10.3f   (text + %d CFG steps + decode)\n", pname.c_str(), sz.c_str(),
-                  "whole image", whole, a.steps);
-      prec[sz] = at;
+        const Tensor z = random_input(Shape{1, 4, l, l}, 7);
+        counter.reset();
+        nets.vae().decode(counter, z);
+        const double vflops = counter.flops();
+        const double vs = best_of(std::max(1, a.runs - 1), [&] { nets.vae().decode(*be, z); });
+        at["vae_decode"] = row(sz, "VAE decode", vs, vflops);
+        const double whole = te_s + a.steps * s2 + vs;
+        at["whole_image_seconds"] = whole;
+        at["whole_image_steps"] = a.steps;
+        at["peak_rss_gb"] = peak_rss_gb();
+        std::printf("%-5s %-5s %-28s %10.3f   (text + %d CFG steps + decode)\n", pname.c_str(), sz.c_str(),
+                    "whole image", whole, a.steps);
+        std::printf("%-5s %-5s %-28s %10.2f GB (weights in this precision + activations up to this size)\n",
+                    pname.c_str(), sz.c_str(), "peak RSS", peak_rss_gb());
+        prec[sz] = at;
+      }
     }
     report[pname] = prec;
   }
-  report["peak_rss_gb"] = peak_rss_gb();
-  std::printf("peak RSS %.2f GB\n", peak_rss_gb());
   const std::string text = report.dump(2);
   if (!a.json_path.empty()) {
     std::ofstream(a.json_path) << text << "\n";
@@ -204,11 +305,13 @@ int main(int argc, char** argv) {
   CLI::App app{"otter-bench: SD 1.5 UNet/VAE/text-encoder speed on this CPU, with random weights"};
   otter::bench::Args a;
   app.add_option("--sizes", a.sizes, "Image sizes (square)")->capture_default_str();
-  app.add_option("--precisions", a.precisions, "f32 and/or bf16 (default: both where the CPU has AVX-512)");
+  app.add_option("--precisions", a.precisions, "f32, bf16 and/or auto (default: f32 and bf16 where the CPU has AVX-512)");
   app.add_option("--weights", a.weights, "Weight storage: f32, f16 or bf16")->capture_default_str();
   app.add_option("--runs", a.runs, "Timed runs per measurement (the best is reported)")->capture_default_str();
   app.add_option("--steps", a.steps, "Steps for the whole-image figure")->capture_default_str();
   app.add_option("--family", a.family, "sd1 (SD 1.5) or sd2 (SD 2.1)")->capture_default_str();
+  app.add_option("--model", a.model, "Benchmark this checkpoint (diffusers folder or single file) instead of random weights");
+  app.add_option("--threads", a.threads, "OpenMP threads (default: OpenMP's, one per core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
   CLI11_PARSE(app, argc, argv);
   try {

@@ -1,11 +1,13 @@
 #include "core/allocator.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <new>
 
 namespace otter {
 
-Allocator::~Allocator() { trim(); }
+Allocator::~Allocator() { free_cached(); }
 
 Allocator& Allocator::global() {
   // Never destroyed: tensors held in static objects may be released during exit.
@@ -60,12 +62,18 @@ void Allocator::reset_peak() {
   stats_.peak_live_bytes = stats_.live_bytes;
 }
 
-void Allocator::trim() {
+void Allocator::free_cached() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& [size, blocks] : free_)
     for (void* p : blocks) std::free(p);
   free_.clear();
   stats_.cached_bytes = 0;
+}
+
+void Allocator::trim() {
+  free_cached();
+  // glibc keeps freed heap memory for reuse; hand it back too, so RSS reflects what is live.
+  malloc_trim(0);
 }
 
 }  // namespace otter

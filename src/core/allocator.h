@@ -36,13 +36,14 @@ class Allocator {
 
   AllocatorStats stats() const;
   void reset_peak();
-  // Returns every cached block to the system.
+  // Returns every cached block to the system (and asks glibc to return its free heap memory).
   void trim();
 
   // Rounds a request to the size class the free lists use.
   static size_t size_class(size_t bytes);
 
  private:
+  void free_cached();
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_;
   AllocatorStats stats_;

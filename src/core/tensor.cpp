@@ -1,5 +1,8 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <vector>
 
@@ -47,16 +50,28 @@ Tensor Tensor::full(const Shape& shape, float value) {
   return t;
 }
 
-Tensor Tensor::wrap(const void* data, const Shape& shape, DType dtype, std::shared_ptr<const void> keepalive) {
+Tensor Tensor::wrap(const void* data, const Shape& shape, DType dtype, std::shared_ptr<const void> keepalive,
+                    bool file_backed) {
   Tensor t;
   t.storage_ = std::make_shared<Storage>();
   t.storage_->data = const_cast<void*>(data);
   t.storage_->bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
   t.storage_->keepalive = std::move(keepalive);
+  t.storage_->file_backed = file_backed;
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
   return t;
+}
+
+void Tensor::release_file_pages() const {
+  if (!storage_ || !storage_->file_backed) return;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // The view's byte range, shrunk to whole pages: neighbouring tensors may share the edge pages.
+  const auto begin = reinterpret_cast<uintptr_t>(static_cast<char*>(storage_->data) + offset_);
+  const auto end = begin + (is_contiguous() ? nbytes() : storage_->bytes - offset_);
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 bool Tensor::is_contiguous() const {

@@ -18,6 +18,7 @@ struct Storage {
   size_t bytes = 0;
   Allocator* allocator = nullptr;           // set when the block came from an allocator
   std::shared_ptr<const void> keepalive;   // set for external memory (e.g. a file mapping)
+  bool file_backed = false;                // a read-only mapping of a file: pages can be dropped and re-read
   ~Storage();
 };
 
@@ -32,7 +33,15 @@ class Tensor {
   static Tensor zeros(const Shape& shape, DType dtype, Allocator& allocator = Allocator::global());
   static Tensor full(const Shape& shape, float value);  // F32
   // A contiguous view of memory owned elsewhere; `keepalive` holds that memory alive.
-  static Tensor wrap(const void* data, const Shape& shape, DType dtype, std::shared_ptr<const void> keepalive);
+  static Tensor wrap(const void* data, const Shape& shape, DType dtype, std::shared_ptr<const void> keepalive,
+                     bool file_backed = false);
+
+  // For a view of a read-only file mapping: tells the kernel this process no longer needs the
+  // pages wholly inside this tensor (madvise DONTNEED), so they leave its resident set; touching
+  // them again re-reads the file. Used once a backend has made its own copy of a weight (f16 in
+  // the file -> f32 or bf16 in the backend's layout), so the checkpoint does not stay resident
+  // beside it. A no-op for any other storage.
+  void release_file_pages() const;
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }

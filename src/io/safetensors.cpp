@@ -229,7 +229,7 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   const SafetensorsEntry& e = info(name);
   const unsigned char* p = data_ + e.offset;
   if (reinterpret_cast<uintptr_t>(p) % dtype_size(e.dtype) == 0)
-    return Tensor::wrap(p, e.shape, e.dtype, std::shared_ptr<const void>(mapping_));
+    return Tensor::wrap(p, e.shape, e.dtype, std::shared_ptr<const void>(mapping_), /*file_backed=*/true);
   Tensor copy = Tensor::empty(e.shape, e.dtype);
   std::memcpy(copy.raw(), p, static_cast<size_t>(e.nbytes));
   return copy;
