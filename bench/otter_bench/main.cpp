@@ -271,6 +271,9 @@ int run(const Args& a) {
         at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
         at["batch2_over_batch1_gflops"] = (flops2 / s2) / (flops1 / s1);
 
+        at["peak_rss_gb_unet"] = peak_rss_gb();
+        std::printf("%-5s %-5s %-28s %10.2f GB\n", pname.c_str(), sz.c_str(), "peak RSS through the UNet", peak_rss_gb());
+        Allocator::global().trim();  // as the pipeline does between denoising and decoding
         const Tensor z = random_input(Shape{1, 4, l, l}, 7);
         counter.reset();
         nets.vae().decode(counter, z);
@@ -281,10 +284,11 @@ int run(const Args& a) {
         at["whole_image_seconds"] = whole;
         at["whole_image_steps"] = a.steps;
         at["peak_rss_gb"] = peak_rss_gb();
+        Allocator::global().trim();
         std::printf("%-5s %-5s %-28s %10.3f   (text + %d CFG steps + decode)\n", pname.c_str(), sz.c_str(),
                     "whole image", whole, a.steps);
         std::printf("%-5s %-5s %-28s %10.2f GB (weights in this precision + activations up to this size)\n",
-                    pname.c_str(), sz.c_str(), "peak RSS", peak_rss_gb());
+                    pname.c_str(), sz.c_str(), "peak RSS through decode", peak_rss_gb());
         prec[sz] = at;
       }
     }
