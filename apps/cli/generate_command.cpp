@@ -182,7 +182,7 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--save-latents", a->save_latents, "Also write init_noise and final_latents (f32) to this .safetensors");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: OpenMP's default)");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: one per physical core, or OMP_NUM_THREADS)");
   cmd->add_option("--precision", a->precision,
                   "Compute precision: f32, bf16 or auto (bf16 where this CPU runs it faster than f32, measured)")->capture_default_str();
   cmd->add_option("--config", a->config, "Diffusers folder or config.json files describing a single-file checkpoint");

@@ -74,8 +74,8 @@ Tensor random_input(const Shape& s, uint32_t seed) {
 }
 
 // The machine's practical limit: a large matmul on oneDNN at this precision.
-double matmul_peak_gflops(Precision p) {
-  auto be = make_cpu_backend(p);
+double matmul_peak_gflops(Precision p, int threads) {
+  auto be = make_cpu_backend(p, threads);
   const int64_t n = 2048;
   const Tensor x = random_input(Shape{n, n}, 1);
   LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr};
@@ -179,7 +179,8 @@ Networks open_networks(const Args& a, const ModelConfigs& configs, const RandomC
 }  // namespace
 
 int run(const Args& a) {
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  const int threads = a.threads > 0 ? a.threads : physical_cores();
+  omp_set_num_threads(threads);
   const DType storage = a.weights == "f32" ? DType::F32 : a.weights == "bf16" ? DType::BF16 : DType::F16;
   const ModelConfigs configs = builtin_configs(a.family == "sd2" ? ModelFamily::SD2 : ModelFamily::SD1);
   nlohmann::json report;
@@ -212,9 +213,9 @@ int run(const Args& a) {
   std::printf("%-5s %-5s %-28s %10s %10s %9s %8s\n", "prec", "size", "phase", "seconds", "GFLOP", "GFLOP/s", "of peak");
   for (const std::string& pname : precisions) {
     const Precision p = parse_precision(pname);
-    const double peak = matmul_peak_gflops(p);
+    const double peak = matmul_peak_gflops(p, threads);
     reset_peak_rss();
-    auto be = make_cpu_backend(p);
+    auto be = make_cpu_backend(p, threads);
     FlopCounter counter(*be);
     nlohmann::json prec;
     prec["matmul_peak_gflops"] = peak;
@@ -315,7 +316,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", a.steps, "Steps for the whole-image figure")->capture_default_str();
   app.add_option("--family", a.family, "sd1 (SD 1.5) or sd2 (SD 2.1)")->capture_default_str();
   app.add_option("--model", a.model, "Benchmark this checkpoint (diffusers folder or single file) instead of random weights");
-  app.add_option("--threads", a.threads, "OpenMP threads (default: OpenMP's, one per core)");
+  app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
   CLI11_PARSE(app, argc, argv);
   try {

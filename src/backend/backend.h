@@ -101,7 +101,8 @@ const PrecisionProbe& precision_probe();
 Precision parse_precision(const std::string& name);
 const char* precision_name(Precision p);
 
-// The CPU backend (oneDNN + own kernels), `threads` <= 0 keeps OpenMP's default.
+// The CPU backend (oneDNN + own kernels). `threads` <= 0: one per physical core, or
+// OMP_NUM_THREADS where set.
 std::unique_ptr<Backend> make_cpu_backend(Precision precision = Precision::F32, int threads = 0);
 
 }  // namespace otter

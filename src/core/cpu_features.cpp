@@ -1,5 +1,12 @@
 #include "core/cpu_features.h"
 
+#include <sched.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <utility>
+
 namespace otter {
 namespace {
 
@@ -26,6 +33,25 @@ CpuFeatures& mutable_features() {
 }  // namespace
 
 const CpuFeatures& cpu_features() { return mutable_features(); }
+
+int physical_cores() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return 1;
+  std::set<std::pair<int, int>> cores;  // (package, core)
+  int cpus = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    ++cpus;
+    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    int package = -1, core = -1;
+    std::ifstream(dir + "physical_package_id") >> package;
+    std::ifstream(dir + "core_id") >> core;
+    if (package < 0 || core < 0) return cpus > 0 ? CPU_COUNT(&allowed) : 1;  // no topology: count CPUs
+    cores.emplace(package, core);
+  }
+  return cores.empty() ? 1 : static_cast<int>(cores.size());
+}
 
 void force_portable_kernels(bool on) { mutable_features() = on ? CpuFeatures{} : probe(); }
 

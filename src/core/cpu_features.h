@@ -15,6 +15,11 @@ struct CpuFeatures {
 
 const CpuFeatures& cpu_features();
 
+// Physical cores this process may run on (distinct core ids among the CPUs in its affinity mask):
+// hyperthread siblings share one core's FMA units, so a second thread per core only adds
+// contention to compute-bound kernels. Falls back to the number of allowed CPUs.
+int physical_cores();
+
 // For tests: pretend the CPU lacks every vector extension, to exercise the portable paths.
 void force_portable_kernels(bool on);
 

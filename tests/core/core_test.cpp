@@ -1,6 +1,7 @@
 // Tensor views and copies, the caching allocator, and f16/bf16 conversion (vector paths against
 // the scalar ones, scalar ones against exhaustive or closed-form references).
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <cmath>
 #include <cstring>
@@ -175,6 +176,22 @@ TEST(Half, VectorPathsMatchScalar) {
     for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(back[i], bf16_to_f32(b[i]));
   }
   force_portable_kernels(false);
+}
+
+}  // namespace
+}  // namespace otter
+
+namespace otter {
+namespace {
+
+// The default thread count: at least one, never more than the CPUs this process may use.
+TEST(CpuFeatures, PhysicalCoresWithinAllowedCpus) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  const int cores = physical_cores();
+  EXPECT_GE(cores, 1);
+  EXPECT_LE(cores, CPU_COUNT(&allowed));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // everything else.
 #include <omp.h>
 
+#include <cstdlib>
+
 #include "backend/backend.h"
 #include "backend/cpu/dnnl_ops.h"
 #include "backend/cpu/kernels.h"
@@ -61,6 +63,8 @@ const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" :
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
     throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
+  // Default: one thread per physical core, unless OMP_NUM_THREADS says otherwise.
+  if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = physical_cores();
   if (threads > 0) omp_set_num_threads(threads);
   return std::make_unique<CpuBackend>(precision);
 }
