@@ -6,16 +6,15 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "sampling/sampler_common.h"
+#include "sampling/discrete_timestep_sampler.h"
 
 namespace otter::detail {
 
 namespace {
 
-class DdimSampler final : public Sampler {
+class DdimSampler final : public DiscreteTimestepSampler {
  public:
-  DdimSampler(SchedulerConfig c, double eta)
-      : Sampler(std::move(c)), schedule_(make_training_schedule(config_)), eta_(eta) {
+  DdimSampler(SchedulerConfig c, double eta) : DiscreteTimestepSampler(std::move(c)), eta_(eta) {
     reject_thresholding(config_, "ddim");
     OTTER_CHECK(eta_ >= 0, "ddim: eta must be >= 0, got ", eta_);
     final_alpha_cumprod_ = config_.set_alpha_to_one ? 1.0f : schedule_.alphas_cumprod.front();
@@ -23,19 +22,10 @@ class DdimSampler final : public Sampler {
 
   std::string name() const override { return "ddim"; }
 
-  void set_timesteps(int n) override {
-    timesteps_int_ = ddim_timesteps(config_, n);
-    step_ratio_ = config_.num_train_timesteps / n;
-    reset_schedule(to_float(timesteps_int_), {});
-  }
-
  protected:
   void do_step(std::span<const float> e, int index, std::span<float> x, NoiseGenerator& noise) override {
     const size_t n = x.size();
-    const int64_t t = timesteps_int_[static_cast<size_t>(index)];
-    const int64_t prev_t = t - step_ratio_;
-    const float a_t = schedule_.alphas_cumprod[static_cast<size_t>(t)];
-    const float a_prev = prev_t >= 0 ? schedule_.alphas_cumprod[static_cast<size_t>(prev_t)] : final_alpha_cumprod_;
+    const auto [t, a_t, a_prev] = alphas_at(index, final_alpha_cumprod_);
     const float b_t = 1.0f - a_t;
     const float sa = std::sqrt(a_t), sb = std::sqrt(b_t);
 
@@ -79,11 +69,8 @@ class DdimSampler final : public Sampler {
   }
 
  private:
-  TrainingSchedule schedule_;
   double eta_;
   float final_alpha_cumprod_ = 1.0f;
-  std::vector<int64_t> timesteps_int_;
-  int64_t step_ratio_ = 0;
 };
 
 }  // namespace

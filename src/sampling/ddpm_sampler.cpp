@@ -5,16 +5,16 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "sampling/sampler_common.h"
+#include "sampling/discrete_timestep_sampler.h"
 #include "sampling/torch_sleef_math.h"
 
 namespace otter::detail {
 
 namespace {
 
-class DdpmSampler final : public Sampler {
+class DdpmSampler final : public DiscreteTimestepSampler {
  public:
-  explicit DdpmSampler(SchedulerConfig c) : Sampler(std::move(c)), schedule_(make_training_schedule(config_)) {
+  explicit DdpmSampler(SchedulerConfig c) : DiscreteTimestepSampler(std::move(c)) {
     reject_thresholding(config_, "ddpm");
     const std::string& v = config_.variance_type;
     reject(v != "fixed_small" && v != "fixed_small_log" && v != "fixed_large", "ddpm",
@@ -23,19 +23,10 @@ class DdpmSampler final : public Sampler {
 
   std::string name() const override { return "ddpm"; }
 
-  void set_timesteps(int n) override {
-    timesteps_int_ = ddim_timesteps(config_, n);
-    step_ratio_ = config_.num_train_timesteps / n;
-    reset_schedule(to_float(timesteps_int_), {});
-  }
-
  protected:
   void do_step(std::span<const float> e, int index, std::span<float> x, NoiseGenerator& noise) override {
     const size_t n = x.size();
-    const int64_t t = timesteps_int_[static_cast<size_t>(index)];
-    const int64_t prev_t = t - step_ratio_;
-    const float a_t = schedule_.alphas_cumprod[static_cast<size_t>(t)];
-    const float a_prev = prev_t >= 0 ? schedule_.alphas_cumprod[static_cast<size_t>(prev_t)] : 1.0f;
+    const auto [t, a_t, a_prev] = alphas_at(index, 1.0f);
     const float b_t = 1.0f - a_t;
     const float b_prev = 1.0f - a_prev;
     const float cur_alpha = a_t / a_prev;
@@ -74,11 +65,6 @@ class DdpmSampler final : public Sampler {
       for (size_t i = 0; i < n; ++i) x[i] = x[i] + scale * z[i];
     }
   }
-
- private:
-  TrainingSchedule schedule_;
-  std::vector<int64_t> timesteps_int_;
-  int64_t step_ratio_ = 0;
 };
 
 }  // namespace
