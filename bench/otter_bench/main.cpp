@@ -194,6 +194,7 @@ int run(const Args& a) {
                    {"avx512_bf16", cpu_features().avx512_bf16},
                    {"probe_f32_fma_gflops_per_core", probe.f32_gflops},
                    {"probe_bf16_dot_gflops_per_core", probe.bf16_gflops},
+                   {"probe_f16_fma_gflops_per_core", probe.f16_gflops},
                    {"auto_precision", precision_name(probe.preferred)}};
 
   std::unique_ptr<RandomCheckpoint> random;
@@ -210,6 +211,8 @@ int run(const Args& a) {
   }
   std::printf("threads %d; auto precision here: %s (%s)\n", omp_get_max_threads(), precision_name(probe.preferred),
               probe.reason.c_str());
+  std::printf("one core: f32 FMA %.0f GFLOP/s, bf16 dot %.0f, f16 FMA %.0f (0 = not available)\n", probe.f32_gflops,
+              probe.bf16_gflops, probe.f16_gflops);
   std::printf("%-5s %-5s %-28s %10s %10s %9s %8s\n", "prec", "size", "phase", "seconds", "GFLOP", "GFLOP/s", "of peak");
   for (const std::string& pname : precisions) {
     const Precision p = parse_precision(pname);

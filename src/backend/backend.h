@@ -93,6 +93,7 @@ struct PrecisionProbe {
   Precision preferred = Precision::F32;
   double f32_gflops = 0;   // one core's f32 FMA rate
   double bf16_gflops = 0;  // one core's bf16 dot-product rate (0: not available)
+  double f16_gflops = 0;   // one core's AVX-512 FP16 FMA rate (0: not available; not an otter path yet)
   std::string reason;
 };
 const PrecisionProbe& precision_probe();

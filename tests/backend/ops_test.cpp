@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
@@ -294,6 +295,8 @@ TEST(AttentionPortable, MatchesNaiveWithoutAvx512) {
 // `auto` picks bf16 only where the probe measured bf16 dot products clearly faster than f32 FMAs.
 TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
   const PrecisionProbe& p = precision_probe();
+  std::printf("probe, one core: f32 FMA %.0f GFLOP/s, bf16 dot %.0f, f16 FMA %.0f -> %s (%s)\n", p.f32_gflops,
+              p.bf16_gflops, p.f16_gflops, precision_name(p.preferred), p.reason.c_str());
   EXPECT_EQ(parse_precision("auto"), p.preferred);
   EXPECT_EQ(parse_precision("f32"), Precision::F32);
   EXPECT_EQ(parse_precision("bf16"), Precision::BF16);

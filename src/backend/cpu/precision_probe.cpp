@@ -80,6 +80,27 @@ __attribute__((target("avx512f,avx512bf16"))) double time_bf16_dot(float* sink) 
   return s;
 }
 
+// Seconds per 12·kIterations f16 FMAs (32 lanes, 64 flops each), AVX-512 FP16. Not a compute path
+// of otter's yet (its f16 accumulation needs care); measured so benchmarks show what it would give.
+__attribute__((target("avx512f,avx512fp16"))) double time_f16_fma(float* sink) {
+  __m512h a0 = _mm512_set1_ph(0), a1 = _mm512_set1_ph(1), a2 = _mm512_set1_ph(2), a3 = _mm512_set1_ph(3),
+          a4 = _mm512_set1_ph(4), a5 = _mm512_set1_ph(5), a6 = _mm512_set1_ph(6), a7 = _mm512_set1_ph(7),
+          a8 = _mm512_set1_ph(8), a9 = _mm512_set1_ph(9), a10 = _mm512_set1_ph(10), a11 = _mm512_set1_ph(11);
+  __m512h x = _mm512_set1_ph(1.0f);
+  const __m512h y = _mm512_set1_ph(0.5f);
+  const auto t = Clock::now();
+  for (int i = 0; i < kIterations; ++i) {
+#define OTTER_FMA_PH(v) _mm512_fmadd_ph(x, y, v)
+    OTTER_PROBE_STEP(OTTER_FMA_PH)
+#undef OTTER_FMA_PH
+    __asm__ volatile("" : "+v"(x));
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t).count();
+  const __m512h sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
+  *sink += static_cast<float>(sum[0]);
+  return s;
+}
+
 PrecisionProbe run_probe() {
   PrecisionProbe p;
   const CpuFeatures& f = cpu_features();
@@ -93,6 +114,11 @@ PrecisionProbe run_probe() {
   for (int r = 0; r < 5; ++r) f32_s = std::min(f32_s, time_f32_fma(&sink));
   const double flops = 12.0 * kIterations * 16;
   p.f32_gflops = flops * 2 / f32_s * 1e-9;
+  if (__builtin_cpu_supports("avx512fp16")) {
+    double f16_s = 1e300;
+    for (int r = 0; r < 5; ++r) f16_s = std::min(f16_s, time_f16_fma(&sink));
+    p.f16_gflops = flops * 4 / f16_s * 1e-9;
+  }
   if (!f.avx512_bf16) {
     p.reason = "no AVX-512 BF16: f32";
     return p;
