@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "backend/cpu/f16_gemm.h"
 #include "core/cpu_features.h"
 
 namespace otter {
@@ -60,6 +61,37 @@ void BM_Matmul4096x320x320(benchmark::State& state) {
   set_flops(state, 2.0 * 4096 * 320 * 320);
 }
 BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The AVX-512 FP16 matmul (groundwork, src/backend/cpu/f16_gemm.h) on the same shapes as the
+// oneDNN linear layers above and the UNet's feed-forward at 512x512 (8192 x 320 -> 2560 at batch 2).
+void BM_F16Gemm(benchmark::State& state) {
+  if (!cpu::f16_gemm_available()) {
+    state.SkipWithError("no AVX-512 FP16 on this CPU");
+    return;
+  }
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const Tensor x = random_tensor(Shape{m, k}, 1);
+  const cpu::F16PackedWeights w = cpu::pack_f16_weights(random_tensor(Shape{n, k}, 2));
+  Tensor y = Tensor::empty(Shape{m, n}, DType::F32);
+  for (auto _ : state) cpu::gemm_f16(x.f32(), m, w, nullptr, y.f32());
+  set_flops(state, 2.0 * m * k * n);
+  state.SetLabel("f16");
+}
+BENCHMARK(BM_F16Gemm)->Args({4096, 320, 320})->Args({8192, 320, 2560})->Args({2048, 2048, 2048})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// oneDNN f32 on the same two larger shapes, for the comparison.
+void BM_MatmulShapes(benchmark::State& state) {
+  auto backend = make_cpu_backend(Precision::F32);
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const Tensor x = random_tensor(Shape{m, k}, 1);
+  LinearWeights w{random_tensor(Shape{n, k}, 2), Tensor(), nullptr};
+  backend->linear(x, w);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->linear(x, w));
+  set_flops(state, 2.0 * m * k * n);
+  state.SetLabel("f32");
+}
+BENCHMARK(BM_MatmulShapes)->Args({8192, 320, 2560})->Args({2048, 2048, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Self-attention (4096 keys) and cross-attention (77 text tokens), 8 heads of 40 dims.
 void BM_Attention(benchmark::State& state) {
