@@ -1,0 +1,12 @@
+#pragma once
+// The AVX-512 attention kernel (queries in the vector lanes); attention() in kernels.h calls it
+// when the CPU has AVX-512 and keeps the portable blocked kernel for other CPUs.
+#include "core/tensor.h"
+
+namespace otter::cpu {
+
+// q[B, Nq, H·D], k and v [B, Nk, H·D], contiguous F32 -> [B, Nq, H·D].
+Tensor attention_avx512(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal,
+                        int threads);
+
+}  // namespace otter::cpu
