@@ -31,10 +31,12 @@ constexpr int64_t kKeys = 128;                // keys per block
 constexpr int kTile = 6;                      // keys (scores) or value dims (P·V) per register tile
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
-  // fast_exp (vector_math.h): clamp, n = round(x·log2 e), r = x - n·ln 2 (two parts), degree-6
-  // polynomial, times 2^n.
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+// exp(x) for x <= 0 (the softmax only exponentiates score - running max): fast_exp's range
+// reduction and degree-6 polynomial (vector_math.h), with the 2^n scaling done by vscalefps, which
+// also needs no upper clamp here; -inf (masked scores) is clamped to -87.3, whose exp is 0 in the
+// sums to float precision.
+__attribute__((target("avx512f"))) inline __m512 exp512_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693145751953125f), x);
@@ -46,8 +48,7 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  return _mm512_scalef_ps(p, n);
 }
 
 // s[j][0..63] = Σ_d k[j][d] · qt[d][0..63] for NJ keys (k rows `k_stride` apart).
@@ -128,11 +129,11 @@ __attribute__((target("avx512f"))) void softmax_block(float* s, int64_t nk, floa
     for (int64_t j = 0; j < nk; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j * kQueries + c * kLanes));
     const __mmask16 live = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kNegInf), _CMP_NEQ_OQ);
     // exp(-inf - finite) = 0 on the first block; lanes still at -inf keep factor 1.
-    const __m512 corr = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(m_old, mx)));
+    const __m512 corr = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), exp512_nonpositive(_mm512_sub_ps(m_old, mx)));
     __m512 sum = _mm512_setzero_ps();
     for (int64_t j = 0; j < nk; ++j) {
       float* row = s + j * kQueries + c * kLanes;
-      const __m512 p = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(_mm512_loadu_ps(row), mx)));
+      const __m512 p = _mm512_maskz_mov_ps(live, exp512_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row), mx)));
       _mm512_storeu_ps(row, p);
       sum = _mm512_add_ps(sum, p);
     }
