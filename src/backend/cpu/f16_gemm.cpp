@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -17,29 +18,36 @@ namespace otter::cpu {
 // unrolled GCC keeps the arrays on the stack.
 #define OTTER_UNROLL _Pragma("GCC unroll 8")
 
-// Six rows x four vectors: each broadcast (a shuffle-port uop for 16-bit elements) feeds four
-// FMAs, and the 24 accumulators, four panel vectors and one broadcast fit the 32 registers.
-// (Broadcasts embedded in the FMAs' memory operands, {1to32}, measured 1.8x slower here.)
+// Six rows x four vectors, k taken in pairs: a row's two f16 values for k and k+1 are broadcast
+// together as one 32-bit element (vpbroadcastd from memory is a pure load; broadcasting a single
+// 16-bit value costs a shuffle uop on one of the two FMA ports, which held the kernel at half the
+// FMA rate). The panel holds, for each pair, W[k] and W[k+1] of one column in adjacent lanes, so
+// each accumulator lane sums every other k of one column; the pairs are added at write-out.
+// 24 accumulators + 4 panel vectors + 1 broadcast fit the 32 registers.
 __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint16_t* const rows[kF16Rows],
-                                                                      const uint16_t* panel, int64_t K, float* acc_f32) {
-  constexpr int kVecs = kF16Cols / 32;
+                                                                      const uint16_t* panel, int64_t k_begin,
+                                                                      int64_t k_end, float* acc_f32, bool accumulate) {
+  constexpr int kVecs = kF16Lanes / 32;
   const uint16_t* r0 = rows[0];
   const uint16_t* r1 = rows[1];
   const uint16_t* r2 = rows[2];
   const uint16_t* r3 = rows[3];
   const uint16_t* r4 = rows[4];
   const uint16_t* r5 = rows[5];
-  for (int64_t k0 = 0; k0 < K; k0 += kF16Chunk) {
-    const int64_t k1 = std::min<int64_t>(K, k0 + kF16Chunk);
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kF16Chunk) {
+    const int64_t k1 = std::min<int64_t>(k_end, k0 + kF16Chunk);
+    const bool add = accumulate || k0 != k_begin;
     __m512h acc[kF16Rows][kVecs];
     OTTER_UNROLL for (int r = 0; r < kF16Rows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
         _mm512_setzero_ph();
-    for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t k = k0; k < k1; k += 2) {
       __m512h bv[kVecs];
       OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] = _mm512_loadu_ph(panel + k * kF16Cols + 32 * c);
-      const uint16_t a[kF16Rows] = {r0[k], r1[k], r2[k], r3[k], r4[k], r5[k]};
+      const uint16_t* a[kF16Rows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};
       OTTER_UNROLL for (int r = 0; r < kF16Rows; ++r) {
-        const __m512h av = _mm512_castsi512_ph(_mm512_set1_epi16(static_cast<short>(a[r])));
+        int32_t pair;
+        std::memcpy(&pair, a[r], sizeof(pair));
+        const __m512h av = _mm512_castsi512_ph(_mm512_set1_epi32(pair));
         OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] = _mm512_fmadd_ph(av, bv[c], acc[r][c]);
       }
     }
@@ -48,12 +56,29 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
         const __m512i bits = _mm512_castph_si512(acc[r][c]);
         const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));
         const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1));
-        float* dst = acc_f32 + r * kF16Cols + c * 32;
+        float* dst = acc_f32 + r * kF16Lanes + c * 32;
         // The first chunk stores: zeroing the tile first (a rep stos) took a quarter of the time.
-        _mm512_storeu_ps(dst, k0 == 0 ? lo : _mm512_add_ps(_mm512_loadu_ps(dst), lo));
-        _mm512_storeu_ps(dst + 16, k0 == 0 ? hi : _mm512_add_ps(_mm512_loadu_ps(dst + 16), hi));
+        _mm512_storeu_ps(dst, add ? _mm512_add_ps(_mm512_loadu_ps(dst), lo) : lo);
+        _mm512_storeu_ps(dst + 16, add ? _mm512_add_ps(_mm512_loadu_ps(dst + 16), hi) : hi);
       }
     }
+  }
+}
+
+// out[c] = lanes[2c] + lanes[2c + 1] (+ bias[c]) for c < cols: a tile row's even-k and odd-k sums
+// of each column, sixteen columns per step (scalar, this write-out took half the GEMM's time).
+__attribute__((target("avx512f"))) void write_row(const float* lanes, const float* bias, int64_t cols, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int64_t c = 0; c < cols; c += 16) {
+    const __mmask16 m = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - c)) - 1);
+    const __m512 a = _mm512_loadu_ps(lanes + 2 * c), b = _mm512_loadu_ps(lanes + 2 * c + 16);
+    __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+    if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + c));
+    if (m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
+      _mm512_stream_ps(out + c, sum);  // no read-for-ownership of the output line
+    else
+      _mm512_mask_storeu_ps(out + c, m, sum);
   }
 }
 
@@ -65,39 +90,49 @@ F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   F16PackedWeights p;
   p.n = w.dim(0);
   p.k = w.dim(1);
+  p.k_padded = (p.k + 1) / 2 * 2;
   const int64_t panels = (p.n + kF16Cols - 1) / kF16Cols;
-  p.panels.assign(static_cast<size_t>(panels * p.k * kF16Cols), 0);
+  p.panels.assign(static_cast<size_t>(panels * p.k_padded * kF16Cols), 0);
   const auto* src = w.data<uint16_t>();
+  // Panel element for column n, index k: pair k/2, column n % kF16Cols, slot k % 2.
   for (int64_t n = 0; n < p.n; ++n)
     for (int64_t k = 0; k < p.k; ++k)
-      p.panels[static_cast<size_t>(((n / kF16Cols) * p.k + k) * kF16Cols + n % kF16Cols)] = src[n * p.k + k];
+      p.panels[static_cast<size_t>((n / kF16Cols) * p.k_padded * kF16Cols + (k / 2) * 2 * kF16Cols +
+                                   (n % kF16Cols) * 2 + k % 2)] = src[n * p.k + k];
   return p;
 }
 
 void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float* bias, float* y) {
   OTTER_CHECK(f16_gemm_available(), "gemm_f16 needs a CPU with AVX-512 FP16");
-  const int64_t K = w.k, N = w.n;
+  const int64_t K = w.k_padded, N = w.n;
   const int64_t row_blocks = (M + kF16Rows - 1) / kF16Rows, panels = (N + kF16Cols - 1) / kF16Cols;
-  std::vector<uint16_t> a(static_cast<size_t>(M * K));
-  f32_to_f16_n(x, a.data(), a.size());
+  // x in f16, rows padded to an even length with a zero (the kernel reads k in pairs).
+  std::vector<uint16_t> a(static_cast<size_t>(M * K), 0);
+  for (int64_t m = 0; m < M; ++m) f32_to_f16_n(x + m * w.k, a.data() + m * K, static_cast<size_t>(w.k));
 
-  // Panel-major: one panel of W (K x 128 halves) stays in L2 while the row blocks stream past it.
+  // Blocked so a k-block of one panel (kKBlock x 64 columns, 16 KB) stays in L1 while a group of
+  // row blocks passes over it; each row block's f32 tile lives in a per-task buffer until the
+  // last k-block. Streaming whole panels from L2 for every row block ran at half the rate.
+  constexpr int64_t kKBlock = 128, kGroup = 16;
+  const int64_t groups = (row_blocks + kGroup - 1) / kGroup;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t p = 0; p < panels; ++p)
-    for (int64_t rb = 0; rb < row_blocks; ++rb) {
-      alignas(64) float acc[kF16Rows * kF16Cols];
-      const uint16_t* rows[kF16Rows];
-      for (int r = 0; r < kF16Rows; ++r) rows[r] = a.data() + std::min(rb * kF16Rows + r, M - 1) * K;
-      f16_tile(rows, w.panels.data() + p * K * kF16Cols, K, acc);
+    for (int64_t g = 0; g < groups; ++g) {
+      alignas(64) float tiles[kGroup][kF16Rows * kF16Lanes];
+      const int64_t rb0 = g * kGroup, rb1 = std::min(row_blocks, rb0 + kGroup);
+      const uint16_t* panel = w.panels.data() + p * K * kF16Cols;
+      for (int64_t kb = 0; kb < K; kb += kKBlock)
+        for (int64_t rb = rb0; rb < rb1; ++rb) {
+          const uint16_t* rows[kF16Rows];
+          for (int r = 0; r < kF16Rows; ++r) rows[r] = a.data() + std::min(rb * kF16Rows + r, M - 1) * K;
+          f16_tile(rows, panel, kb, std::min(K, kb + kKBlock), tiles[rb - rb0], kb > 0);
+        }
       const int64_t n0 = p * kF16Cols, cols = std::min<int64_t>(kF16Cols, N - n0);
-      for (int r = 0; r < kF16Rows && rb * kF16Rows + r < M; ++r) {
-        float* out = y + (rb * kF16Rows + r) * N + n0;
-        const float* in = acc + r * kF16Cols;
-        if (bias)
-          for (int64_t c = 0; c < cols; ++c) out[c] = in[c] + bias[n0 + c];
-        else
-          std::copy(in, in + cols, out);
-      }
+      for (int64_t rb = rb0; rb < rb1; ++rb)
+        for (int r = 0; r < kF16Rows && rb * kF16Rows + r < M; ++r) {
+          float* out = y + (rb * kF16Rows + r) * N + n0;
+          write_row(tiles[rb - rb0] + r * kF16Lanes, bias ? bias + n0 : nullptr, cols, out);
+        }
     }
 }
 

@@ -19,12 +19,17 @@
 //   * convolutions (NCHW): A = the weights [O, C·kh·kw], B = the input gathered into panels of
 //     128 output pixels (an im2col done panel by panel, so it stays in L2).
 //
-// Measured on the 2-core Xeon against oneDNN f32 in the same run (otter-microbench BM_F16Gemm /
-// BM_MatmulShapes): 4096x320x320 311 vs 268 GFLOP/s, 8192x320x2560 322 vs 279, 2048³ 335-409 vs
-// 236-307: 1.15-1.3x, while f16 FMAs run at 2.15x the f32 rate. The profile: 86% in the tile's
-// k loop, which issues 24 FMAs + 6 broadcasts (a shuffle uop each, on an FMA port) per k and
-// streams the 80 KB-2.6 MB panel from L2. What is left: block K so a panel chunk stays in L1,
-// then the im2col panels for convolutions and an overflow check in the ops.
+// Measured on the 2-core Xeon, medians of 3 against oneDNN f32 in the same run (otter-microbench
+// BM_F16Gemm / BM_MatmulShapes): 4096x320x320 360 vs 294 GFLOP/s (1.22x), 8192x320x2560 381 vs
+// 288 (1.32x), 2048³ 421 vs 285 (1.48x); the tile alone on L1-resident data runs at 299 GFLOP/s
+// on one core, 84% of the f16 FMA rate. Three changes got it there from 1.0x: broadcasting k in
+// pairs (vpbroadcastd is a pure load; a 16-bit broadcast took an FMA port: 169 -> 298 GFLOP/s per
+// core), storing the first chunk instead of zeroing the tile, and writing the output with
+// streaming stores (the read-for-ownership of a large output took a fifth of the time; a network
+// whose next op reads the output straight back may prefer cached stores — to measure when the
+// ops use this). What is left before the ops can: x's conversion and the write-out are still
+// outside the register tiles (11% and up to 20% at K = 320), the im2col panels for convolutions,
+// and an overflow check in the ops.
 #include <cstdint>
 #include <vector>
 
@@ -34,23 +39,27 @@ namespace otter::cpu {
 
 constexpr int kF16Chunk = 64;   // k terms summed in f16 before the f32 accumulator
 constexpr int kF16Rows = 6;     // rows of A per register tile
-constexpr int kF16Cols = 128;   // columns per register tile (four vectors of 32 halves)
+constexpr int kF16Cols = 64;    // columns per register tile (four vectors of 16 columns x 2 k)
+constexpr int kF16Lanes = 2 * kF16Cols;  // f32 accumulator lanes per tile row (each column's k pairs)
 
 bool f16_gemm_available();  // AVX-512 FP16 present
 
 // W [N, K] (any float dtype) packed once for f16_gemm_rows: panels of kF16Cols output columns,
 // k-major, f16 bits, zero past N.
 struct F16PackedWeights {
-  int64_t n = 0, k = 0;
-  std::vector<uint16_t> panels;  // [ceil(N / kF16Cols)][K][kF16Cols]
+  int64_t n = 0, k = 0, k_padded = 0;  // k_padded: K rounded up to even (the kernel takes k in pairs)
+  std::vector<uint16_t> panels;        // [ceil(N / kF16Cols)][k_padded / 2][kF16Cols][2]
 };
 F16PackedWeights pack_f16_weights(const Tensor& w);
 
 // y[M, N] = x[M, K] · Wᵀ (+ bias[N] if not null), x and y f32 row-major, threaded with OpenMP.
 void gemm_f16(const float* x, int64_t m, const F16PackedWeights& w, const float* bias, float* y);
 
-// The micro-kernel: acc[kF16Rows][kF16Cols] = Σ_k rows[r][k] · panel[k][c], rows given as
-// pointers to f16 rows of length K (tail rows may repeat a valid row; their results are ignored).
-void f16_tile(const uint16_t* const rows[kF16Rows], const uint16_t* panel, int64_t K, float* acc);
+// The micro-kernel: acc[kF16Rows][kF16Lanes] (+)= the products of rows[r][k] and the panel over
+// k in [k_begin, k_end) (both even), column c's sums in lanes 2c (even k) and 2c + 1 (odd k).
+// Rows are f16 of even length (tail rows may repeat a valid row; their results are ignored);
+// `accumulate` adds to acc instead of overwriting it.
+void f16_tile(const uint16_t* const rows[kF16Rows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
+              bool accumulate);
 
 }  // namespace otter::cpu
