@@ -78,7 +78,7 @@ double matmul_peak_gflops(Precision p, int threads) {
   auto be = make_cpu_backend(p, threads);
   const int64_t n = 2048;
   const Tensor x = random_input(Shape{n, n}, 1);
-  LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr};
+  LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr, nullptr};
   be->linear(x, w);
   const double s = best_of(3, [&] { be->linear(x, w); });
   return 2.0 * n * n * n / s * 1e-9;

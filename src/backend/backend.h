@@ -12,8 +12,9 @@
 namespace otter {
 
 // Arithmetic used inside convolution, matmul and attention. Inputs and outputs stay F32;
-// BF16 rounds the operands to bfloat16 and accumulates in F32.
-enum class Precision { F32, BF16 };
+// BF16 rounds the operands to bfloat16 and accumulates in F32; F16 (AVX-512 FP16, convolutions
+// and linear layers) rounds them to f16 and sums products in f16 over 64-term chunks into F32.
+enum class Precision { F32, BF16, F16 };
 
 enum class Activation { SiLU, GeluErf, GeluTanh, QuickGelu };
 
@@ -21,7 +22,8 @@ enum class Activation { SiLU, GeluErf, GeluTanh, QuickGelu };
 struct LinearWeights {
   Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
   Tensor bias;    // [out] or undefined
-  std::shared_ptr<void> prepared;  // backend-private, built lazily on first use
+  std::shared_ptr<void> prepared;      // backend-private, built lazily on first use
+  std::shared_ptr<void> prepared_f16;  // the same for the f16 path
 };
 
 struct Conv2dWeights {
@@ -31,6 +33,7 @@ struct Conv2dWeights {
   // Zero padding per side; the VAE encoder's downsampler pads only bottom and right.
   int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
   std::shared_ptr<void> prepared;
+  std::shared_ptr<void> prepared_f16;
 };
 
 struct NormWeights {
@@ -86,19 +89,20 @@ class Backend {
   virtual Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift) = 0;
 };
 
-// The fastest precision on this CPU, measured once per process (a few ms): bf16 where AVX-512 BF16
-// dot products clearly outrun f32 FMAs (AMD Zen 4), f32 elsewhere — including CPUs that have the
-// instruction but run it slowly. `--precision auto` uses this.
+// The fastest precision on this CPU, measured once per process (a few ms): f16 where AVX-512 FP16
+// FMAs clearly outrun f32 FMAs (Intel Sapphire Rapids-class Xeons), else bf16 where AVX-512 BF16
+// dot products do (AMD Zen 4), else f32 — including CPUs that have the instructions but run them
+// slowly. `--precision auto` uses this.
 struct PrecisionProbe {
   Precision preferred = Precision::F32;
   double f32_gflops = 0;   // one core's f32 FMA rate
   double bf16_gflops = 0;  // one core's bf16 dot-product rate (0: not available)
-  double f16_gflops = 0;   // one core's AVX-512 FP16 FMA rate (0: not available; not an otter path yet)
+  double f16_gflops = 0;   // one core's AVX-512 FP16 FMA rate (0: not available)
   std::string reason;
 };
 const PrecisionProbe& precision_probe();
 
-// Parses "f32", "bf16" or "auto" (the probe's choice); anything else is an error naming the options.
+// Parses "f32", "bf16", "f16" or "auto" (the probe's choice); anything else is an error naming the options.
 Precision parse_precision(const std::string& name);
 const char* precision_name(Precision p);
 

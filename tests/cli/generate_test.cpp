@@ -115,7 +115,7 @@ TEST_F(OtterGenerate, BadInputFailsCleanlyWithoutFiles) {
       {"-W 30", "not a multiple of 8"},
       {"--steps 4 --cfg-schedule list:1,2", "one scale per step"},
       {"--cfg-batch sideways", "--cfg-batch"},
-      {"--precision f16", "precision must be f32, bf16 or auto, got 'f16'"},
+      {"--precision fp16", "precision must be f32, bf16, f16 or auto, got 'fp16'"},
   };
   for (const BadCase& c : cases) {
     const CliRun r = generate(cat(model(), " -p a ", c.args, out));

@@ -6,6 +6,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/dnnl_ops.h"
+#include "backend/cpu/f16_ops.h"
 #include "backend/cpu/kernels.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
@@ -17,12 +18,19 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(Precision precision) : precision_(precision) {}
 
-  std::string name() const override { return precision_ == Precision::BF16 ? "cpu (bf16)" : "cpu (f32)"; }
+  std::string name() const override { return cat("cpu (", precision_name(precision_), ")"); }
   Precision precision() const override { return precision_; }
 
-  Tensor linear(const Tensor& x, LinearWeights& w) override { return cpu::dnnl_linear(x, w, precision_); }
-  Tensor matmul(const Tensor& a, const Tensor& b) override { return cpu::dnnl_matmul(a, b, precision_); }
-  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override { return cpu::dnnl_conv2d(x, w, precision_); }
+  Tensor linear(const Tensor& x, LinearWeights& w) override {
+    return precision_ == Precision::F16 ? cpu::f16_linear(x, w) : cpu::dnnl_linear(x, w, precision_);
+  }
+  // Batched matmuls (no weights) stay on oneDNN; f16 computes them in f32.
+  Tensor matmul(const Tensor& a, const Tensor& b) override {
+    return cpu::dnnl_matmul(a, b, precision_ == Precision::F16 ? Precision::F32 : precision_);
+  }
+  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
+    return precision_ == Precision::F16 ? cpu::f16_conv2d(x, w) : cpu::dnnl_conv2d(x, w, precision_);
+  }
 
   Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) override {
     return cpu::group_norm(x, groups, w, then_silu);
@@ -54,15 +62,20 @@ class CpuBackend final : public Backend {
 Precision parse_precision(const std::string& name) {
   if (name == "f32") return Precision::F32;
   if (name == "bf16") return Precision::BF16;
+  if (name == "f16") return Precision::F16;
   if (name == "auto") return precision_probe().preferred;
-  throw Error(cat("precision must be f32, bf16 or auto, got '", name, "'"));
+  throw Error(cat("precision must be f32, bf16, f16 or auto, got '", name, "'"));
 }
 
-const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+const char* precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : p == Precision::F16 ? "f16" : "f32";
+}
 
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
     throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
+  if (precision == Precision::F16 && !cpu::f16_ops_available())
+    throw Error("f16 compute needs a CPU with AVX-512 FP16; use --precision f32 (or auto) on this CPU");
   // Default: one thread per physical core, unless OMP_NUM_THREADS says otherwise.
   if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = physical_cores();
   if (threads > 0) omp_set_num_threads(threads);

@@ -1,0 +1,220 @@
+#include "backend/cpu/f16_ops.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "backend/cpu/dnnl_ops.h"
+#include "backend/cpu/f16_gemm.h"
+#include "core/error.h"
+#include "core/half.h"
+
+namespace otter::cpu {
+namespace {
+
+// True if every value is finite (the f16 partial sums did not overflow).
+bool all_finite(const Tensor& y) {
+  const float* p = y.f32();
+  const int64_t n = y.numel();
+  bool ok = true;
+#pragma omp parallel for reduction(&& : ok) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(p[i]);
+  return ok;
+}
+
+struct PreparedF16Linear {
+  F16PackedWeights w;
+  std::vector<float> bias;
+  bool use_f32 = false;  // an output overflowed f16 once: this layer runs in f32 from then on
+  std::once_flag packed;
+};
+
+struct PreparedF16Conv {
+  F16PackedWeights w;  // [O][taps · Cp], Cp = C rounded up to even
+  std::vector<float> bias;
+  int64_t cp = 0;
+  bool use_f32 = false;
+  std::once_flag packed;
+};
+
+}  // namespace
+
+bool f16_ops_available() { return f16_gemm_available(); }
+
+Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
+  OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
+  const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
+  OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
+              " features (weight ", w.weight.describe(), ")");
+  if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Linear>();
+  auto& prep = *static_cast<PreparedF16Linear*>(w.prepared_f16.get());
+  if (prep.use_f32) return dnnl_linear(x_in, w, Precision::F32);
+  std::call_once(prep.packed, [&] {
+    prep.w = pack_f16_weights(w.weight);
+    if (w.bias.defined()) {
+      const Tensor b = w.bias.to(DType::F32).contiguous();
+      prep.bias.assign(b.f32(), b.f32() + N);
+    }
+    w.weight.release_file_pages();
+  });
+  const Tensor x = x_in.to(DType::F32).contiguous();
+  const int64_t M = x.numel() / K;
+  std::vector<int64_t> out_shape = x_in.shape().to_vector();
+  out_shape.back() = N;
+  Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
+  gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32());
+  if (!all_finite(y)) {
+    prep.use_f32 = true;
+    return dnnl_linear(x_in, w, Precision::F32);
+  }
+  return y;
+}
+
+namespace {
+
+// One register tile of the convolution: 6 output pixels x 64 output channels, accumulated over the
+// kernel taps; pixels whose tap falls in the padding read a row of zeros.
+struct ConvGeometry {
+  int64_t N, C, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
+};
+
+// Writes one group's results — consecutive output pixels [p0, p1) x channels [o0, o0 + cols) —
+// into NCHW y: each tile row's lane pairs are summed (+ bias) into a channel-major buffer, then
+// every channel's pixels go out as contiguous runs (split where the group crosses an image).
+// Returns false if any value is not finite (f16 overflow).
+bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int64_t p1, const float* bias,
+                      const ConvGeometry& g, int64_t o0, int64_t cols, float* y) {
+  constexpr int64_t kMaxPixels = 16 * kF16Rows;
+  alignas(64) float buf[kF16Cols][kMaxPixels];
+  const int64_t count = p1 - p0;
+  float poison = 0.0f;  // becomes NaN if any value is inf or NaN
+  for (int64_t q = 0; q < count; ++q) {
+    const float* lanes = acc[q / kF16Rows] + (q % kF16Rows) * kF16Lanes;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = lanes[2 * c] + lanes[2 * c + 1] + (bias ? bias[o0 + c] : 0.0f);
+      buf[c][q] = v;
+      poison += v * 0.0f;
+    }
+  }
+  const int64_t ohw = g.OH * g.OW;
+  for (int64_t q = 0; q < count;) {
+    const int64_t pixel = p0 + q, n = pixel / ohw, hw = pixel % ohw;
+    const int64_t run = std::min(count - q, ohw - hw);
+    for (int64_t c = 0; c < cols; ++c)
+      std::copy(&buf[c][q], &buf[c][q] + run, y + (n * g.O + o0 + c) * ohw + hw);
+    q += run;
+  }
+  return poison == 0.0f;
+}
+
+}  // namespace
+
+Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
+  OTTER_CHECK(x_in.rank() == 4, "conv2d needs [N, C, H, W], got ", x_in.describe());
+  OTTER_CHECK(w.weight.rank() == 4, "conv2d weight must be [O, I, kh, kw], got ", w.weight.describe());
+  ConvGeometry g{};
+  g.N = x_in.dim(0), g.C = x_in.dim(1), g.H = x_in.dim(2), g.W = x_in.dim(3);
+  g.O = w.weight.dim(0), g.kh = w.weight.dim(2), g.kw = w.weight.dim(3);
+  OTTER_CHECK(w.weight.dim(1) == g.C, "conv2d: input has ", g.C, " channels, weight expects ", w.weight.dim(1), " (",
+              w.weight.describe(), ")");
+  g.stride = w.stride, g.pad_top = w.pad_top, g.pad_left = w.pad_left;
+  g.OH = (g.H + w.pad_top + w.pad_bottom - g.kh) / w.stride + 1;
+  g.OW = (g.W + w.pad_left + w.pad_right - g.kw) / w.stride + 1;
+  g.cp = (g.C + 1) / 2 * 2;
+
+  if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Conv>();
+  auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
+  if (prep.use_f32) return dnnl_conv2d(x_in, w, Precision::F32);
+  std::call_once(prep.packed, [&] {
+    // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel.
+    const Tensor wf = w.weight.to(DType::F32).contiguous();
+    const int64_t taps = g.kh * g.kw;
+    Tensor w2 = Tensor::zeros(Shape{g.O, taps * g.cp}, DType::F32);
+    for (int64_t o = 0; o < g.O; ++o)
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t t = 0; t < taps; ++t)
+          w2.f32()[o * taps * g.cp + t * g.cp + c] = wf.f32()[(o * g.C + c) * taps + t];
+    prep.w = pack_f16_weights(w2);
+    prep.cp = g.cp;
+    if (w.bias.defined()) {
+      const Tensor b = w.bias.to(DType::F32).contiguous();
+      prep.bias.assign(b.f32(), b.f32() + g.O);
+    }
+    w.weight.release_file_pages();
+  });
+
+  // The input as f16 NHWC with Cp channels, plus one row of zeros for the padding taps.
+  const Tensor x = x_in.to(DType::F32).contiguous();
+  const int64_t HW = g.H * g.W;
+  std::vector<uint16_t> xh(static_cast<size_t>(g.N * HW * g.cp + g.cp), 0);
+  uint16_t* zeros = xh.data() + g.N * HW * g.cp;
+#pragma omp parallel for collapse(2)
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t h = 0; h < g.H; ++h) {
+      std::vector<float> row(static_cast<size_t>(g.W * g.cp), 0.0f);
+      for (int64_t c = 0; c < g.C; ++c) {
+        const float* src = x.f32() + ((n * g.C + c) * g.H + h) * g.W;
+        for (int64_t ww = 0; ww < g.W; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
+      }
+      f32_to_f16_n(row.data(), xh.data() + ((n * g.H + h) * g.W) * g.cp, row.size());
+    }
+
+  Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
+  const int64_t pixels = g.N * g.OH * g.OW, tiles = (pixels + kF16Rows - 1) / kF16Rows;
+  const int64_t panels = (g.O + kF16Cols - 1) / kF16Cols, K = prep.w.k_padded;
+  const float* bias = prep.bias.empty() ? nullptr : prep.bias.data();
+  // Tiles in groups: taps outer, the group's tiles inner, so one tap's slice of the weight panel
+  // (Cp x 64 columns, 40 KB at Cp = 320) stays in L1 while the group uses it; tile by tile, the
+  // whole panel (368 KB) streamed from L2 for every six pixels.
+  constexpr int64_t kGroup = 16;
+  const int64_t groups = (tiles + kGroup - 1) / kGroup;
+  bool overflow = false;
+#pragma omp parallel for collapse(2) schedule(static) reduction(|| : overflow)
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      alignas(64) float acc[kGroup][kF16Rows * kF16Lanes];
+      int64_t n_of[kGroup][kF16Rows], oh_of[kGroup][kF16Rows], ow_of[kGroup][kF16Rows];
+      int rows[kGroup];
+      const int64_t t0 = gi * kGroup, t1 = std::min(tiles, t0 + kGroup);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ti = t - t0;
+        rows[ti] = static_cast<int>(std::min<int64_t>(kF16Rows, pixels - t * kF16Rows));
+        for (int r = 0; r < kF16Rows; ++r) {
+          const int64_t pixel = t * kF16Rows + std::min(r, rows[ti] - 1);
+          n_of[ti][r] = pixel / (g.OH * g.OW);
+          oh_of[ti][r] = pixel / g.OW % g.OH;
+          ow_of[ti][r] = pixel % g.OW;
+        }
+      }
+      const uint16_t* panel = prep.w.panels.data() + p * K * kF16Cols;
+      for (int64_t i = 0; i < g.kh; ++i)
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t tap = i * g.kw + j;
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t ti = t - t0;
+            const uint16_t* row_ptrs[kF16Rows];
+            for (int r = 0; r < kF16Rows; ++r) {
+              const int64_t ih = oh_of[ti][r] * g.stride + i - g.pad_top, iw = ow_of[ti][r] * g.stride + j - g.pad_left;
+              row_ptrs[r] = ih < 0 || ih >= g.H || iw < 0 || iw >= g.W
+                                ? zeros
+                                : xh.data() + ((n_of[ti][r] * g.H + ih) * g.W + iw) * g.cp;
+            }
+            // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
+            f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);
+          }
+        }
+      const bool finite = conv_write_group(acc, t0 * kF16Rows, std::min(pixels, t1 * kF16Rows), bias, g,
+                                           p * kF16Cols, std::min<int64_t>(kF16Cols, g.O - p * kF16Cols), y.f32());
+      if (!finite) overflow = true;
+    }
+  if (overflow) {
+    prep.use_f32 = true;
+    return dnnl_conv2d(x_in, w, Precision::F32);
+  }
+  return y;
+}
+
+}  // namespace otter::cpu
