@@ -208,6 +208,7 @@ int run(const Args& a) {
   if (precisions.empty()) {
     precisions = {"f32"};
     if (cpu_features().avx512f) precisions.push_back("bf16");
+    if (__builtin_cpu_supports("avx512fp16")) precisions.push_back("f16");
   }
   std::printf("threads %d; auto precision here: %s (%s)\n", omp_get_max_threads(), precision_name(probe.preferred),
               probe.reason.c_str());
@@ -319,7 +320,7 @@ int main(int argc, char** argv) {
   CLI::App app{"otter-bench: SD 1.5 UNet/VAE/text-encoder speed on this CPU, with random weights"};
   otter::bench::Args a;
   app.add_option("--sizes", a.sizes, "Image sizes (square)")->capture_default_str();
-  app.add_option("--precisions", a.precisions, "f32, bf16 and/or auto (default: f32 and bf16 where the CPU has AVX-512)");
+  app.add_option("--precisions", a.precisions, "f32, bf16, f16 and/or auto (default: every one this CPU has)");
   app.add_option("--weights", a.weights, "Weight storage: f32, f16 or bf16")->capture_default_str();
   app.add_option("--runs", a.runs, "Timed runs per measurement (the best is reported)")->capture_default_str();
   app.add_option("--steps", a.steps, "Steps for the whole-image figure")->capture_default_str();
