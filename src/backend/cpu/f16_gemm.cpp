@@ -82,11 +82,20 @@ __attribute__((target("avx512f"))) void write_row(const float* lanes, const floa
   }
 }
 
+uint16_t* f16_scratch(size_t n, int slot) {
+  thread_local std::vector<uint16_t> buffers[2];
+  std::vector<uint16_t>& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
 bool f16_gemm_available() { return __builtin_cpu_supports("avx512fp16"); }
 
 F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   OTTER_CHECK(w_in.rank() == 2, "pack_f16_weights needs [N, K], got ", w_in.describe());
-  const Tensor w = w_in.to(DType::F16).contiguous();
+  Allocator staging;  // the f16 copy lives only for this call and goes back to the system
+  Tensor w = Tensor::empty(w_in.shape(), DType::F16, staging);
+  w.copy_from(w_in);
   F16PackedWeights p;
   p.n = w.dim(0);
   p.k = w.dim(1);
@@ -107,8 +116,12 @@ void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float*
   const int64_t K = w.k_padded, N = w.n;
   const int64_t row_blocks = (M + kF16Rows - 1) / kF16Rows, panels = (N + kF16Cols - 1) / kF16Cols;
   // x in f16, rows padded to an even length with a zero (the kernel reads k in pairs).
-  std::vector<uint16_t> a(static_cast<size_t>(M * K), 0);
-  for (int64_t m = 0; m < M; ++m) f32_to_f16_n(x + m * w.k, a.data() + m * K, static_cast<size_t>(w.k));
+  uint16_t* a_data = f16_scratch(static_cast<size_t>(M * K), 0);
+#pragma omp parallel for if (M * K > (1 << 16))
+  for (int64_t m = 0; m < M; ++m) {
+    f32_to_f16_n(x + m * w.k, a_data + m * K, static_cast<size_t>(w.k));
+    if (K != w.k) a_data[m * K + w.k] = 0;
+  }
 
   // Blocked so a k-block of one panel (kKBlock x 64 columns, 16 KB) stays in L1 while a group of
   // row blocks passes over it; each row block's f32 tile lives in a per-task buffer until the
@@ -124,7 +137,7 @@ void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float*
       for (int64_t kb = 0; kb < K; kb += kKBlock)
         for (int64_t rb = rb0; rb < rb1; ++rb) {
           const uint16_t* rows[kF16Rows];
-          for (int r = 0; r < kF16Rows; ++r) rows[r] = a.data() + std::min(rb * kF16Rows + r, M - 1) * K;
+          for (int r = 0; r < kF16Rows; ++r) rows[r] = a_data + std::min(rb * kF16Rows + r, M - 1) * K;
           f16_tile(rows, panel, kb, std::min(K, kb + kKBlock), tiles[rb - rb0], kb > 0);
         }
       const int64_t n0 = p * kF16Cols, cols = std::min<int64_t>(kF16Cols, N - n0);

@@ -44,6 +44,13 @@ constexpr int kF16Lanes = 2 * kF16Cols;  // f32 accumulator lanes per tile row (
 
 bool f16_gemm_available();  // AVX-512 FP16 present
 
+// A grow-only f16 buffer of at least n elements, one per (calling thread, slot), reused across
+// calls: the f16 copies of activations are rebuilt every call, and fresh buffers page-faulted and
+// zero-filled megabytes each time (at 512x512 that cost 15% of a CFG step), while the caching
+// allocator kept one block per distinct size (+0.4 GB). Slot 0: gemm_f16's input; slot 1: the
+// convolutions' NHWC input.
+uint16_t* f16_scratch(size_t n, int slot);
+
 // W [N, K] (any float dtype) packed once for f16_gemm_rows: panels of kF16Cols output columns,
 // k-major, f16 bits, zero past N.
 struct F16PackedWeights {

@@ -129,14 +129,18 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
   auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
   if (prep.use_f32) return dnnl_conv2d(x_in, w, Precision::F32);
   std::call_once(prep.packed, [&] {
-    // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel.
-    const Tensor wf = w.weight.to(DType::F32).contiguous();
+    // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel. The staging copies
+    // come from a private allocator, so their memory goes back to the system afterwards.
+    Allocator staging;
+    Tensor wf = Tensor::empty(w.weight.shape(), DType::F32, staging);
+    wf.copy_from(w.weight);
     const int64_t taps = g.kh * g.kw;
-    Tensor w2 = Tensor::zeros(Shape{g.O, taps * g.cp}, DType::F32);
+    Tensor w2 = Tensor::zeros(Shape{g.O, taps * g.cp}, DType::F32, staging);
+    const float* src = wf.f32();
+    float* dst = w2.f32();
     for (int64_t o = 0; o < g.O; ++o)
       for (int64_t c = 0; c < g.C; ++c)
-        for (int64_t t = 0; t < taps; ++t)
-          w2.f32()[o * taps * g.cp + t * g.cp + c] = wf.f32()[(o * g.C + c) * taps + t];
+        for (int64_t t = 0; t < taps; ++t) dst[o * taps * g.cp + t * g.cp + c] = src[(o * g.C + c) * taps + t];
     prep.w = pack_f16_weights(w2);
     prep.cp = g.cp;
     if (w.bias.defined()) {
@@ -149,8 +153,9 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
   // The input as f16 NHWC with Cp channels, plus one row of zeros for the padding taps.
   const Tensor x = x_in.to(DType::F32).contiguous();
   const int64_t HW = g.H * g.W;
-  std::vector<uint16_t> xh(static_cast<size_t>(g.N * HW * g.cp + g.cp), 0);
-  uint16_t* zeros = xh.data() + g.N * HW * g.cp;
+  uint16_t* const xh = f16_scratch(static_cast<size_t>(g.N * HW * g.cp + g.cp), 1);
+  uint16_t* zeros = xh + g.N * HW * g.cp;
+  std::fill(zeros, zeros + g.cp, uint16_t{0});
 #pragma omp parallel for collapse(2)
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t h = 0; h < g.H; ++h) {
@@ -159,7 +164,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
         const float* src = x.f32() + ((n * g.C + c) * g.H + h) * g.W;
         for (int64_t ww = 0; ww < g.W; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
       }
-      f32_to_f16_n(row.data(), xh.data() + ((n * g.H + h) * g.W) * g.cp, row.size());
+      f32_to_f16_n(row.data(), xh + ((n * g.H + h) * g.W) * g.cp, row.size());
     }
 
   Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
@@ -200,7 +205,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
               const int64_t ih = oh_of[ti][r] * g.stride + i - g.pad_top, iw = ow_of[ti][r] * g.stride + j - g.pad_left;
               row_ptrs[r] = ih < 0 || ih >= g.H || iw < 0 || iw >= g.W
                                 ? zeros
-                                : xh.data() + ((n_of[ti][r] * g.H + ih) * g.W + iw) * g.cp;
+                                : xh + ((n_of[ti][r] * g.H + ih) * g.W + iw) * g.cp;
             }
             // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
             f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);
