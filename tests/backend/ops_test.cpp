@@ -5,7 +5,7 @@
 //    so what remains is f32 accumulation: the same 2e-5; plus a loose 2e-2 check against the exact
 //    f32 reference, which bounds the effect of rounding the operands.
 //  - f16 (conv, linear; AVX-512 FP16): against the reference on f16-rounded inputs, what remains
-//    is the f16 summation within 64-term chunks: 5e-3 (measured ≤ 1.6e-3); against the exact
+//    is the f16 summation (64 terms per partial sum): 5e-3 (measured ≤ 1.7e-3); against the exact
 //    reference 1e-2. Batched matmuls stay f32 under f16.
 // Ops that always compute in f32 (norms, activations, attention, elementwise) are run through every
 // backend and must give identical results.

@@ -6,10 +6,11 @@
 // products reach only 89.
 //
 // Numerics: operands are rounded to f16 (11 significant bits, 8x finer than bf16's 8); products
-// are summed in f16 over chunks of kF16Chunk consecutive k, and each chunk's sum is added into an
-// f32 accumulator. With unit roundoff u = 2^-11, chunks of c terms leave a relative error of at
-// most about u·c/sqrt(3) — 1.8% for c = 64 when all terms share a sign; with mixed signs the
-// test measures 0.15% of max|y| (K = 65..1280), the order of bf16's operand rounding alone.
+// are summed in f16 over chunks of kF16Chunk consecutive k (each accumulator lane takes every other
+// k, so 64 terms), and each chunk's sum is added into an f32 accumulator. With unit roundoff
+// u = 2^-11, partial sums of c terms leave a relative error of at most about u·c/sqrt(3) — 1.8% for
+// c = 64 when all terms share a sign; with mixed signs the test measures at most 0.163% of max|y|
+// (K = 65..1280), the order of bf16's operand rounding alone.
 // f16's range (±65504) holds SD's activations (the network runs in f16 on GPUs); a chunk sum is
 // bounded by c·max|x|·max|w|.
 //
@@ -21,8 +22,9 @@
 //
 // Measured on the 2-core Xeon, medians of 3 against oneDNN f32 in the same run (otter-microbench
 // BM_F16Gemm / BM_MatmulShapes): 4096x320x320 360 vs 294 GFLOP/s (1.22x), 8192x320x2560 381 vs
-// 288 (1.32x), 2048³ 421 vs 285 (1.48x); the tile alone on L1-resident data runs at 299 GFLOP/s
-// on one core, 84% of the f16 FMA rate. Three changes got it there from 1.0x: broadcasting k in
+// 288 (1.32x), 2048³ 421 vs 285 (1.48x), with 64-k chunks; the tile alone on L1-resident data runs
+// at 332 GFLOP/s on one core with 128-k chunks (93% of the f16 FMA rate; 299 with 64-k chunks,
+// whose f32 flushes cost a tenth). Three changes got it there from 1.0x: broadcasting k in
 // pairs (vpbroadcastd is a pure load; a 16-bit broadcast took an FMA port: 169 -> 298 GFLOP/s per
 // core), storing the first chunk instead of zeroing the tile, and writing the output with
 // streaming stores (the read-for-ownership of a large output took a fifth of the time; a network
@@ -37,7 +39,7 @@
 
 namespace otter::cpu {
 
-constexpr int kF16Chunk = 64;   // k terms summed in f16 before the f32 accumulator
+constexpr int kF16Chunk = 128;  // k terms per f16 partial sum (each lane sums every other one: 64)
 constexpr int kF16Rows = 6;     // rows of A per register tile
 constexpr int kF16Cols = 64;    // columns per register tile (four vectors of 16 columns x 2 k)
 constexpr int kF16Lanes = 2 * kF16Cols;  // f32 accumulator lanes per tile row (each column's k pairs)
