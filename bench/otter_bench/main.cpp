@@ -208,7 +208,7 @@ int run(const Args& a) {
   if (precisions.empty()) {
     precisions = {"f32"};
     if (cpu_features().avx512f) precisions.push_back("bf16");
-    if (__builtin_cpu_supports("avx512fp16")) precisions.push_back("f16");
+    if (cpu_features().avx512fp16) precisions.push_back("f16");
   }
   std::printf("threads %d; auto precision here: %s (%s)\n", omp_get_max_threads(), precision_name(probe.preferred),
               probe.reason.c_str());

@@ -21,6 +21,7 @@ CpuFeatures probe() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+  f.avx512fp16 = __builtin_cpu_supports("avx512fp16");
 #endif
   return f;
 }

@@ -11,6 +11,7 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512_bf16 = false;
+  bool avx512fp16 = false;
 };
 
 const CpuFeatures& cpu_features();

@@ -37,7 +37,7 @@ class OpsTest : public ::testing::TestWithParam<Precision> {
  protected:
   void SetUp() override {
     if (GetParam() == Precision::BF16 && !cpu_features().avx512f) GTEST_SKIP() << "no AVX-512 on this CPU";
-    if (GetParam() == Precision::F16 && !__builtin_cpu_supports("avx512fp16")) GTEST_SKIP() << "no AVX-512 FP16";
+    if (GetParam() == Precision::F16 && !cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
     backend_ = make_cpu_backend(GetParam());
   }
   bool bf16() const { return GetParam() == Precision::BF16; }
@@ -309,7 +309,7 @@ TEST(AttentionPortable, MatchesNaiveWithoutAvx512) {
 
 // f16 sums overflow past ±65504: the layer must notice, recompute in f32 and stay there.
 TEST(F16Overflow, FallsBackToF32) {
-  if (!__builtin_cpu_supports("avx512fp16")) GTEST_SKIP() << "no AVX-512 FP16";
+  if (!cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
   auto backend = make_cpu_backend(Precision::F16);
   Tensor x = Tensor::full(Shape{6, 64}, 3000.0f);
   Tensor w = Tensor::full(Shape{8, 64}, 2.0f);  // each output 64 * 6000 = 384000 > 65504
@@ -345,7 +345,7 @@ TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
     EXPECT_GT(p.f16_gflops, 1.3 * p.f32_gflops);
     EXPECT_GE(p.f16_gflops, p.bf16_gflops);
   }
-  if (!cpu_features().avx512_bf16 && !__builtin_cpu_supports("avx512fp16")) {
+  if (!cpu_features().avx512_bf16 && !cpu_features().avx512fp16) {
     EXPECT_EQ(p.preferred, Precision::F32);
   }
 }

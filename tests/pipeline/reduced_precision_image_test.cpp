@@ -48,7 +48,7 @@ class ReducedPrecisionImage : public ::testing::TestWithParam<Bound> {};
 TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
   const Bound bound = GetParam();
   if (!cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512: no 16-bit paths";
-  if (bound.precision == Precision::F16 && !__builtin_cpu_supports("avx512fp16")) GTEST_SKIP() << "no AVX-512 FP16";
+  if (bound.precision == Precision::F16 && !cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
   const std::vector<std::string> prompts = {"a red circle on a blue background",
                                             "a small yellow star in the top left corner",
                                             "a large green triangle on a white background",

@@ -22,8 +22,6 @@
 namespace otter::cpu {
 namespace {
 
-#define OTTER_UNROLL _Pragma("GCC unroll 8")
-
 constexpr int kLanes = 16;
 constexpr int kVecs = 4;                     // query vectors per task
 constexpr int64_t kQueries = kLanes * kVecs;  // 64 queries per task

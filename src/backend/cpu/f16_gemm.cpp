@@ -9,14 +9,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/cpu/kernels.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 
 namespace otter::cpu {
-
-// Register tiles are arrays of vectors indexed by compile-time loops; unless those loops are
-// unrolled GCC keeps the arrays on the stack.
-#define OTTER_UNROLL _Pragma("GCC unroll 8")
 
 // Six rows x four vectors, k taken in pairs: a row's two f16 values for k and k+1 are broadcast
 // together as one 32-bit element (vpbroadcastd from memory is a pure load; broadcasting a single
@@ -89,7 +87,7 @@ uint16_t* f16_scratch(size_t n, int slot) {
   return b.data();
 }
 
-bool f16_gemm_available() { return __builtin_cpu_supports("avx512fp16"); }
+bool f16_gemm_available() { return cpu_features().avx512fp16; }
 
 F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   OTTER_CHECK(w_in.rank() == 2, "pack_f16_weights needs [N, K], got ", w_in.describe());

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <mutex>
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
@@ -114,7 +113,7 @@ PrecisionProbe run_probe() {
   for (int r = 0; r < 5; ++r) f32_s = std::min(f32_s, time_f32_fma(&sink));
   const double flops = 12.0 * kIterations * 16;
   p.f32_gflops = flops * 2 / f32_s * 1e-9;
-  if (__builtin_cpu_supports("avx512fp16")) {
+  if (f.avx512fp16) {
     double f16_s = 1e300;
     for (int r = 0; r < 5; ++r) f16_s = std::min(f16_s, time_f16_fma(&sink));
     p.f16_gflops = flops * 4 / f16_s * 1e-9;
