@@ -141,9 +141,9 @@ Tensor Tensor::clone() const {
   return t;
 }
 
-Tensor Tensor::to(DType dtype) const {
+Tensor Tensor::to(DType dtype, Allocator& allocator) const {
   if (dtype == dtype_ && is_contiguous()) return *this;
-  Tensor t = empty(shape_, dtype);
+  Tensor t = empty(shape_, dtype, allocator);
   t.copy_from(*this);
   return t;
 }

@@ -68,7 +68,9 @@ class Tensor {
   // Copies.
   Tensor contiguous() const;          // self if already contiguous
   Tensor clone() const;               // always a fresh contiguous copy
-  Tensor to(DType dtype) const;       // converting copy (self if dtype matches and contiguous)
+  // Converting copy (self if dtype matches and contiguous). Staging copies that should not stay in
+  // the global allocator's cache pass a private allocator.
+  Tensor to(DType dtype, Allocator& allocator = Allocator::global()) const;
   void copy_from(const Tensor& src);  // same shape; converts dtype; any strides
 
   std::string describe() const;  // "F32[2, 4, 8, 8]"

@@ -57,11 +57,7 @@ Tensor as_f32(const Tensor& t) { return t.to(DType::F32).contiguous(); }
 // are dropped from the resident set afterwards: the backend's copy is all that is needed now.
 void reorder_weight(const Tensor& weight, const memory::desc& plain_md, const memory& to) {
   Allocator temporary;
-  Tensor wf = weight;
-  if (weight.dtype() != DType::F32 || !weight.is_contiguous()) {
-    wf = Tensor::empty(weight.shape(), DType::F32, temporary);
-    wf.copy_from(weight);
-  }
+  const Tensor wf = weight.to(DType::F32, temporary);
   memory plain(plain_md, Dnnl::get().engine, wf.raw());
   reorder(plain, to);
   weight.release_file_pages();

@@ -92,8 +92,7 @@ bool f16_gemm_available() { return cpu_features().avx512fp16; }
 F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   OTTER_CHECK(w_in.rank() == 2, "pack_f16_weights needs [N, K], got ", w_in.describe());
   Allocator staging;  // the f16 copy lives only for this call and goes back to the system
-  Tensor w = Tensor::empty(w_in.shape(), DType::F16, staging);
-  w.copy_from(w_in);
+  const Tensor w = w_in.to(DType::F16, staging);
   F16PackedWeights p;
   p.n = w.dim(0);
   p.k = w.dim(1);

@@ -132,8 +132,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
     // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel. The staging copies
     // come from a private allocator, so their memory goes back to the system afterwards.
     Allocator staging;
-    Tensor wf = Tensor::empty(w.weight.shape(), DType::F32, staging);
-    wf.copy_from(w.weight);
+    const Tensor wf = w.weight.to(DType::F32, staging);
     const int64_t taps = g.kh * g.kw;
     Tensor w2 = Tensor::zeros(Shape{g.O, taps * g.cp}, DType::F32, staging);
     const float* src = wf.f32();
