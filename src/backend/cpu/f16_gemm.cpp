@@ -65,19 +65,25 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
 
 // out[c] = lanes[2c] + lanes[2c + 1] (+ bias[c]) for c < cols: a tile row's even-k and odd-k sums
 // of each column, sixteen columns per step (scalar, this write-out took half the GEMM's time).
-__attribute__((target("avx512f"))) void write_row(const float* lanes, const float* bias, int64_t cols, float* out) {
+// Returns false if a value is not finite (an f16 partial sum overflowed), checked here rather than
+// in a second pass over the output.
+__attribute__((target("avx512f"))) bool write_row(const float* lanes, const float* bias, int64_t cols, float* out) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 poison = zero;  // x·0 is NaN exactly when x is inf or NaN
   for (int64_t c = 0; c < cols; c += 16) {
     const __mmask16 m = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - c)) - 1);
     const __m512 a = _mm512_loadu_ps(lanes + 2 * c), b = _mm512_loadu_ps(lanes + 2 * c + 16);
     __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
     if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + c));
+    poison = _mm512_mask_add_ps(poison, m, poison, _mm512_mul_ps(sum, zero));
     if (m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
       _mm512_stream_ps(out + c, sum);  // no read-for-ownership of the output line
     else
       _mm512_mask_storeu_ps(out + c, m, sum);
   }
+  return _mm512_cmp_ps_mask(poison, zero, _CMP_EQ_OQ) == 0xFFFF;
 }
 
 uint16_t* f16_scratch(size_t n, int slot) {
@@ -108,7 +114,7 @@ F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   return p;
 }
 
-void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float* bias, float* y) {
+bool gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float* bias, float* y) {
   OTTER_CHECK(f16_gemm_available(), "gemm_f16 needs a CPU with AVX-512 FP16");
   const int64_t K = w.k_padded, N = w.n;
   const int64_t row_blocks = (M + kF16Rows - 1) / kF16Rows, panels = (N + kF16Cols - 1) / kF16Cols;
@@ -125,7 +131,8 @@ void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float*
   // last k-block. Streaming whole panels from L2 for every row block ran at half the rate.
   constexpr int64_t kKBlock = 128, kGroup = 16;
   const int64_t groups = (row_blocks + kGroup - 1) / kGroup;
-#pragma omp parallel for collapse(2) schedule(static)
+  bool finite = true;
+#pragma omp parallel for collapse(2) schedule(static) reduction(&& : finite)
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t g = 0; g < groups; ++g) {
       alignas(64) float tiles[kGroup][kF16Rows * kF16Lanes];
@@ -141,9 +148,11 @@ void gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float*
       for (int64_t rb = rb0; rb < rb1; ++rb)
         for (int r = 0; r < kF16Rows && rb * kF16Rows + r < M; ++r) {
           float* out = y + (rb * kF16Rows + r) * N + n0;
-          write_row(tiles[rb - rb0] + r * kF16Lanes, bias ? bias + n0 : nullptr, cols, out);
+          finite = write_row(tiles[rb - rb0] + r * kF16Lanes, bias ? bias + n0 : nullptr, cols, out) && finite;
         }
+      _mm_sfence();  // the streaming stores are weakly ordered: complete them before other threads read y
     }
+  return finite;
 }
 
 }  // namespace otter::cpu

@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <mutex>
 #include <vector>
 
@@ -15,14 +14,11 @@
 namespace otter::cpu {
 namespace {
 
-// True if every value is finite (the f16 partial sums did not overflow).
-bool all_finite(const Tensor& y) {
-  const float* p = y.f32();
-  const int64_t n = y.numel();
-  bool ok = true;
-#pragma omp parallel for reduction(&& : ok) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) ok = ok && std::isfinite(p[i]);
-  return ok;
+// A bias as the f32 values the write-outs add (empty if the layer has none).
+std::vector<float> bias_f32(const Tensor& bias) {
+  if (!bias.defined()) return {};
+  const Tensor b = bias.to(DType::F32);
+  return std::vector<float>(b.f32(), b.f32() + b.numel());
 }
 
 struct PreparedF16Linear {
@@ -35,7 +31,6 @@ struct PreparedF16Linear {
 struct PreparedF16Conv {
   F16PackedWeights w;  // [O][taps · Cp], Cp = C rounded up to even
   std::vector<float> bias;
-  int64_t cp = 0;
   bool use_f32 = false;
   std::once_flag packed;
 };
@@ -54,10 +49,7 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
   if (prep.use_f32) return dnnl_linear(x_in, w, Precision::F32);
   std::call_once(prep.packed, [&] {
     prep.w = pack_f16_weights(w.weight);
-    if (w.bias.defined()) {
-      const Tensor b = w.bias.to(DType::F32).contiguous();
-      prep.bias.assign(b.f32(), b.f32() + N);
-    }
+    prep.bias = bias_f32(w.bias);
     w.weight.release_file_pages();
   });
   const Tensor x = x_in.to(DType::F32).contiguous();
@@ -65,8 +57,7 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
   Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
-  gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32());
-  if (!all_finite(y)) {
+  if (!gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32())) {
     prep.use_f32 = true;
     return dnnl_linear(x_in, w, Precision::F32);
   }
@@ -75,8 +66,7 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
 
 namespace {
 
-// One register tile of the convolution: 6 output pixels x 64 output channels, accumulated over the
-// kernel taps; pixels whose tap falls in the padding read a row of zeros.
+// Shapes of one convolution call; cp = C rounded up to even (the f16 kernel reads k in pairs).
 struct ConvGeometry {
   int64_t N, C, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
 };
@@ -141,11 +131,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
       for (int64_t c = 0; c < g.C; ++c)
         for (int64_t t = 0; t < taps; ++t) dst[o * taps * g.cp + t * g.cp + c] = src[(o * g.C + c) * taps + t];
     prep.w = pack_f16_weights(w2);
-    prep.cp = g.cp;
-    if (w.bias.defined()) {
-      const Tensor b = w.bias.to(DType::F32).contiguous();
-      prep.bias.assign(b.f32(), b.f32() + g.O);
-    }
+    prep.bias = bias_f32(w.bias);
     w.weight.release_file_pages();
   });
 
@@ -158,7 +144,10 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
 #pragma omp parallel for collapse(2)
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t h = 0; h < g.H; ++h) {
-      std::vector<float> row(static_cast<size_t>(g.W * g.cp), 0.0f);
+      // One image row as [W][Cp] f32 before the conversion; per thread and grow-only, so the
+      // denoising loop does not allocate.
+      thread_local std::vector<float> row;
+      row.assign(static_cast<size_t>(g.W * g.cp), 0.0f);
       for (int64_t c = 0; c < g.C; ++c) {
         const float* src = x.f32() + ((n * g.C + c) * g.H + h) * g.W;
         for (int64_t ww = 0; ww < g.W; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
