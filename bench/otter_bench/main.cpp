@@ -48,21 +48,24 @@ long minor_page_faults() {
   return u.ru_minflt;
 }
 
-// Page faults per timed run of the last best_of(): in steady state a step should touch only
-// memory it has touched before (the allocator's cache), so this should be ~0.
-double g_faults_per_run = 0;
+// The best time of several runs, and the page faults per run: in steady state a step should touch
+// only memory it has touched before (the allocator's cache), so that should be ~0.
+struct Timing {
+  double seconds = 1e300;
+  double page_faults_per_run = 0;
+};
 
 template <class Fn>
-double best_of(int runs, Fn&& fn) {
-  double best = 1e300;
+Timing best_of(int runs, Fn&& fn) {
+  Timing t;
   const long faults = minor_page_faults();
   for (int i = 0; i < runs; ++i) {
-    const auto t = Clock::now();
+    const auto start = Clock::now();
     fn();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t).count());
+    t.seconds = std::min(t.seconds, std::chrono::duration<double>(Clock::now() - start).count());
   }
-  g_faults_per_run = static_cast<double>(minor_page_faults() - faults) / std::max(1, runs);
-  return best;
+  t.page_faults_per_run = static_cast<double>(minor_page_faults() - faults) / std::max(1, runs);
+  return t;
 }
 
 Tensor random_input(const Shape& s, uint32_t seed) {
@@ -80,7 +83,7 @@ double matmul_peak_gflops(Precision p, int threads) {
   const Tensor x = random_input(Shape{n, n}, 1);
   LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr, nullptr};
   be->linear(x, w);
-  const double s = best_of(3, [&] { be->linear(x, w); });
+  const double s = best_of(3, [&] { be->linear(x, w); }).seconds;
   return 2.0 * n * n * n / s * 1e-9;
 }
 
@@ -225,15 +228,15 @@ int run(const Args& a) {
     prec["matmul_peak_gflops"] = peak;
     std::printf("%-5s %-5s %-28s %10s %10s %9.1f %8s\n", pname.c_str(), "-", "matmul 2048^3 (machine peak)", "-", "-",
                 peak, "100%");
-    auto row = [&](const std::string& size, const std::string& phase, double s, double flops) {
-      const double gflops = flops / s * 1e-9;
+    auto row = [&](const std::string& size, const std::string& phase, const Timing& t, double flops) {
+      const double s = t.seconds, gflops = flops / s * 1e-9;
       std::printf("%-5s %-5s %-28s %10.3f %10.1f %9.1f %7.0f%%\n", pname.c_str(), size.c_str(), phase.c_str(), s,
                   flops * 1e-9, gflops, 100.0 * gflops / peak);
       return nlohmann::json{{"seconds", s},
                             {"gflop", flops * 1e-9},
                             {"gflops", gflops},
                             {"share_of_peak", gflops / peak},
-                            {"page_faults_per_run", g_faults_per_run}};
+                            {"page_faults_per_run", t.page_faults_per_run}};
     };
 
     {
@@ -251,8 +254,8 @@ int run(const Args& a) {
       counter.reset();
       nets.te().encode(ids, 2);
       const double te_flops = counter.flops();
-      const double te_s = best_of(a.runs + 1, [&] { nets.te().encode(ids, 2); });
-      prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te_s, te_flops);
+      const Timing te = best_of(a.runs + 1, [&] { nets.te().encode(ids, 2); });
+      prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te, te_flops);
 
       for (int size : a.sizes) {
         const int64_t l = size / 8;
@@ -267,15 +270,15 @@ int run(const Args& a) {
         nets.unet().forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
         at["first_cfg_step_seconds"] = std::chrono::duration<double>(Clock::now() - first).count();
         const double flops2 = counter.flops();
-        const double s2 = best_of(a.runs, [&] { nets.unet().forward(*be, x2, 500.0f, ctx2); });
-        at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", s2, flops2);
+        const Timing b2 = best_of(a.runs, [&] { nets.unet().forward(*be, x2, 500.0f, ctx2); });
+        at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", b2, flops2);
         counter.reset();
         nets.unet().forward(counter, x1, 500.0f, ctx1);
         const double flops1 = counter.flops();
-        const double s1 = best_of(a.runs, [&] { nets.unet().forward(*be, x1, 500.0f, ctx1); });
-        at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", s1, flops1);
+        const Timing b1 = best_of(a.runs, [&] { nets.unet().forward(*be, x1, 500.0f, ctx1); });
+        at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", b1, flops1);
         at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
-        at["batch2_over_batch1_gflops"] = (flops2 / s2) / (flops1 / s1);
+        at["batch2_over_batch1_gflops"] = (flops2 / b2.seconds) / (flops1 / b1.seconds);
 
         at["peak_rss_gb_unet"] = peak_rss_gb();
         // Tensors live at once (activations, scratch and the weights prepared during the first pass);
@@ -283,15 +286,15 @@ int run(const Args& a) {
         at["allocator_peak_live_gb_unet"] = static_cast<double>(Allocator::global().stats().peak_live_bytes) / 1e9;
         std::printf("%-5s %-5s %-28s %10.2f GB\n", pname.c_str(), sz.c_str(), "peak RSS through the UNet", peak_rss_gb());
         Allocator::global().trim();  // as the pipeline does between denoising and decoding
-        const Tensor z = random_input(Shape{1, 4, l, l}, 7);
+        const Tensor z = random_input(Shape{1, latent_channels, l, l}, 7);
         Allocator::global().reset_peak();
         counter.reset();
         nets.vae().decode(counter, z);
         const double vflops = counter.flops();
-        const double vs = best_of(std::max(1, a.runs - 1), [&] { nets.vae().decode(*be, z); });
-        at["vae_decode"] = row(sz, "VAE decode", vs, vflops);
+        const Timing vae = best_of(std::max(1, a.runs - 1), [&] { nets.vae().decode(*be, z); });
+        at["vae_decode"] = row(sz, "VAE decode", vae, vflops);
         at["allocator_peak_live_gb_vae"] = static_cast<double>(Allocator::global().stats().peak_live_bytes) / 1e9;
-        const double whole = te_s + a.steps * s2 + vs;
+        const double whole = te.seconds + a.steps * b2.seconds + vae.seconds;
         at["whole_image_seconds"] = whole;
         at["whole_image_steps"] = a.steps;
         at["peak_rss_gb"] = peak_rss_gb();
