@@ -23,10 +23,9 @@ class FlopCounter final : public Backend {
     flops_ += 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2));
     return inner_.matmul(a, b);
   }
-  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
-    Tensor y = inner_.conv2d(x, w);
-    flops_ += 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.weight.numel() / w.weight.dim(0));
-    return y;
+  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override { return count(inner_.conv2d(x, w), w); }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
+    return count(inner_.conv2d(x, t, w), w);
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
     // Q·K^T and P·V: 2·2·B·Nq·Nk·(H·D).
@@ -50,8 +49,13 @@ class FlopCounter final : public Backend {
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip, float shift) override {
     return inner_.timestep_embedding(t, dim, flip, shift);
   }
+  void release_cached_memory() override { inner_.release_cached_memory(); }
 
  private:
+  Tensor count(Tensor y, const Conv2dWeights& w) {
+    flops_ += 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.weight.numel() / w.weight.dim(0));
+    return y;
+  }
   Backend& inner_;
   double flops_ = 0;
 };

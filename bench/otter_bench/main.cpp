@@ -285,7 +285,7 @@ int run(const Args& a) {
         // RSS above weights + this is memory the allocator holds in its cache.
         at["allocator_peak_live_gb_unet"] = static_cast<double>(Allocator::global().stats().peak_live_bytes) / 1e9;
         std::printf("%-5s %-5s %-28s %10.2f GB\n", pname.c_str(), sz.c_str(), "peak RSS through the UNet", peak_rss_gb());
-        Allocator::global().trim();  // as the pipeline does between denoising and decoding
+        be->release_cached_memory();  // as the pipeline does between denoising and decoding
         const Tensor z = random_input(Shape{1, latent_channels, l, l}, 7);
         Allocator::global().reset_peak();
         counter.reset();

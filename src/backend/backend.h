@@ -18,6 +18,20 @@ enum class Precision { F32, BF16, F16 };
 
 enum class Activation { SiLU, GeluErf, GeluTanh, QuickGelu };
 
+struct NormWeights;
+
+// What a convolution does to its input first, in this order: group norm (optionally followed by
+// SiLU), then nearest-neighbour 2x upsampling. Every ResnetBlock2D convolution starts with
+// norm + SiLU and every upsampler with the 2x; a backend that fuses them (the f16 path applies
+// them while it converts the input) never holds the transformed tensor, which at the VAE's
+// 512x512 stages is 268 MB a time.
+struct ConvInputTransform {
+  const NormWeights* group_norm = nullptr;  // none when null
+  int groups = 0;
+  bool silu = false;  // only after a group norm
+  bool upsample_nearest2x = false;
+};
+
 // A linear layer's weights, prepared once at load (the backend may reorder or convert them).
 struct LinearWeights {
   Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
@@ -54,6 +68,9 @@ class Backend {
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
   // x[N, C, H, W] -> [N, O, H', W']
   virtual Tensor conv2d(const Tensor& x, Conv2dWeights& w) = 0;
+  // conv2d(transform(x)): the same result as running the transform's ops first, fused where the
+  // backend can.
+  virtual Tensor conv2d(const Tensor& x, const ConvInputTransform& transform, Conv2dWeights& w) = 0;
 
   // x[N, C, ...] normalised over (C/groups, ...) per group; optional SiLU afterwards (fused).
   virtual Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu = false) = 0;
@@ -87,6 +104,12 @@ class Backend {
   // Sinusoidal embedding of timesteps[B] (F32, may be fractional) -> [B, dim], as diffusers'
   // get_timestep_embedding(downscale_freq_shift = freq_shift, max_period = 10000).
   virtual Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift) = 0;
+
+  // Returns memory the backend holds for reuse (cached tensor blocks, scratch buffers) to the
+  // system. Models call it where the sizes they ask for change for good — between denoising and
+  // decoding, between the VAE decoder's resolutions — so blocks cut for the sizes just left do not
+  // sit beside the ones the next stage needs. Never inside a loop: reuse is what keeps it fast.
+  virtual void release_cached_memory() = 0;
 };
 
 // The fastest precision on this CPU, measured once per process (a few ms): f16 where AVX-512 FP16

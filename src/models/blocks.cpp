@@ -70,7 +70,7 @@ ResnetBlock2D::ResnetBlock2D(ParamLoader p, int64_t in, int64_t out, int64_t tem
 }
 
 Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_silu) {
-  Tensor h = be.conv2d(be.group_norm(x, groups_, norm1_, /*then_silu=*/true), conv1_);
+  Tensor h = be.conv2d(x, group_norm_silu(norm1_, groups_), conv1_);
   if (has_time_) {
     OTTER_CHECK(temb_silu != nullptr, "ResnetBlock2D with a time projection called without a time embedding");
     const Tensor t = be.linear(*temb_silu, time_proj_);  // [1 or B, out]
@@ -78,7 +78,7 @@ Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_s
                 h.dim(0));
     be.add_inplace(h, t.reshape(Shape{t.dim(0), t.dim(1), 1, 1}));  // broadcast over H, W (and batch if 1 row)
   }
-  Tensor out = be.conv2d(be.group_norm(h, groups_, norm2_, /*then_silu=*/true), conv2_);
+  Tensor out = be.conv2d(h, group_norm_silu(norm2_, groups_), conv2_);
   // `out` is fresh from conv2d, so adding the shortcut in place never touches the caller's x.
   be.add_inplace(out, has_shortcut_ ? be.conv2d(x, shortcut_) : x);
   if (output_scale_ != 1.0f) out = be.scale(out, 1.0f / output_scale_);

@@ -43,6 +43,12 @@ LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, i
 // A GroupNorm's or LayerNorm's `name.weight` / `name.bias` [channels].
 NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels, float eps);
 
+// The input transform of a convolution that starts with GroupNorm + SiLU (every resnet
+// convolution, every conv_out), for Backend::conv2d to fuse.
+inline ConvInputTransform group_norm_silu(const NormWeights& norm, int groups) {
+  return {.group_norm = &norm, .groups = groups, .silu = true};
+}
+
 // NCHW feature map <-> token sequence [B, H*W, C] (what attention and linear layers consume).
 Tensor to_tokens(const Tensor& nchw);
 Tensor to_nchw(const Tensor& tokens, int64_t height, int64_t width);
@@ -83,7 +89,7 @@ class Downsample2D {
 class Upsample2D {
  public:
   Upsample2D(ParamLoader p, int64_t channels);
-  Tensor forward(Backend& be, const Tensor& x) { return be.conv2d(be.upsample_nearest2x(x), conv_); }
+  Tensor forward(Backend& be, const Tensor& x) { return be.conv2d(x, {.upsample_nearest2x = true}, conv_); }
 
  private:
   Conv2dWeights conv_;

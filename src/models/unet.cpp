@@ -173,7 +173,7 @@ Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timeste
 
   // The SiLU is fused into the norm; the hook gets the plain norm output, as diffusers' hook does.
   if (hook) hook("conv_norm_out", be.group_norm(h, config_.norm_num_groups, conv_norm_out_));
-  return be.conv2d(be.group_norm(h, config_.norm_num_groups, conv_norm_out_, /*then_silu=*/true), conv_out_);
+  return be.conv2d(h, group_norm_silu(conv_norm_out_, config_.norm_num_groups), conv_out_);
 }
 
 }  // namespace otter

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/allocator.h"
 #include "core/error.h"
 #include "models/vae_tiling.h"
 #include "sampling/torch_cpu_generator.h"
@@ -147,7 +146,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     t0 = Clock::now();
     // The UNet's activation sizes are not the VAE's: hand the cached blocks back rather than hold
     // both working sets at once (at 512x512 the cache held ~1 GB of UNet blocks during decode).
-    Allocator::global().trim();
+    be.release_cached_memory();
     result.vae_tiled = request.vae_tiling.value_or(estimated_decode_bytes(model.vae(), latents) >
                                                    request.vae_memory_limit_gb * 1e9);
     result.decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})

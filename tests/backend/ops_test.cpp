@@ -92,6 +92,58 @@ TEST_P(OpsTest, Conv2dMatchesNaive) {
   }
 }
 
+// conv2d(x, transform, w): group norm (+ SiLU) and/or nearest 2x upsampling before the
+// convolution. Against the naive conv of the naively transformed input, and bit for bit against
+// running the ops one after another (fusing must not change a value).
+TEST_P(OpsTest, Conv2dWithInputTransformMatchesNaive) {
+  struct Case {
+    bool norm, silu, upsample;
+    int64_t k;
+  };
+  const Case cases[] = {{true, true, false, 3}, {false, false, true, 3}, {true, false, true, 3}, {true, true, false, 1}};
+  uint32_t seed = 40;
+  for (const Case& cc : cases) {
+    const int64_t n = 2, c = 9, h = 5, w = 7, o = 11, groups = 3;  // odd channels: f16 pads them to even
+    const Tensor x = random_tensor(Shape{n, c, h, w}, seed++, -2, 3);
+    const Tensor gamma = random_tensor(Shape{c}, seed++), beta = random_tensor(Shape{c}, seed++);
+    const NormWeights norm{gamma, beta, 1e-6f};
+    const Tensor wt = random_tensor(Shape{o, c, cc.k, cc.k}, seed++), b = random_tensor(Shape{o}, seed++);
+    const int pad = static_cast<int>(cc.k / 2);
+    Conv2dWeights cw{wt, b, 1, pad, pad, pad, pad, nullptr, nullptr};
+    ConvInputTransform t;
+    if (cc.norm) t = {.group_norm = &norm, .groups = static_cast<int>(groups), .silu = cc.silu};
+    t.upsample_nearest2x = cc.upsample;
+    const Tensor y = backend_->conv2d(x, t, cw);
+
+    // The transformed input, naively: norm in double, then each pixel repeated 2x2.
+    Tensor normed = x.clone();
+    if (cc.norm) {
+      const auto v = testing::naive_group_norm(x, static_cast<int>(groups), gamma, beta, 1e-6, cc.silu);
+      for (size_t i = 0; i < v.size(); ++i) normed.f32()[i] = static_cast<float>(v[i]);
+    }
+    Tensor input = normed;
+    if (cc.upsample) {
+      input = Tensor::empty(Shape{n, c, 2 * h, 2 * w}, DType::F32);
+      for (int64_t p = 0; p < n * c; ++p)
+        for (int64_t yy = 0; yy < 2 * h; ++yy)
+          for (int64_t xx = 0; xx < 2 * w; ++xx)
+            input.f32()[(p * 2 * h + yy) * 2 * w + xx] = normed.f32()[(p * h + yy / 2) * w + xx / 2];
+    }
+    // The ops one after another (group_norm is checked against its naive reference above).
+    Tensor unfused = x;
+    if (cc.norm) unfused = backend_->group_norm(unfused, static_cast<int>(groups), norm, cc.silu);
+    if (cc.upsample) unfused = backend_->upsample_nearest2x(unfused);
+    // The operands the backend multiplies are its own transform's values rounded to bf16/f16: a
+    // float ulp between those and the naive double transform can flip a 16-bit rounding.
+    const auto ref = testing::naive_conv2d(operand(unfused), operand(wt), &b, 1, pad, pad, pad, pad);
+    const auto exact = testing::naive_conv2d(input, wt, &b, 1, pad, pad, pad, pad);
+    ASSERT_EQ(static_cast<size_t>(y.numel()), ref.size());
+    expect_close(y, ref, exact, "conv2d with input transform");
+    EXPECT_EQ(max_abs_error(y, to_double(backend_->conv2d(unfused, cw))), 0.0)
+        << "norm " << cc.norm << " silu " << cc.silu << " upsample " << cc.upsample << " k " << cc.k;
+  }
+}
+
 TEST_P(OpsTest, LinearMatchesNaive) {
   for (auto [m, k, n] : {std::tuple{7, 33, 5}, {77, 32, 37}, {64, 320, 320}, {1, 17, 1}}) {
     const Tensor x = random_tensor(Shape{1, m, k}, static_cast<uint32_t>(m * 31 + k));

@@ -6,8 +6,10 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/dnnl_ops.h"
+#include "backend/cpu/f16_gemm.h"
 #include "backend/cpu/f16_ops.h"
 #include "backend/cpu/kernels.h"
+#include "core/allocator.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 
@@ -31,6 +33,10 @@ class CpuBackend final : public Backend {
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
     return precision_ == Precision::F16 ? cpu::f16_conv2d(x, w) : cpu::dnnl_conv2d(x, w, precision_);
   }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
+    if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t);
+    return cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+  }
 
   Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) override {
     return cpu::group_norm(x, groups, w, then_silu);
@@ -51,6 +57,10 @@ class CpuBackend final : public Backend {
   Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float freq_shift) override {
     return cpu::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);
+  }
+  void release_cached_memory() override {
+    Allocator::global().trim();
+    if (precision_ == Precision::F16) cpu::f16_release_scratch();
   }
 
  private:

@@ -86,11 +86,21 @@ __attribute__((target("avx512f"))) bool write_row(const float* lanes, const floa
   return _mm512_cmp_ps_mask(poison, zero, _CMP_EQ_OQ) == 0xFFFF;
 }
 
-uint16_t* f16_scratch(size_t n, int slot) {
+namespace {
+std::vector<uint16_t>* scratch_buffers() {
   thread_local std::vector<uint16_t> buffers[2];
-  std::vector<uint16_t>& b = buffers[slot];
+  return buffers;
+}
+}  // namespace
+
+uint16_t* f16_scratch(size_t n, int slot) {
+  std::vector<uint16_t>& b = scratch_buffers()[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
+}
+
+void f16_release_scratch() {
+  for (int slot = 0; slot < 2; ++slot) std::vector<uint16_t>().swap(scratch_buffers()[slot]);
 }
 
 bool f16_gemm_available() { return cpu_features().avx512fp16; }

@@ -52,6 +52,8 @@ bool f16_gemm_available();  // AVX-512 FP16 present
 // allocator kept one block per distinct size (+0.4 GB). Slot 0: gemm_f16's input; slot 1: the
 // convolutions' NHWC input.
 uint16_t* f16_scratch(size_t n, int slot);
+// Frees the calling thread's scratch buffers (they grow again on the next call).
+void f16_release_scratch();
 
 // W [N, K] (any float dtype) packed once for f16_gemm_rows: panels of kF16Cols output columns,
 // k-major, f16 bits, zero past N.

@@ -3,11 +3,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <vector>
 
 #include "backend/cpu/dnnl_ops.h"
 #include "backend/cpu/f16_gemm.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/vector_math.h"
 #include "core/error.h"
 #include "core/half.h"
 
@@ -66,10 +69,52 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
 
 namespace {
 
-// Shapes of one convolution call; cp = C rounded up to even (the f16 kernel reads k in pairs).
+// Shapes of one convolution call. H, W: the convolution's input (after any upsampling); the f16
+// copy holds the source, H >> up_shift by W >> up_shift pixels. cp = C rounded up to even (the
+// f16 kernel reads k in pairs).
 struct ConvGeometry {
   int64_t N, C, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
+  int up_shift;  // 1: the input is the source upsampled 2x (nearest), 0: the source itself
 };
+
+// y = fma(x, a, b), then SiLU if asked: group_norm's arithmetic for one channel's row, in a
+// contiguous loop the compiler vectorises (with the stride-Cp stores it stayed scalar: 2x slower
+// VAE decode).
+OTTER_KERNEL void affine_row(const float* x, float* y, int64_t n, float a, float b, bool silu) {
+  if (silu) {
+    for (int64_t i = 0; i < n; ++i) y[i] = fast_silu(std::fma(x[i], a, b));
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::fma(x[i], a, b);
+  }
+}
+
+// The source as f16 NHWC with Cp channels into xh, through the transform's group norm (+ SiLU)
+// when it has one: the same float values group_norm would produce, rounded to f16 once.
+void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, uint16_t* xh) {
+  const int64_t SH = g.H >> g.up_shift, SW = g.W >> g.up_shift;
+  const bool norm = t != nullptr && t->group_norm != nullptr, silu = norm && t->silu;
+  const ChannelAffine affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : ChannelAffine{};
+#pragma omp parallel for collapse(2)
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t h = 0; h < SH; ++h) {
+      // One image row as [W][Cp] f32 before the conversion; per thread and grow-only, so the
+      // denoising loop does not allocate.
+      thread_local std::vector<float> row;
+      row.assign(static_cast<size_t>(SW * g.cp), 0.0f);
+      thread_local std::vector<float> normed;
+      normed.resize(static_cast<size_t>(SW));
+      for (int64_t c = 0; c < g.C; ++c) {
+        const float* src = x.f32() + ((n * g.C + c) * SH + h) * SW;
+        if (norm) {
+          const size_t nc = static_cast<size_t>(n * g.C + c);
+          affine_row(src, normed.data(), SW, affine.scale[nc], affine.shift[nc], silu);
+          src = normed.data();
+        }
+        for (int64_t ww = 0; ww < SW; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
+      }
+      f32_to_f16_n(row.data(), xh + ((n * SH + h) * SW) * g.cp, row.size());
+    }
+}
 
 // Writes one group's results — consecutive output pixels [p0, p1) x channels [o0, o0 + cols) —
 // into NCHW y: each tile row's lane pairs are summed (+ bias) into a channel-major buffer, then
@@ -102,11 +147,17 @@ bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int6
 
 }  // namespace
 
-Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
+Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform* transform) {
   OTTER_CHECK(x_in.rank() == 4, "conv2d needs [N, C, H, W], got ", x_in.describe());
   OTTER_CHECK(w.weight.rank() == 4, "conv2d weight must be [O, I, kh, kw], got ", w.weight.describe());
+  // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows.
+  auto in_f32 = [&] {
+    const Tensor x = transform ? apply_conv_input_transform(x_in, *transform) : x_in;
+    return dnnl_conv2d(x, w, Precision::F32);
+  };
   ConvGeometry g{};
-  g.N = x_in.dim(0), g.C = x_in.dim(1), g.H = x_in.dim(2), g.W = x_in.dim(3);
+  g.up_shift = transform != nullptr && transform->upsample_nearest2x ? 1 : 0;
+  g.N = x_in.dim(0), g.C = x_in.dim(1), g.H = x_in.dim(2) << g.up_shift, g.W = x_in.dim(3) << g.up_shift;
   g.O = w.weight.dim(0), g.kh = w.weight.dim(2), g.kw = w.weight.dim(3);
   OTTER_CHECK(w.weight.dim(1) == g.C, "conv2d: input has ", g.C, " channels, weight expects ", w.weight.dim(1), " (",
               w.weight.describe(), ")");
@@ -117,7 +168,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
 
   if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Conv>();
   auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
-  if (prep.use_f32) return dnnl_conv2d(x_in, w, Precision::F32);
+  if (prep.use_f32) return in_f32();
   std::call_once(prep.packed, [&] {
     // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel. The staging copies
     // come from a private allocator, so their memory goes back to the system afterwards.
@@ -137,23 +188,11 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
 
   // The input as f16 NHWC with Cp channels, plus one row of zeros for the padding taps.
   const Tensor x = x_in.to(DType::F32).contiguous();
-  const int64_t HW = g.H * g.W;
-  uint16_t* const xh = f16_scratch(static_cast<size_t>(g.N * HW * g.cp + g.cp), 1);
-  uint16_t* zeros = xh + g.N * HW * g.cp;
+  const int64_t source_pixels = g.N * (g.H >> g.up_shift) * (g.W >> g.up_shift);
+  uint16_t* const xh = f16_scratch(static_cast<size_t>(source_pixels * g.cp + g.cp), 1);
+  uint16_t* zeros = xh + source_pixels * g.cp;
   std::fill(zeros, zeros + g.cp, uint16_t{0});
-#pragma omp parallel for collapse(2)
-  for (int64_t n = 0; n < g.N; ++n)
-    for (int64_t h = 0; h < g.H; ++h) {
-      // One image row as [W][Cp] f32 before the conversion; per thread and grow-only, so the
-      // denoising loop does not allocate.
-      thread_local std::vector<float> row;
-      row.assign(static_cast<size_t>(g.W * g.cp), 0.0f);
-      for (int64_t c = 0; c < g.C; ++c) {
-        const float* src = x.f32() + ((n * g.C + c) * g.H + h) * g.W;
-        for (int64_t ww = 0; ww < g.W; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
-      }
-      f32_to_f16_n(row.data(), xh + ((n * g.H + h) * g.W) * g.cp, row.size());
-    }
+  convert_input(x, transform, g, xh);
 
   Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
   const int64_t pixels = g.N * g.OH * g.OW, tiles = (pixels + kF16Rows - 1) / kF16Rows;
@@ -191,9 +230,11 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
             const uint16_t* row_ptrs[kF16Rows];
             for (int r = 0; r < kF16Rows; ++r) {
               const int64_t ih = oh_of[ti][r] * g.stride + i - g.pad_top, iw = ow_of[ti][r] * g.stride + j - g.pad_left;
+              // An upsampled pixel reads its nearest source pixel: the 2x tensor never exists.
               row_ptrs[r] = ih < 0 || ih >= g.H || iw < 0 || iw >= g.W
                                 ? zeros
-                                : xh + ((n_of[ti][r] * g.H + ih) * g.W + iw) * g.cp;
+                                : xh + ((n_of[ti][r] * (g.H >> g.up_shift) + (ih >> g.up_shift)) * (g.W >> g.up_shift) +
+                                        (iw >> g.up_shift)) * g.cp;
             }
             // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
             f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);
@@ -205,7 +246,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w) {
     }
   if (overflow) {
     prep.use_f32 = true;
-    return dnnl_conv2d(x_in, w, Precision::F32);
+    return in_f32();
   }
   return y;
 }

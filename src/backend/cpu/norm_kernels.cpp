@@ -39,15 +39,16 @@ OTTER_KERNEL Moments moments(const float* x, int64_t n, float eps) {
   return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(var + eps))};
 }
 
+// (x - mean) * inv_std * gamma + beta as one multiply-add: the scale and shift of one channel.
+inline float norm_scale(Moments m, float gamma) { return m.inv_std * gamma; }
+inline float norm_shift(Moments m, float gamma, float beta) { return beta - m.mean * norm_scale(m, gamma); }
+
 // y = (x - mean) * inv_std * gamma + beta over one channel's `n` values, optionally then SiLU.
 OTTER_KERNEL void normalise(const float* x, float* y, int64_t n, Moments m, float gamma, float beta, bool silu) {
-  const float a = m.inv_std * gamma;
-  const float b = beta - m.mean * a;
+  const float a = norm_scale(m, gamma);
+  const float b = norm_shift(m, gamma, beta);
   if (silu) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = std::fma(x[i], a, b);
-      y[i] = v / (1.0f + fast_exp(-v));
-    }
+    for (int64_t i = 0; i < n; ++i) y[i] = fast_silu(std::fma(x[i], a, b));
   } else {
     for (int64_t i = 0; i < n; ++i) y[i] = std::fma(x[i], a, b);
   }
@@ -57,14 +58,46 @@ OTTER_KERNEL void normalise_row(const float* x, float* y, int64_t n, Moments m, 
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - m.mean) * m.inv_std * gamma[i] + beta[i];
 }
 
-}  // namespace
-
-Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) {
+void check_group_norm(const Tensor& x, int groups, const NormWeights& w) {
   OTTER_CHECK(x.rank() >= 2, "group_norm needs [N, C, ...], got ", x.describe());
-  const int64_t N = x.dim(0), C = x.dim(1);
+  const int64_t C = x.dim(1);
   OTTER_CHECK(groups > 0 && C % groups == 0, "group_norm: ", C, " channels do not split into ", groups, " groups");
   OTTER_CHECK(w.gamma.numel() == C && w.beta.numel() == C, "group_norm: gamma/beta must have ", C, " values, got ",
               w.gamma.describe(), " / ", w.beta.describe());
+}
+
+}  // namespace
+
+ChannelAffine group_norm_affine(const Tensor& x, int groups, const NormWeights& w) {
+  check_group_norm(x, groups, w);
+  const int64_t N = x.dim(0), C = x.dim(1), spatial = x.numel() / (N * C), per_group = C / groups;
+  const Tensor xc = x.to(DType::F32).contiguous();
+  const Tensor gamma = w.gamma.to(DType::F32), beta = w.beta.to(DType::F32);
+  ChannelAffine a;
+  a.scale.resize(static_cast<size_t>(N * C));
+  a.shift.resize(static_cast<size_t>(N * C));
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kParallelMinElements)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const Moments m = moments(xc.f32() + (n * C + grp * per_group) * spatial, per_group * spatial, w.eps);
+      for (int64_t ch = grp * per_group; ch < (grp + 1) * per_group; ++ch) {
+        a.scale[static_cast<size_t>(n * C + ch)] = norm_scale(m, gamma.f32()[ch]);
+        a.shift[static_cast<size_t>(n * C + ch)] = norm_shift(m, gamma.f32()[ch], beta.f32()[ch]);
+      }
+    }
+  return a;
+}
+
+Tensor apply_conv_input_transform(const Tensor& x, const ConvInputTransform& t) {
+  Tensor y = x;
+  if (t.group_norm) y = group_norm(y, t.groups, *t.group_norm, t.silu);
+  if (t.upsample_nearest2x) y = upsample_nearest2x(y);
+  return y;
+}
+
+Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) {
+  check_group_norm(x, groups, w);
+  const int64_t N = x.dim(0), C = x.dim(1);
   const Tensor xc = x.contiguous();
   const Tensor gamma = w.gamma.to(DType::F32), beta = w.beta.to(DType::F32);
   Tensor y = Tensor::empty(x.shape(), DType::F32);

@@ -37,6 +37,8 @@ inline float fast_exp(float x) {
 
 inline float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
+inline float fast_silu(float x) { return x / (1.0f + fast_exp(-x)); }
+
 // tanh via exp, stable for both signs.
 inline float fast_tanh(float x) {
   const float e = fast_exp(-2.0f * std::fabs(x));
