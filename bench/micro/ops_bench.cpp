@@ -22,11 +22,18 @@ Tensor random_tensor(const Shape& shape, uint32_t seed) {
   return t;
 }
 
-Precision precision_of(const benchmark::State& state) { return state.range(0) ? Precision::BF16 : Precision::F32; }
+// The first argument of the per-precision benchmarks: 0 = f32, 1 = bf16, 2 = f16.
+Precision precision_of(const benchmark::State& state) {
+  return state.range(0) == 2 ? Precision::F16 : state.range(0) == 1 ? Precision::BF16 : Precision::F32;
+}
 
 bool skip_unsupported(benchmark::State& state) {
   if (precision_of(state) == Precision::BF16 && !cpu_features().avx512f) {
     state.SkipWithError("bf16 needs AVX-512");
+    return true;
+  }
+  if (precision_of(state) == Precision::F16 && !cpu_features().avx512fp16) {
+    state.SkipWithError("f16 needs AVX-512 FP16");
     return true;
   }
   return false;
@@ -35,7 +42,7 @@ bool skip_unsupported(benchmark::State& state) {
 void set_flops(benchmark::State& state, double flops_per_iter) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops_per_iter * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(precision_of(state) == Precision::BF16 ? "bf16" : "f32");
+  state.SetLabel(precision_name(precision_of(state)));
 }
 
 // UNet's most common convolution at 512x512: 3x3, 320 -> 320 channels on 64x64 latents, batch 2 (CFG).
@@ -48,7 +55,21 @@ void BM_Conv2d3x3_320(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, w));
   set_flops(state, 2.0 * 2 * 320 * 64 * 64 * 320 * 9);
 }
-BENCHMARK(BM_Conv2d3x3_320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv2d3x3_320)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same convolution as a resnet runs it: GroupNorm + SiLU first, fused where the backend can.
+void BM_NormSiluConv2d3x3_320(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const Tensor x = random_tensor(Shape{2, 320, 64, 64}, 1);
+  const NormWeights norm{random_tensor(Shape{320}, 4), random_tensor(Shape{320}, 5), 1e-5f};
+  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1, nullptr, nullptr};
+  const ConvInputTransform t{.group_norm = &norm, .groups = 32, .silu = true};
+  backend->conv2d(x, t, w);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, t, w));
+  set_flops(state, 2.0 * 2 * 320 * 64 * 64 * 320 * 9);
+}
+BENCHMARK(BM_NormSiluConv2d3x3_320)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Attention projections at 512x512: 4096 tokens x 320 -> 320.
 void BM_Matmul4096x320x320(benchmark::State& state) {
@@ -104,7 +125,7 @@ void BM_Attention(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(backend->attention(q, k, v, heads, 1.0f / std::sqrt(40.0f), false));
   set_flops(state, 4.0 * heads * nq * nk * d);  // QK^T and PV
 }
-BENCHMARK(BM_Attention)->Args({0, 4096})->Args({1, 4096})->Args({0, 77})->Args({1, 77})
+BENCHMARK(BM_Attention)->Args({0, 4096})->Args({1, 4096})->Args({2, 4096})->Args({0, 77})->Args({1, 77})->Args({2, 77})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // GroupNorm (+SiLU, as in every resnet) on 2x320x64x64: memory-bound, reported as GB/s read + written.
@@ -116,7 +137,7 @@ void BM_GroupNormSilu(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(backend->group_norm(x, 32, w, true));
   state.counters["GB/s"] = benchmark::Counter(3.0 * static_cast<double>(x.nbytes()) * 1e-9,  // two reads, one write
                                               benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(precision_of(state) == Precision::BF16 ? "bf16" : "f32");
+  state.SetLabel(precision_name(precision_of(state)));
 }
 BENCHMARK(BM_GroupNormSilu)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 

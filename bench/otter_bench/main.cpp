@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "core/cpu_features.h"
 #include "flop_counter.h"
+#include "op_profiler.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "io/component_tensors.h"
@@ -116,7 +117,27 @@ struct Args {
   int threads = 0;
   std::string json_path;
   std::string family = "sd1";
+  bool profile = false;
 };
+
+// One CFG step's time by op kind, largest first, as a table and JSON.
+nlohmann::json print_profile(const std::string& pname, const std::string& size, const OpProfiler& prof) {
+  std::vector<std::pair<std::string, OpTime>> rows(prof.times().begin(), prof.times().end());
+  double total = 0;
+  for (const auto& [kind, t] : rows) total += t.seconds;
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  std::printf("%-5s %-5s   profile of one CFG step (%.3f s in ops):\n", pname.c_str(), size.c_str(), total);
+  nlohmann::json j;
+  for (const auto& [kind, t] : rows) {
+    const double gflops = t.flops > 0 ? t.flops / t.seconds * 1e-9 : 0.0;
+    std::printf("%-5s %-5s     %-34s %5lld calls %8.3f s %5.1f%%", pname.c_str(), size.c_str(), kind.c_str(),
+                static_cast<long long>(t.calls), t.seconds, 100.0 * t.seconds / total);
+    if (gflops > 0) std::printf(" %8.1f GFLOP/s", gflops);
+    std::printf("\n");
+    j[kind] = {{"seconds", t.seconds}, {"calls", t.calls}, {"gflop", t.flops * 1e-9}, {"gflops", gflops}};
+  }
+  return j;
+}
 
 // Random weights written to safetensors files and opened again (mmap), so the benchmark loads and
 // pages them exactly as it would a downloaded checkpoint. Removed when the benchmark ends.
@@ -280,6 +301,11 @@ int run(const Args& a) {
         at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
         at["batch2_over_batch1_gflops"] = (flops2 / b2.seconds) / (flops1 / b1.seconds);
 
+        if (a.profile) {
+          OpProfiler prof(*be);
+          nets.unet().forward(prof, x2, 500.0f, ctx2);
+          at["profile_cfg_step"] = print_profile(pname, sz, prof);
+        }
         at["peak_rss_gb_unet"] = peak_rss_gb();
         // Tensors live at once (activations, scratch and the weights prepared during the first pass);
         // RSS above weights + this is memory the allocator holds in its cache.
@@ -331,6 +357,7 @@ int main(int argc, char** argv) {
   app.add_option("--model", a.model, "Benchmark this checkpoint (diffusers folder or single file) instead of random weights");
   app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
+  app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");
   CLI11_PARSE(app, argc, argv);
   try {
     return otter::bench::run(a);

@@ -6,8 +6,9 @@
 //    f32 reference, which bounds the effect of rounding the operands.
 //  - f16 (conv, linear; AVX-512 FP16): against the reference on f16-rounded inputs, what remains
 //    is the f16 summation (64 terms per partial sum): 5e-3 (measured ≤ 1.7e-3); against the exact
-//    reference 1e-2. Batched matmuls stay f32 under f16.
-// Ops that always compute in f32 (norms, activations, attention, elementwise) are run through every
+//    reference 1e-2. Attention's two products (even head sizes) against the exact reference: 5e-3
+//    (measured ≤ 1.3e-3). Batched matmuls stay f32 under f16.
+// Ops that always compute in f32 (norms, activations, elementwise) are run through every
 // backend and must give identical results.
 #include <gtest/gtest.h>
 
@@ -191,14 +192,18 @@ TEST_P(OpsTest, BatchedMatmulMatchesNaive) {
 TEST_P(OpsTest, AttentionMatchesNaive) {
   struct Case { int64_t b, nq, nk, heads, d; bool causal; };
   for (const Case& c : {Case{2, 77, 77, 4, 8, true}, Case{2, 64, 77, 8, 5, false}, Case{1, 200, 300, 2, 40, false},
-                        Case{1, 129, 129, 1, 3, true}, Case{3, 5, 1, 2, 4, false}}) {
+                        Case{1, 129, 129, 1, 3, true}, Case{3, 5, 1, 2, 4, false},
+                        Case{1, 150, 149, 2, 8, true}}) {  // f16: causal, odd key count (a padded pair)
     const Tensor q = random_tensor(Shape{c.b, c.nq, c.heads * c.d}, 10, -2, 2);
     const Tensor k = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 11, -2, 2);
     const Tensor v = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 12);
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     const Tensor y = backend_->attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
     const auto ref = testing::naive_attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
-    EXPECT_LE(max_abs_error(y, ref), kF32Tol) << "attention nq=" << c.nq << " nk=" << c.nk;
+    // f16 (even head sizes): Q·Kᵀ and P·V on f16 operands — q·scale, k, v and the probabilities
+    // rounded, D/2 and 64 products per f16 partial sum: the matmul bound (measured ≤ 1.3e-3).
+    const double tol = f16() && c.d % 2 == 0 ? kF16SumTol : kF32Tol;
+    EXPECT_LE(max_abs_error(y, ref), tol * std::max(1.0, max_abs_of(ref))) << "attention nq=" << c.nq << " nk=" << c.nk;
   }
 }
 

@@ -10,11 +10,14 @@
 // of 6 keys (or 6 value dims) x 4 query vectors keep 24 accumulators in registers. Extra memory:
 // O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's false positive in its AVX-512 headers
+#pragma GCC diagnostic ignored "-Wuninitialized"        // (the same, for the f16 conversions)
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "backend/cpu/attention_avx512.h"
 #include "backend/cpu/kernels.h"
@@ -87,32 +90,127 @@ __attribute__((target("avx512f"))) void pv_tile(const float* p, int64_t nk, cons
       _mm512_storeu_ps(ot + i * kQueries + c * kLanes, acc[i][c]);
 }
 
-__attribute__((target("avx512f"))) void scores_block(const float* qt, const float* k, int64_t k_stride, int64_t D,
-                                                     int64_t nk, float* s) {
-  int64_t j = 0;
-  for (; j + kTile <= nk; j += kTile) scores_tile<kTile>(qt, k + j * k_stride, k_stride, D, s + j * kQueries);
-  switch (nk - j) {
-    case 5: scores_tile<5>(qt, k + j * k_stride, k_stride, D, s + j * kQueries); break;
-    case 4: scores_tile<4>(qt, k + j * k_stride, k_stride, D, s + j * kQueries); break;
-    case 3: scores_tile<3>(qt, k + j * k_stride, k_stride, D, s + j * kQueries); break;
-    case 2: scores_tile<2>(qt, k + j * k_stride, k_stride, D, s + j * kQueries); break;
-    case 1: scores_tile<1>(qt, k + j * k_stride, k_stride, D, s + j * kQueries); break;
+// fn(tile size as an integral_constant, start) over [0, n): tiles of kTile, then one remainder.
+template <class Fn>
+void for_tiles(int64_t n, Fn&& fn) {
+  int64_t i = 0;
+  for (; i + kTile <= n; i += kTile) fn(std::integral_constant<int, kTile>{}, i);
+  switch (n - i) {
+    case 5: fn(std::integral_constant<int, 5>{}, i); break;
+    case 4: fn(std::integral_constant<int, 4>{}, i); break;
+    case 3: fn(std::integral_constant<int, 3>{}, i); break;
+    case 2: fn(std::integral_constant<int, 2>{}, i); break;
+    case 1: fn(std::integral_constant<int, 1>{}, i); break;
     default: break;
   }
 }
 
-__attribute__((target("avx512f"))) void pv_block(const float* p, int64_t nk, const float* v, int64_t v_stride,
-                                                 int64_t D, float* ot) {
-  int64_t d = 0;
-  for (; d + kTile <= D; d += kTile) pv_tile<kTile>(p, nk, v + d, v_stride, ot + d * kQueries);
-  switch (D - d) {
-    case 5: pv_tile<5>(p, nk, v + d, v_stride, ot + d * kQueries); break;
-    case 4: pv_tile<4>(p, nk, v + d, v_stride, ot + d * kQueries); break;
-    case 3: pv_tile<3>(p, nk, v + d, v_stride, ot + d * kQueries); break;
-    case 2: pv_tile<2>(p, nk, v + d, v_stride, ot + d * kQueries); break;
-    case 1: pv_tile<1>(p, nk, v + d, v_stride, ot + d * kQueries); break;
-    default: break;
+void scores_block(const float* qt, const float* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
+  for_tiles(nk, [&](auto nj, int64_t j) {
+    scores_tile<decltype(nj)::value>(qt, k + j * k_stride, k_stride, D, s + j * kQueries);
+  });
+}
+
+void pv_block(const float* p, int64_t nk, const float* v, int64_t v_stride, int64_t D, float* ot) {
+  for_tiles(D, [&](auto nd, int64_t d) { pv_tile<decltype(nd)::value>(p, nk, v + d, v_stride, ot + d * kQueries); });
+}
+
+// ---- f16 products (--precision f16 on CPUs with AVX-512 FP16) ----
+// The same tasks and f32 online softmax; the two products take f16 operands two at a time, as the
+// f16 matmul does (f16_gemm.h): each 32-bit broadcast carries a pair of terms — two head dims of a
+// key for Q·Kᵀ, one dim of two keys' values for P·V — against vectors of 16 queries x that pair,
+// so each accumulator lane sums every other term of one query at twice the f32 rate. The pairs are
+// added in f32 at write-out. Q·Kᵀ sums D/2 products per lane in f16, P·V a block's 64 key pairs;
+// the running output stays f32.
+
+#define OTTER_F16_TARGET __attribute__((target("avx512f,avx512bw,avx512fp16")))
+
+// 32 f16 lanes (16 queries x a pair of terms) -> the 16 queries' sums in f32, in query order.
+OTTER_F16_TARGET inline __m512 pair_sums(__m512h acc) {
+  const __m512i bits = _mm512_castph_si512(acc);
+  const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));        // queries 0-7, two terms each
+  const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1));  // queries 8-15
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  return _mm512_add_ps(_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi));
+}
+
+OTTER_F16_TARGET inline __m512h broadcast_pair(const uint16_t* p) {
+  int32_t pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return _mm512_castsi512_ph(_mm512_set1_epi32(pair));
+}
+
+// s[j][0..63] = Σ_d k[j][d] · q[d][0..63] for NJ keys; qp: the task's queries as [D/2][64][2]
+// (pairs of dims per query), k: f16 key rows `k_stride` apart.
+template <int NJ>
+OTTER_F16_TARGET void scores_tile_f16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t d_pairs,
+                                      float* s) {
+  __m512h acc[NJ][kVecs];
+  OTTER_UNROLL for (int i = 0; i < NJ; ++i) OTTER_UNROLL for (int v = 0; v < kVecs; ++v) acc[i][v] =
+      _mm512_setzero_ph();
+  for (int64_t dp = 0; dp < d_pairs; ++dp) {
+    __m512h q[kVecs];
+    OTTER_UNROLL for (int v = 0; v < kVecs; ++v) q[v] = _mm512_loadu_ph(qp + (dp * kQueries + v * kLanes) * 2);
+    OTTER_UNROLL for (int i = 0; i < NJ; ++i) {
+      const __m512h kb = broadcast_pair(k + i * k_stride + 2 * dp);
+      OTTER_UNROLL for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ph(kb, q[v], acc[i][v]);
+    }
   }
+  OTTER_UNROLL for (int i = 0; i < NJ; ++i) OTTER_UNROLL for (int v = 0; v < kVecs; ++v)
+      _mm512_storeu_ps(s + i * kQueries + v * kLanes, pair_sums(acc[i][v]));
+}
+
+// ot[d][0..63] += Σ_j v[j][d] · p[j][0..63] for ND dims; pp: probabilities as [key pairs][64][2],
+// vp: the values as [key pairs][D][2] at the block's first pair and dimension d.
+template <int ND>
+OTTER_F16_TARGET void pv_tile_f16(const uint16_t* pp, int64_t key_pairs, const uint16_t* vp, int64_t D, float* ot) {
+  __m512h acc[ND][kVecs];
+  OTTER_UNROLL for (int i = 0; i < ND; ++i) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[i][c] =
+      _mm512_setzero_ph();
+  for (int64_t jp = 0; jp < key_pairs; ++jp) {
+    __m512h pj[kVecs];
+    OTTER_UNROLL for (int c = 0; c < kVecs; ++c) pj[c] = _mm512_loadu_ph(pp + (jp * kQueries + c * kLanes) * 2);
+    OTTER_UNROLL for (int i = 0; i < ND; ++i) {
+      const __m512h vb = broadcast_pair(vp + (jp * D + i) * 2);
+      OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[i][c] = _mm512_fmadd_ph(vb, pj[c], acc[i][c]);
+    }
+  }
+  OTTER_UNROLL for (int i = 0; i < ND; ++i) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) {
+    float* o = ot + i * kQueries + c * kLanes;
+    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), pair_sums(acc[i][c])));
+  }
+}
+
+// Rows of a [rows][64] f32 block as f16 pairs [rows/2][64][2] (row r's query q at lane 2q of pair
+// r/2, row r+1's at 2q+1; a missing odd last row is 0): the block's probabilities s[j][q] for
+// P·V, and the task's transposed queries qt[d][q] for Q·Kᵀ.
+OTTER_F16_TARGET void pair_rows_f16(const float* s, int64_t nk, uint16_t* pp) {
+  // Output lane 2q takes row j's query q (input lane q), lane 2q+1 row j+1's (input lane 16+q).
+  alignas(64) int16_t idx[32];
+  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
+  const __m512i interleave = _mm512_load_si512(idx);
+  for (int64_t j = 0; j < nk; j += 2)
+    for (int c = 0; c < kVecs; ++c) {
+      const __m256i a = _mm512_cvtps_ph(_mm512_loadu_ps(s + j * kQueries + c * kLanes), _MM_FROUND_TO_NEAREST_INT);
+      const __m256i b = j + 1 < nk
+                            ? _mm512_cvtps_ph(_mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes), _MM_FROUND_TO_NEAREST_INT)
+                            : _mm256_setzero_si256();
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
+    }
+}
+
+void scores_block_f16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
+  for_tiles(nk, [&](auto nj, int64_t j) {
+    scores_tile_f16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
+  });
+}
+
+void pv_block_f16(const uint16_t* pp, int64_t nk, const uint16_t* vp, int64_t D, float* ot) {
+  for_tiles(D, [&](auto nd, int64_t d) {
+    pv_tile_f16<decltype(nd)::value>(pp, (nk + 1) / 2, vp + d * 2, D, ot + d * kQueries);
+  });
 }
 
 // Online softmax over the block's nk score rows, per query lane: new running max m, scores turned
@@ -147,12 +245,36 @@ __attribute__((target("avx512f"))) void softmax_block(float* s, int64_t nk, floa
 }  // namespace
 
 __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, const Tensor& k, const Tensor& v,
-                                                           int heads, float scale, bool causal, int threads) {
+                                                           int heads, float scale, bool causal, int threads,
+                                                           bool f16_products) {
   const int64_t B = q.dim(0), Nq = q.dim(1), Nk = k.dim(1), HD = q.dim(2), D = HD / heads;
+  const bool f16 = f16_products && D % 2 == 0;  // a key's dims are taken in pairs
   Tensor out = Tensor::empty(Shape{B, Nq, HD}, DType::F32);
   const int64_t q_blocks = (Nq + kQueries - 1) / kQueries, tasks = B * heads * q_blocks;
   const int64_t per_thread = 2 * D * kQueries + kKeys * kQueries + 2 * kQueries;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
+
+  // f16 operands, converted once per call: the keys as they are (a key's dims d, d+1 are adjacent),
+  // the values as [B·H][key pairs][D][2] (two keys' values of one dim adjacent), and per thread
+  // the task's queries and a block's probabilities as pairs.
+  const int64_t key_pairs = (Nk + 1) / 2, per_thread_f16 = D * kQueries + kKeys * kQueries;
+  Tensor k16, v16, scratch16;
+  if (f16) {
+    k16 = k.to(DType::F16);
+    const Tensor v_flat = v.to(DType::F16);
+    v16 = Tensor::empty(Shape{B * heads, key_pairs, D, 2}, DType::F16);
+    const uint16_t* src = v_flat.data<uint16_t>();
+    uint16_t* dst = v16.data<uint16_t>();
+#pragma omp parallel for collapse(2) num_threads(threads)
+    for (int64_t bh = 0; bh < B * heads; ++bh)
+      for (int64_t jp = 0; jp < key_pairs; ++jp)
+        for (int e = 0; e < 2; ++e) {
+          const int64_t j = 2 * jp + e, b = bh / heads, h = bh % heads;
+          for (int64_t d = 0; d < D; ++d)
+            dst[((bh * key_pairs + jp) * D + d) * 2 + e] = j < Nk ? src[(b * Nk + j) * HD + h * D + d] : uint16_t{0};
+        }
+    scratch16 = Tensor::empty(Shape{threads, per_thread_f16}, DType::F16);
+  }
 
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (int64_t task = 0; task < tasks; ++task) {
@@ -161,12 +283,15 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     float* s = ot + D * kQueries;                                    // [kKeys][64] scores / probabilities
     float* m = s + kKeys * kQueries;                                 // running max per query
     float* l = m + kQueries;                                         // running sum per query
+    uint16_t* qp = f16 ? scratch16.data<uint16_t>() + omp_get_thread_num() * per_thread_f16 : nullptr;  // [D/2][64][2]
+    uint16_t* pp = f16 ? qp + D * kQueries : nullptr;  // [kKeys/2][64][2]
 
     const int64_t qb = task % q_blocks, h = (task / q_blocks) % heads, b = task / (q_blocks * heads);
     const int64_t q0 = qb * kQueries, nq = std::min(kQueries, Nq - q0);
     const float* qsrc = q.f32() + (b * Nq + q0) * HD + h * D;
     for (int64_t d = 0; d < D; ++d)
       for (int64_t i = 0; i < kQueries; ++i) qt[d * kQueries + i] = i < nq ? qsrc[i * HD + d] * scale : 0.0f;
+    if (f16) pair_rows_f16(qt, D, qp);
     std::fill(ot, ot + D * kQueries, 0.0f);
     std::fill(m, m + kQueries, kNegInf);
     std::fill(l, l + kQueries, 0.0f);
@@ -174,15 +299,22 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     const int64_t key_end = causal ? std::min(Nk, q0 + nq) : Nk;
     for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
       const int64_t nk = std::min(kKeys, key_end - k0);
-      const float* kb = k.f32() + (b * Nk + k0) * HD + h * D;
-      const float* vb = v.f32() + (b * Nk + k0) * HD + h * D;
-      scores_block(qt, kb, HD, D, nk, s);
+      if (f16) {
+        scores_block_f16(qp, k16.data<uint16_t>() + (b * Nk + k0) * HD + h * D, HD, D, nk, s);
+      } else {
+        scores_block(qt, k.f32() + (b * Nk + k0) * HD + h * D, HD, D, nk, s);
+      }
       if (causal)  // key k0 + j is visible to query q0 + i only if k0 + j <= q0 + i
         for (int64_t j = 0; j < nk; ++j)
           for (int64_t i = 0; i < kQueries; ++i)
             if (k0 + j > q0 + i) s[j * kQueries + i] = kNegInf;
       softmax_block(s, nk, m, l, ot, D);
-      pv_block(s, nk, vb, HD, D, ot);
+      if (f16) {
+        pair_rows_f16(s, nk, pp);  // k0 is a multiple of kKeys, so the block starts on a key pair
+        pv_block_f16(pp, nk, v16.data<uint16_t>() + ((b * heads + h) * key_pairs + k0 / 2) * D * 2, D, ot);
+      } else {
+        pv_block(s, nk, v.f32() + (b * Nk + k0) * HD + h * D, HD, D, ot);
+      }
     }
     float* dst = out.f32() + (b * Nq + q0) * HD + h * D;
     for (int64_t i = 0; i < nq; ++i) {

@@ -35,7 +35,9 @@ Tensor activation(const Tensor& x, Activation act);
 Tensor geglu(const Tensor& x);
 Tensor softmax(const Tensor& x);
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal);
+// f16_products: the two products on f16 operands where the CPU has AVX-512 FP16 (--precision f16).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal,
+                 bool f16_products = false);
 
 enum class BinaryOp { Add, Mul };
 Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);

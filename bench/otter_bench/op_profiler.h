@@ -1,0 +1,112 @@
+#pragma once
+// A Backend decorator that times every op it forwards, grouped by kind (convolutions by kernel
+// size and by what they fuse, linear layers, attention by sequence length, norms, elementwise...),
+// with the FLOPs of the compute-bound ones. One UNet pass through it says where a step's time
+// goes: which ops run near the machine's rate and which are overhead (`otter-bench --profile`).
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "backend/backend.h"
+#include "core/error.h"
+
+namespace otter::bench {
+
+struct OpTime {
+  double seconds = 0;
+  double flops = 0;
+  int64_t calls = 0;
+};
+
+class OpProfiler final : public Backend {
+ public:
+  explicit OpProfiler(Backend& inner) : inner_(inner) {}
+  const std::map<std::string, OpTime>& times() const { return times_; }
+  void reset() { times_.clear(); }
+
+  std::string name() const override { return inner_.name(); }
+  Precision precision() const override { return inner_.precision(); }
+
+  Tensor linear(const Tensor& x, LinearWeights& w) override {
+    const double f = 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    return timed("linear", f, [&] { return inner_.linear(x, w); });
+  }
+  Tensor matmul(const Tensor& a, const Tensor& b) override {
+    return timed("matmul", 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2)),
+                 [&] { return inner_.matmul(a, b); });
+  }
+  Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
+    return timed(conv_kind(w, "conv2d"), conv_flops(x, w, 0), [&] { return inner_.conv2d(x, w); });
+  }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
+    const std::string kind = conv_kind(w, t.upsample_nearest2x ? "upsample+conv2d" : "norm+silu+conv2d");
+    return timed(kind, conv_flops(x, w, t.upsample_nearest2x ? 1 : 0), [&] { return inner_.conv2d(x, t, w); });
+  }
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
+    const std::string kind = cat("attention ", q.dim(1), "x", k.dim(1), " d", q.dim(2) / heads);
+    return timed(kind, 4.0 * static_cast<double>(q.numel()) * static_cast<double>(k.dim(1)),
+                 [&] { return inner_.attention(q, k, v, heads, scale, causal); });
+  }
+  Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool silu) override {
+    return timed("group_norm", 0, [&] { return inner_.group_norm(x, groups, w, silu); });
+  }
+  Tensor layer_norm(const Tensor& x, const NormWeights& w) override {
+    return timed("layer_norm", 0, [&] { return inner_.layer_norm(x, w); });
+  }
+  Tensor activation(const Tensor& x, Activation a) override {
+    return timed("activation", 0, [&] { return inner_.activation(x, a); });
+  }
+  Tensor geglu(const Tensor& x) override { return timed("geglu", 0, [&] { return inner_.geglu(x); }); }
+  Tensor softmax(const Tensor& x) override { return timed("softmax", 0, [&] { return inner_.softmax(x); }); }
+  Tensor add(const Tensor& a, const Tensor& b) override {
+    return timed("elementwise", 0, [&] { return inner_.add(a, b); });
+  }
+  Tensor mul(const Tensor& a, const Tensor& b) override {
+    return timed("elementwise", 0, [&] { return inner_.mul(a, b); });
+  }
+  Tensor scale(const Tensor& a, float s) override { return timed("elementwise", 0, [&] { return inner_.scale(a, s); }); }
+  void add_inplace(Tensor& a, const Tensor& b) override {
+    timed("elementwise", 0, [&] {
+      inner_.add_inplace(a, b);
+      return Tensor();
+    });
+  }
+  Tensor concat(std::span<const Tensor> xs, int dim) override {
+    return timed("concat", 0, [&] { return inner_.concat(xs, dim); });
+  }
+  std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return inner_.chunk(x, pieces, dim); }
+  Tensor upsample_nearest2x(const Tensor& x) override {
+    return timed("upsample", 0, [&] { return inner_.upsample_nearest2x(x); });
+  }
+  Tensor timestep_embedding(const Tensor& t, int dim, bool flip, float shift) override {
+    return inner_.timestep_embedding(t, dim, flip, shift);
+  }
+  void release_cached_memory() override { inner_.release_cached_memory(); }
+
+ private:
+  template <class Fn>
+  Tensor timed(const std::string& kind, double flops, Fn&& fn) {
+    const auto start = std::chrono::steady_clock::now();
+    Tensor y = fn();
+    OpTime& t = times_[kind];
+    t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    t.flops += flops;
+    ++t.calls;
+    return y;
+  }
+  static std::string conv_kind(const Conv2dWeights& w, const char* what) {
+    return cat(what, " ", w.weight.dim(2), "x", w.weight.dim(3));
+  }
+  // Output pixels x weights per output channel, from the input's size (up_shift 1: upsampled 2x).
+  static double conv_flops(const Tensor& x, const Conv2dWeights& w, int up_shift) {
+    const int64_t h = x.dim(2) << up_shift, wd = x.dim(3) << up_shift;
+    const int64_t oh = (h + w.pad_top + w.pad_bottom - w.weight.dim(2)) / w.stride + 1;
+    const int64_t ow = (wd + w.pad_left + w.pad_right - w.weight.dim(3)) / w.stride + 1;
+    return 2.0 * static_cast<double>(x.dim(0) * oh * ow) * static_cast<double>(w.weight.numel());
+  }
+
+  Backend& inner_;
+  std::map<std::string, OpTime> times_;
+};
+
+}  // namespace otter::bench
