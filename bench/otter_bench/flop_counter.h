@@ -45,6 +45,7 @@ class FlopCounter final : public Backend {
   void add_inplace(Tensor& a, const Tensor& b) override { inner_.add_inplace(a, b); }
   Tensor concat(std::span<const Tensor> xs, int dim) override { return inner_.concat(xs, dim); }
   std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return inner_.chunk(x, pieces, dim); }
+  Tensor batched_transpose(const Tensor& x) override { return inner_.batched_transpose(x); }
   Tensor upsample_nearest2x(const Tensor& x) override { return inner_.upsample_nearest2x(x); }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip, float shift) override {
     return inner_.timestep_embedding(t, dim, flip, shift);

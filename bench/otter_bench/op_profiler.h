@@ -75,6 +75,9 @@ class OpProfiler final : public Backend {
     return timed("concat", 0, [&] { return inner_.concat(xs, dim); });
   }
   std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return inner_.chunk(x, pieces, dim); }
+  Tensor batched_transpose(const Tensor& x) override {
+    return timed("transpose", 0, [&] { return inner_.batched_transpose(x); });
+  }
   Tensor upsample_nearest2x(const Tensor& x) override {
     return timed("upsample", 0, [&] { return inner_.upsample_nearest2x(x); });
   }

@@ -99,6 +99,10 @@ class Backend {
   // Equal pieces along dim (views when possible).
   virtual std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) = 0;
 
+  // x[N, A, B] -> [N, B, A]: the layout change around every transformer (NCHW feature maps to
+  // [N, H·W, C] tokens and back).
+  virtual Tensor batched_transpose(const Tensor& x) = 0;
+
   // Nearest-neighbour 2x upsampling of x[N, C, H, W].
   virtual Tensor upsample_nearest2x(const Tensor& x) = 0;
   // Sinusoidal embedding of timesteps[B] (F32, may be fractional) -> [B, dim], as diffusers'

@@ -37,17 +37,17 @@ NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels,
   return w;
 }
 
-Tensor to_tokens(const Tensor& nchw) {
+Tensor to_tokens(Backend& be, const Tensor& nchw) {
   OTTER_CHECK(nchw.rank() == 4, "to_tokens needs [N, C, H, W], got ", nchw.describe());
   const int64_t n = nchw.dim(0), c = nchw.dim(1), hw = nchw.dim(2) * nchw.dim(3);
-  return nchw.permute({0, 2, 3, 1}).contiguous().reshape(Shape{n, hw, c});
+  return be.batched_transpose(nchw.contiguous().reshape(Shape{n, c, hw}));
 }
 
-Tensor to_nchw(const Tensor& tokens, int64_t height, int64_t width) {
+Tensor to_nchw(Backend& be, const Tensor& tokens, int64_t height, int64_t width) {
   OTTER_CHECK(tokens.rank() == 3 && tokens.dim(1) == height * width, "to_nchw: ", tokens.describe(),
               " is not a sequence of ", height, "x", width, " positions");
   const int64_t n = tokens.dim(0), c = tokens.dim(2);
-  return tokens.contiguous().reshape(Shape{n, height, width, c}).permute({0, 3, 1, 2}).contiguous();
+  return be.batched_transpose(tokens).reshape(Shape{n, c, height, width});
 }
 
 // ---- ResnetBlock2D ----
@@ -136,11 +136,11 @@ SpatialSelfAttention::SpatialSelfAttention(ParamLoader p, int64_t channels, int 
 
 Tensor SpatialSelfAttention::forward(Backend& be, const Tensor& x) {
   const int64_t height = x.dim(2), width = x.dim(3);
-  const Tensor tokens = to_tokens(be.group_norm(x, groups_, norm_));
+  const Tensor tokens = to_tokens(be, be.group_norm(x, groups_, norm_));
   const Tensor q = be.linear(tokens, q_);
   const Tensor k = be.linear(tokens, k_);
   const Tensor v = be.linear(tokens, v_);
-  Tensor out = to_nchw(be.linear(be.attention(q, k, v, /*heads=*/1, scale_), out_), height, width);
+  Tensor out = to_nchw(be, be.linear(be.attention(q, k, v, /*heads=*/1, scale_), out_), height, width);
   be.add_inplace(out, x);  // `out` is owned here (fresh from the output projection)
   return out;
 }

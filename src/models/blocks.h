@@ -50,8 +50,8 @@ inline ConvInputTransform group_norm_silu(const NormWeights& norm, int groups) {
 }
 
 // NCHW feature map <-> token sequence [B, H*W, C] (what attention and linear layers consume).
-Tensor to_tokens(const Tensor& nchw);
-Tensor to_nchw(const Tensor& tokens, int64_t height, int64_t width);
+Tensor to_tokens(Backend& be, const Tensor& nchw);
+Tensor to_nchw(Backend& be, const Tensor& tokens, int64_t height, int64_t width);
 
 // diffusers ResnetBlock2D ("default" time-scale-shift):
 //   h = conv1(SiLU(norm1(x))) [+ time_emb_proj(SiLU(temb))] ; h = conv2(SiLU(norm2(h)))

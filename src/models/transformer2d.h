@@ -32,10 +32,8 @@ class Transformer2D {
 
  private:
   int groups_;
-  bool linear_projection_;
   NormWeights norm_;
-  Conv2dWeights proj_in_conv_, proj_out_conv_;
-  LinearWeights proj_in_linear_, proj_out_linear_;
+  LinearWeights proj_in_, proj_out_;  // SD1's 1x1 convolutions as the linear maps they are
   std::vector<BasicTransformerBlock> blocks_;
 };
 

@@ -306,6 +306,16 @@ TEST_P(OpsTest, BroadcastingElementwise) {
   EXPECT_LE(max_abs_error(backend_->scale(a, -2.5f), scaled), 1e-6);
 }
 
+// Sizes that are not multiples of the 16x16 blocks, and one large enough to run threaded.
+TEST_P(OpsTest, BatchedTransposeSwapsTheLastTwoDims) {
+  for (const Shape& shape : {Shape{2, 19, 37}, Shape{1, 1, 5}, Shape{3, 320, 130}}) {
+    const Tensor x = random_tensor(shape, 75);
+    const Tensor y = backend_->batched_transpose(x);
+    ASSERT_EQ(y.shape(), (Shape{shape[0], shape[2], shape[1]}));
+    EXPECT_EQ(max_abs_error(y, to_double(x.permute({0, 2, 1}).contiguous())), 0.0) << shape.str();
+  }
+}
+
 TEST_P(OpsTest, ConcatChunkUpsample) {
   const Tensor a = random_tensor(Shape{2, 3, 4, 5}, 70), b = random_tensor(Shape{2, 2, 4, 5}, 71);
   const Tensor ab[] = {a, b};

@@ -54,6 +54,7 @@ class CpuBackend final : public Backend {
   void add_inplace(Tensor& a, const Tensor& b) override { cpu::add_inplace(a, b); }
   Tensor concat(std::span<const Tensor> xs, int dim) override { return cpu::concat(xs, dim); }
   std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim) override { return cpu::chunk(x, pieces, dim); }
+  Tensor batched_transpose(const Tensor& x) override { return cpu::batched_transpose(x); }
   Tensor upsample_nearest2x(const Tensor& x) override { return cpu::upsample_nearest2x(x); }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float freq_shift) override {
     return cpu::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);

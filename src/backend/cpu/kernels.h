@@ -46,6 +46,7 @@ Tensor scale(const Tensor& a, float s);
 
 Tensor concat(std::span<const Tensor> xs, int dim);
 std::vector<Tensor> chunk(const Tensor& x, int pieces, int dim);
+Tensor batched_transpose(const Tensor& x);
 Tensor upsample_nearest2x(const Tensor& x);
 Tensor timestep_embedding(const Tensor& timesteps, int dim, bool flip_sin_to_cos, float freq_shift);
 
