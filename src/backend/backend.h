@@ -12,8 +12,9 @@
 namespace otter {
 
 // Arithmetic used inside convolution, matmul and attention. Inputs and outputs stay F32;
-// BF16 rounds the operands to bfloat16 and accumulates in F32; F16 (AVX-512 FP16, convolutions
-// and linear layers) rounds them to f16 and sums products in f16 (64 terms per partial sum) into F32.
+// BF16 rounds the operands to bfloat16 and accumulates in F32; F16 (AVX-512 FP16: convolutions,
+// linear layers and attention's two products) rounds them to f16 and sums products in f16 (at most
+// 64 terms per partial sum) into F32.
 enum class Precision { F32, BF16, F16 };
 
 enum class Activation { SiLU, GeluErf, GeluTanh, QuickGelu };
