@@ -60,7 +60,7 @@ class CpuBackend final : public Backend {
     return cpu::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);
   }
   void release_cached_memory() override {
-    Allocator::global().trim();
+    Allocator::global().free_cached();
     if (precision_ == Precision::F16) cpu::f16_release_scratch();
   }
 
