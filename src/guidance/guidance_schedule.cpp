@@ -111,7 +111,12 @@ std::string GuidanceSchedule::describe() const {
     case Kind::Cosine: return "cosine:" + num(start_) + ":" + num(end_);
     case Kind::List: {
       std::string s = "list:";
-      for (size_t i = 0; i < list_.size(); ++i) s += (i ? "," : "") + num(list_[i]);
+      for (size_t i = 0; i < list_.size(); ++i) {
+        // Appended piece by piece: `"," + num(...)` made GCC 12 warn falsely (-Wrestrict) in
+        // the inlined std::string::insert.
+        if (i) s += ',';
+        s += num(list_[i]);
+      }
       return s;
     }
   }
