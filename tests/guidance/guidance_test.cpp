@@ -169,6 +169,7 @@ TEST(GuidanceSchedule, ShapesAndParsing) {
   EXPECT_NO_THROW(list.validate(3));
   EXPECT_THROW(list.validate(4), Error);
   EXPECT_EQ(lin.describe(), "linear:10:2");
+  EXPECT_EQ(list.describe(), "list:1,2.5,-3");  // what the PNG's parameters record
   for (const char* bad : {"abc", "linear:1", "list:", "cosine:1:x", "7.5x"}) {
     try {
       GuidanceSchedule::parse(bad);
