@@ -19,6 +19,10 @@ class FlopCounter final : public Backend {
     flops_ += 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
     return inner_.linear(x, w);
   }
+  Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
+    flops_ += 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    return inner_.linear(x, w, residual);
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     flops_ += 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2));
     return inner_.matmul(a, b);
@@ -26,6 +30,9 @@ class FlopCounter final : public Backend {
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override { return count(inner_.conv2d(x, w), w); }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
     return count(inner_.conv2d(x, t, w), w);
+  }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
+    return count(inner_.conv2d(x, t, w, residual), w);
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
     // Q·K^T and P·V: 2·2·B·Nq·Nk·(H·D).

@@ -31,6 +31,10 @@ class OpProfiler final : public Backend {
     const double f = 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
     return timed("linear", f, [&] { return inner_.linear(x, w); });
   }
+  Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
+    const double f = 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    return timed("linear", f, [&] { return inner_.linear(x, w, residual); });
+  }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return timed("matmul", 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2)),
                  [&] { return inner_.matmul(a, b); });
@@ -39,8 +43,11 @@ class OpProfiler final : public Backend {
     return timed(conv_kind(w, "conv2d"), conv_flops(x, w, 0), [&] { return inner_.conv2d(x, w); });
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
-    const std::string kind = conv_kind(w, t.upsample_nearest2x ? "upsample+conv2d" : "norm+silu+conv2d");
-    return timed(kind, conv_flops(x, w, t.upsample_nearest2x ? 1 : 0), [&] { return inner_.conv2d(x, t, w); });
+    return timed(conv_kind(w, t), conv_flops(x, w, t.upsample_nearest2x ? 1 : 0), [&] { return inner_.conv2d(x, t, w); });
+  }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
+    return timed(conv_kind(w, t), conv_flops(x, w, t.upsample_nearest2x ? 1 : 0),
+                 [&] { return inner_.conv2d(x, t, w, residual); });
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
     const std::string kind = cat("attention ", q.dim(1), "x", k.dim(1), " d", q.dim(2) / heads);
@@ -99,6 +106,9 @@ class OpProfiler final : public Backend {
   }
   static std::string conv_kind(const Conv2dWeights& w, const char* what) {
     return cat(what, " ", w.weight.dim(2), "x", w.weight.dim(3));
+  }
+  static std::string conv_kind(const Conv2dWeights& w, const ConvInputTransform& t) {
+    return conv_kind(w, t.upsample_nearest2x ? "upsample+conv2d" : t.group_norm ? "norm+silu+conv2d" : "conv2d");
   }
   // Output pixels x weights per output channel, from the input's size (up_shift 1: upsampled 2x).
   static double conv_flops(const Tensor& x, const Conv2dWeights& w, int up_shift) {

@@ -65,6 +65,9 @@ class Backend {
 
   // x[..., in] -> x @ W^T + b: [..., out]
   virtual Tensor linear(const Tensor& x, LinearWeights& w) = 0;
+  // x @ W^T + b + residual (the output's shape), the residual added as the result is written (a
+  // transformer's skip connections, without another pass over the output).
+  virtual Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) = 0;
   // a[B, M, K] @ b[B, K, N] -> [B, M, N]
   virtual Tensor matmul(const Tensor& a, const Tensor& b) = 0;
   // x[N, C, H, W] -> [N, O, H', W']
@@ -72,6 +75,10 @@ class Backend {
   // conv2d(transform(x)): the same result as running the transform's ops first, fused where the
   // backend can.
   virtual Tensor conv2d(const Tensor& x, const ConvInputTransform& transform, Conv2dWeights& w) = 0;
+  // conv2d(transform(x)) + residual (the output's shape): a resnet's skip connection added as the
+  // result is written.
+  virtual Tensor conv2d(const Tensor& x, const ConvInputTransform& transform, Conv2dWeights& w,
+                        const Tensor& residual) = 0;
 
   // x[N, C, ...] normalised over (C/groups, ...) per group; optional SiLU afterwards (fused).
   virtual Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu = false) = 0;

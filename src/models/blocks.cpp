@@ -78,9 +78,8 @@ Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_s
                 h.dim(0));
     be.add_inplace(h, t.reshape(Shape{t.dim(0), t.dim(1), 1, 1}));  // broadcast over H, W (and batch if 1 row)
   }
-  Tensor out = be.conv2d(h, group_norm_silu(norm2_, groups_), conv2_);
-  // `out` is fresh from conv2d, so adding the shortcut in place never touches the caller's x.
-  be.add_inplace(out, has_shortcut_ ? be.conv2d(x, shortcut_) : x);
+  // The skip connection is added as conv2's result is written.
+  Tensor out = be.conv2d(h, group_norm_silu(norm2_, groups_), conv2_, has_shortcut_ ? be.conv2d(x, shortcut_) : x);
   if (output_scale_ != 1.0f) out = be.scale(out, 1.0f / output_scale_);
   return out;
 }
@@ -112,14 +111,15 @@ MultiHeadAttention::MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t
   to_out_ = load_linear(p, "to_out.0", query_dim, query_dim);
 }
 
-Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context) {
+Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context, const Tensor* residual) {
   const Tensor& ctx = context ? *context : x;
   OTTER_CHECK(ctx.dim(0) == x.dim(0), "attention: context batch ", ctx.dim(0), " does not match the input batch ",
               x.dim(0), " (", ctx.describe(), " vs ", x.describe(), ")");
   const Tensor q = be.linear(x, to_q_);
   const Tensor k = be.linear(ctx, to_k_);
   const Tensor v = be.linear(ctx, to_v_);
-  return be.linear(be.attention(q, k, v, heads_, scale_), to_out_);
+  const Tensor attended = be.attention(q, k, v, heads_, scale_);
+  return residual ? be.linear(attended, to_out_, *residual) : be.linear(attended, to_out_);
 }
 
 // ---- SpatialSelfAttention ----

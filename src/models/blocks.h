@@ -100,8 +100,9 @@ class Upsample2D {
 class MultiHeadAttention {
  public:
   MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t context_dim, int heads);
-  // x [B, N, query_dim], context [B, M, context_dim] or null for self-attention.
-  Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr);
+  // x [B, N, query_dim], context [B, M, context_dim] or null for self-attention; `residual` (the
+  // output's shape, or null) is added by the output projection.
+  Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr, const Tensor* residual = nullptr);
 
  private:
   int heads_;

@@ -18,9 +18,10 @@ BasicTransformerBlock::BasicTransformerBlock(ParamLoader p, int64_t dim, int64_t
       ff_out_(load_linear(p, "ff.net.2", 4 * dim, dim)) {}
 
 void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& context) {
-  be.add_inplace(x, attn1_.forward(be, be.layer_norm(x, norm1_)));
-  be.add_inplace(x, attn2_.forward(be, be.layer_norm(x, norm2_), &context));
-  be.add_inplace(x, be.linear(be.geglu(be.linear(be.layer_norm(x, norm3_), ff_in_)), ff_out_));
+  // Each skip connection is added by the output projection as it writes its result.
+  x = attn1_.forward(be, be.layer_norm(x, norm1_), nullptr, &x);
+  x = attn2_.forward(be, be.layer_norm(x, norm2_), &context, &x);
+  x = be.linear(be.geglu(be.linear(be.layer_norm(x, norm3_), ff_in_)), ff_out_, x);
 }
 
 namespace {

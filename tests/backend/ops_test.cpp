@@ -145,6 +145,31 @@ TEST_P(OpsTest, Conv2dWithInputTransformMatchesNaive) {
   }
 }
 
+// linear and conv2d with a residual: the same values as the op followed by add_inplace (the
+// residual is added to the finished sum, in the same order), the residual left untouched, and a
+// residual of the wrong shape refused.
+TEST_P(OpsTest, ResidualAddedAsTheResultIsWritten) {
+  const Tensor x = random_tensor(Shape{2, 7, 19}, 80);
+  LinearWeights lw{random_tensor(Shape{37, 19}, 81), random_tensor(Shape{37}, 82), nullptr, nullptr};
+  const Tensor res = random_tensor(Shape{2, 7, 37}, 83);
+  const auto res_before = to_double(res);
+  Tensor unfused = backend_->linear(x, lw);
+  backend_->add_inplace(unfused, res);
+  EXPECT_EQ(max_abs_error(backend_->linear(x, lw, res), to_double(unfused)), 0.0);
+  EXPECT_EQ(max_abs_error(res, res_before), 0.0);
+  EXPECT_THROW(backend_->linear(x, lw, random_tensor(Shape{2, 7, 36}, 84)), Error);
+
+  const Tensor xc = random_tensor(Shape{2, 9, 5, 7}, 85, -2, 3);
+  const NormWeights norm{random_tensor(Shape{9}, 86), random_tensor(Shape{9}, 87), 1e-6f};
+  Conv2dWeights cw{random_tensor(Shape{11, 9, 3, 3}, 88), random_tensor(Shape{11}, 89), 1, 1, 1, 1, 1, nullptr, nullptr};
+  const ConvInputTransform t{.group_norm = &norm, .groups = 3, .silu = true};
+  const Tensor cres = random_tensor(Shape{2, 11, 5, 7}, 90);
+  Tensor cunfused = backend_->conv2d(xc, t, cw);
+  backend_->add_inplace(cunfused, cres);
+  EXPECT_EQ(max_abs_error(backend_->conv2d(xc, t, cw, cres), to_double(cunfused)), 0.0);
+  EXPECT_THROW(backend_->conv2d(xc, t, cw, random_tensor(Shape{2, 11, 5, 6}, 91)), Error);
+}
+
 TEST_P(OpsTest, LinearMatchesNaive) {
   for (auto [m, k, n] : {std::tuple{7, 33, 5}, {77, 32, 37}, {64, 320, 320}, {1, 17, 1}}) {
     const Tensor x = random_tensor(Shape{1, m, k}, static_cast<uint32_t>(m * 31 + k));
@@ -385,10 +410,18 @@ TEST(F16Overflow, FallsBackToF32) {
     const Tensor y = backend->linear(x, lw);
     for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], 384000.0f) << "run " << run << " at " << i;
   }
+  // The same with a residual: the recomputed f32 result gets it too.
+  LinearWeights lw_res{w, Tensor(), nullptr, nullptr};
+  const Tensor res = Tensor::full(Shape{6, 8}, 1.0f);
+  const Tensor yr = backend->linear(x, lw_res, res);
+  for (int64_t i = 0; i < yr.numel(); ++i) ASSERT_EQ(yr.f32()[i], 384001.0f) << i;
   Tensor xc = Tensor::full(Shape{1, 64, 4, 4}, 3000.0f);
   Conv2dWeights cw{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0, nullptr, nullptr};
   const Tensor yc = backend->conv2d(xc, cw);
   for (int64_t i = 0; i < yc.numel(); ++i) ASSERT_EQ(yc.f32()[i], 384000.0f) << i;
+  Conv2dWeights cw_res{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0, nullptr, nullptr};
+  const Tensor ycr = backend->conv2d(xc, ConvInputTransform{}, cw_res, Tensor::full(Shape{1, 4, 4, 4}, 1.0f));
+  for (int64_t i = 0; i < ycr.numel(); ++i) ASSERT_EQ(ycr.f32()[i], 384001.0f) << i;
 }
 
 // `auto` picks a 16-bit path only where the probe measured it clearly faster than f32 FMAs.

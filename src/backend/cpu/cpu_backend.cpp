@@ -26,6 +26,14 @@ class CpuBackend final : public Backend {
   Tensor linear(const Tensor& x, LinearWeights& w) override {
     return precision_ == Precision::F16 ? cpu::f16_linear(x, w) : cpu::dnnl_linear(x, w, precision_);
   }
+  Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
+    if (precision_ == Precision::F16) return cpu::f16_linear(x, w, &residual);
+    Tensor y = cpu::dnnl_linear(x, w, precision_);
+    OTTER_CHECK(y.shape() == residual.shape(), "linear: residual ", residual.describe(), " does not match the output ",
+                y.describe());
+    cpu::add_inplace(y, residual);
+    return y;
+  }
   // Batched matmuls (no weights) stay on oneDNN; f16 computes them in f32.
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return cpu::dnnl_matmul(a, b, precision_ == Precision::F16 ? Precision::F32 : precision_);
@@ -36,6 +44,14 @@ class CpuBackend final : public Backend {
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
     if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t);
     return cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+  }
+  Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
+    if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t, &residual);
+    Tensor y = cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+    OTTER_CHECK(y.shape() == residual.shape(), "conv2d: residual ", residual.describe(), " does not match the output ",
+                y.describe());
+    cpu::add_inplace(y, residual);
+    return y;
   }
 
   Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu) override {

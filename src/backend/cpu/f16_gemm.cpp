@@ -63,11 +63,12 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
   }
 }
 
-// out[c] = lanes[2c] + lanes[2c + 1] (+ bias[c]) for c < cols: a tile row's even-k and odd-k sums
-// of each column, sixteen columns per step (scalar, this write-out took half the GEMM's time).
-// Returns false if a value is not finite (an f16 partial sum overflowed), checked here rather than
-// in a second pass over the output.
-__attribute__((target("avx512f"))) bool write_row(const float* lanes, const float* bias, int64_t cols, float* out) {
+// out[c] = lanes[2c] + lanes[2c + 1] (+ bias[c]) (+ residual[c]) for c < cols: a tile row's even-k
+// and odd-k sums of each column, sixteen columns per step (scalar, this write-out took half the
+// GEMM's time). Returns false if a sum is not finite (an f16 partial sum overflowed), checked here
+// rather than in a second pass over the output.
+__attribute__((target("avx512f"))) bool write_row(const float* lanes, const float* bias, const float* residual,
+                                                  int64_t cols, float* out) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512 zero = _mm512_setzero_ps();
@@ -78,6 +79,7 @@ __attribute__((target("avx512f"))) bool write_row(const float* lanes, const floa
     __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
     if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + c));
     poison = _mm512_mask_add_ps(poison, m, poison, _mm512_mul_ps(sum, zero));
+    if (residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, residual + c));
     if (m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
       _mm512_stream_ps(out + c, sum);  // no read-for-ownership of the output line
     else
@@ -124,7 +126,8 @@ F16PackedWeights pack_f16_weights(const Tensor& w_in) {
   return p;
 }
 
-bool gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float* bias, float* y) {
+bool gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float* bias, float* y,
+              const float* residual) {
   OTTER_CHECK(f16_gemm_available(), "gemm_f16 needs a CPU with AVX-512 FP16");
   const int64_t K = w.k_padded, N = w.n;
   const int64_t row_blocks = (M + kF16Rows - 1) / kF16Rows, panels = (N + kF16Cols - 1) / kF16Cols;
@@ -157,8 +160,10 @@ bool gemm_f16(const float* x, int64_t M, const F16PackedWeights& w, const float*
       const int64_t n0 = p * kF16Cols, cols = std::min<int64_t>(kF16Cols, N - n0);
       for (int64_t rb = rb0; rb < rb1; ++rb)
         for (int r = 0; r < kF16Rows && rb * kF16Rows + r < M; ++r) {
-          float* out = y + (rb * kF16Rows + r) * N + n0;
-          finite = write_row(tiles[rb - rb0] + r * kF16Lanes, bias ? bias + n0 : nullptr, cols, out) && finite;
+          const int64_t row = rb * kF16Rows + r;
+          finite = write_row(tiles[rb - rb0] + r * kF16Lanes, bias ? bias + n0 : nullptr,
+                             residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
+                   finite;
         }
       _mm_sfence();  // the streaming stores are weakly ordered: complete them before other threads read y
     }

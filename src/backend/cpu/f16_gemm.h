@@ -63,9 +63,11 @@ struct F16PackedWeights {
 };
 F16PackedWeights pack_f16_weights(const Tensor& w);
 
-// y[M, N] = x[M, K] · Wᵀ (+ bias[N] if not null), x and y f32 row-major, threaded with OpenMP.
-// Returns false if an output is not finite (f16 overflow; the caller recomputes in f32).
-bool gemm_f16(const float* x, int64_t m, const F16PackedWeights& w, const float* bias, float* y);
+// y[M, N] = x[M, K] · Wᵀ (+ bias[N]) (+ residual[M, N]), each added where not null; x, y and the
+// residual f32 row-major (the residual may not alias y), threaded with OpenMP. Returns false if a
+// product is not finite (f16 overflow; the caller recomputes in f32).
+bool gemm_f16(const float* x, int64_t m, const F16PackedWeights& w, const float* bias, float* y,
+              const float* residual = nullptr);
 
 // The micro-kernel: acc[kF16Rows][kF16Lanes] (+)= the products of rows[r][k] and the panel over
 // k in [k_begin, k_end) (both even), column c's sums in lanes 2c (even k) and 2c + 1 (odd k).

@@ -17,6 +17,20 @@
 namespace otter::cpu {
 namespace {
 
+// The residual as contiguous f32 of the output's shape (null if none).
+Tensor residual_f32(const Tensor* residual, const Shape& out_shape) {
+  if (residual == nullptr) return Tensor();
+  OTTER_CHECK(residual->shape() == out_shape, "residual ", residual->describe(), " does not match the output shape ",
+              out_shape.str());
+  return residual->to(DType::F32).contiguous();
+}
+
+// The f32 fallback's result plus the residual (if any).
+Tensor with_residual(Tensor y, const Tensor& residual) {
+  if (residual.defined()) add_inplace(y, residual);
+  return y;
+}
+
 // A bias as the f32 values the write-outs add (empty if the layer has none).
 std::vector<float> bias_f32(const Tensor& bias) {
   if (!bias.defined()) return {};
@@ -42,14 +56,17 @@ struct PreparedF16Conv {
 
 bool f16_ops_available() { return f16_gemm_available(); }
 
-Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
+Tensor f16_linear(const Tensor& x_in, LinearWeights& w, const Tensor* residual_in) {
   OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
   OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
               " features (weight ", w.weight.describe(), ")");
   if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Linear>();
   auto& prep = *static_cast<PreparedF16Linear*>(w.prepared_f16.get());
-  if (prep.use_f32) return dnnl_linear(x_in, w, Precision::F32);
+  std::vector<int64_t> out_shape = x_in.shape().to_vector();
+  out_shape.back() = N;
+  const Tensor residual = residual_f32(residual_in, Shape(out_shape));
+  if (prep.use_f32) return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
   std::call_once(prep.packed, [&] {
     prep.w = pack_f16_weights(w.weight);
     prep.bias = bias_f32(w.bias);
@@ -57,12 +74,11 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w) {
   });
   const Tensor x = x_in.to(DType::F32).contiguous();
   const int64_t M = x.numel() / K;
-  std::vector<int64_t> out_shape = x_in.shape().to_vector();
-  out_shape.back() = N;
   Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
-  if (!gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32())) {
+  if (!gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32(),
+                residual.defined() ? residual.f32() : nullptr)) {
     prep.use_f32 = true;
-    return dnnl_linear(x_in, w, Precision::F32);
+    return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
   }
   return y;
 }
@@ -122,10 +138,11 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
 
 // Writes one group's results — consecutive output pixels [p0, p1) x channels [o0, o0 + cols) —
 // into NCHW y: each tile row's lane pairs are summed (+ bias) into a channel-major buffer, then
-// every channel's pixels go out as contiguous runs (split where the group crosses an image).
-// Returns false if any value is not finite (f16 overflow).
+// every channel's pixels go out as contiguous runs (split where the group crosses an image), plus
+// the residual's (NCHW like y) where there is one. Returns false if a sum is not finite (f16
+// overflow).
 bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int64_t p1, const float* bias,
-                      const ConvGeometry& g, int64_t o0, int64_t cols, float* y) {
+                      const float* residual, const ConvGeometry& g, int64_t o0, int64_t cols, float* y) {
   constexpr int64_t kMaxPixels = 16 * kF16Rows;
   alignas(64) float buf[kF16Cols][kMaxPixels];
   const int64_t count = p1 - p0;
@@ -142,8 +159,14 @@ bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int6
   for (int64_t q = 0; q < count;) {
     const int64_t pixel = p0 + q, n = pixel / ohw, hw = pixel % ohw;
     const int64_t run = std::min(count - q, ohw - hw);
-    for (int64_t c = 0; c < cols; ++c)
-      std::copy(&buf[c][q], &buf[c][q] + run, y + (n * g.O + o0 + c) * ohw + hw);
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t at = (n * g.O + o0 + c) * ohw + hw;
+      if (residual) {
+        for (int64_t i = 0; i < run; ++i) y[at + i] = buf[c][q + i] + residual[at + i];
+      } else {
+        std::copy(&buf[c][q], &buf[c][q] + run, y + at);
+      }
+    }
     q += run;
   }
   return poison == 0.0f;
@@ -151,13 +174,15 @@ bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int6
 
 }  // namespace
 
-Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform* transform) {
+Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform* transform,
+                  const Tensor* residual_in) {
   OTTER_CHECK(x_in.rank() == 4, "conv2d needs [N, C, H, W], got ", x_in.describe());
   OTTER_CHECK(w.weight.rank() == 4, "conv2d weight must be [O, I, kh, kw], got ", w.weight.describe());
   // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows.
+  Tensor residual;
   auto in_f32 = [&] {
     const Tensor x = transform ? apply_conv_input_transform(x_in, *transform) : x_in;
-    return dnnl_conv2d(x, w, Precision::F32);
+    return with_residual(dnnl_conv2d(x, w, Precision::F32), residual);
   };
   ConvGeometry g{};
   g.up_shift = transform != nullptr && transform->upsample_nearest2x ? 1 : 0;
@@ -169,6 +194,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
   g.OH = (g.H + w.pad_top + w.pad_bottom - g.kh) / w.stride + 1;
   g.OW = (g.W + w.pad_left + w.pad_right - g.kw) / w.stride + 1;
   g.cp = (g.C + 1) / 2 * 2;
+  residual = residual_f32(residual_in, Shape{g.N, g.O, g.OH, g.OW});
 
   if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Conv>();
   auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
@@ -244,8 +270,9 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
             f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);
           }
         }
-      const bool finite = conv_write_group(acc, t0 * kF16Rows, std::min(pixels, t1 * kF16Rows), bias, g,
-                                           p * kF16Cols, std::min<int64_t>(kF16Cols, g.O - p * kF16Cols), y.f32());
+      const bool finite = conv_write_group(acc, t0 * kF16Rows, std::min(pixels, t1 * kF16Rows), bias,
+                                           residual.defined() ? residual.f32() : nullptr, g, p * kF16Cols,
+                                           std::min<int64_t>(kF16Cols, g.O - p * kF16Cols), y.f32());
       if (!finite) overflow = true;
     }
   if (overflow) {

@@ -16,9 +16,11 @@ namespace otter::cpu {
 
 bool f16_ops_available();  // AVX-512 FP16 present
 
-Tensor f16_linear(const Tensor& x, LinearWeights& w);
+// `residual` (the output's shape, or null) is added as the result is written.
+Tensor f16_linear(const Tensor& x, LinearWeights& w, const Tensor* residual = nullptr);
 // With a transform, its group norm (+ SiLU) is applied while the input is converted to f16 and
 // its 2x upsampling by where each output pixel's tap reads: neither intermediate is materialised.
-Tensor f16_conv2d(const Tensor& x, Conv2dWeights& w, const ConvInputTransform* transform = nullptr);
+Tensor f16_conv2d(const Tensor& x, Conv2dWeights& w, const ConvInputTransform* transform = nullptr,
+                  const Tensor* residual = nullptr);
 
 }  // namespace otter::cpu
