@@ -8,7 +8,8 @@
 // With the head size in the loops rather than the lanes no lane is wasted on SD1's 40 (the
 // keys-in-lanes kernel padded P·V to 48), broadcasts of f32 are pure loads, and register tiles
 // of 6 keys (or 6 value dims) x 4 query vectors keep 24 accumulators in registers. Extra memory:
-// O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix.
+// O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix. Under --precision f16 the two
+// products run on f16 operands at twice the rate (see "f16 products" below).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's false positive in its AVX-512 headers
 #pragma GCC diagnostic ignored "-Wuninitialized"        // (the same, for the f16 conversions)
 #include <immintrin.h>
