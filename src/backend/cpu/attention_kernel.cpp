@@ -98,7 +98,7 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
     // f16 products from one key block up: below it, converting the keys and values costs more than
     // the faster products save (4096 queries x 77 keys: 113 GFLOP/s in f16, 130 in f32).
     return attention_avx512(q, k, v, heads, scale, causal, threads,
-                            f16_products && cpu_features().avx512fp16 && Nk >= 128);
+                            f16_products && cpu_features().avx512fp16 && Nk >= kKeyBlock);
   const int64_t per_thread = 2 * kQueryBlock * D + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 

@@ -29,9 +29,7 @@ class CpuBackend final : public Backend {
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
     if (precision_ == Precision::F16) return cpu::f16_linear(x, w, &residual);
     Tensor y = cpu::dnnl_linear(x, w, precision_);
-    OTTER_CHECK(y.shape() == residual.shape(), "linear: residual ", residual.describe(), " does not match the output ",
-                y.describe());
-    cpu::add_inplace(y, residual);
+    cpu::add_residual(y, residual, "linear");
     return y;
   }
   // Batched matmuls (no weights) stay on oneDNN; f16 computes them in f32.
@@ -48,9 +46,7 @@ class CpuBackend final : public Backend {
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
     if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t, &residual);
     Tensor y = cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
-    OTTER_CHECK(y.shape() == residual.shape(), "conv2d: residual ", residual.describe(), " does not match the output ",
-                y.describe());
-    cpu::add_inplace(y, residual);
+    cpu::add_residual(y, residual, "conv2d");
     return y;
   }
 

@@ -17,11 +17,10 @@
 namespace otter::cpu {
 namespace {
 
-// The residual as contiguous f32 of the output's shape (null if none).
-Tensor residual_f32(const Tensor* residual, const Shape& out_shape) {
+// The residual as contiguous f32 of the output's shape (undefined if none).
+Tensor residual_f32(const Tensor* residual, const Shape& output, const char* op) {
   if (residual == nullptr) return Tensor();
-  OTTER_CHECK(residual->shape() == out_shape, "residual ", residual->describe(), " does not match the output shape ",
-              out_shape.str());
+  check_residual(*residual, output, op);
   return residual->to(DType::F32).contiguous();
 }
 
@@ -65,7 +64,7 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w, const Tensor* residual_i
   auto& prep = *static_cast<PreparedF16Linear*>(w.prepared_f16.get());
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
-  const Tensor residual = residual_f32(residual_in, Shape(out_shape));
+  const Tensor residual = residual_f32(residual_in, Shape(out_shape), "linear");
   if (prep.use_f32) return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
   std::call_once(prep.packed, [&] {
     prep.w = pack_f16_weights(w.weight);
@@ -85,12 +84,12 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w, const Tensor* residual_i
 
 namespace {
 
-// Shapes of one convolution call. H, W: the convolution's input (after any upsampling); the f16
-// copy holds the source, H >> up_shift by W >> up_shift pixels. cp = C rounded up to even (the
+// Shapes of one convolution call. SH, SW: the source, as the f16 copy holds it; H, W: the
+// convolution's input, the source upsampled 2x when up_shift is 1. cp = C rounded up to even (the
 // f16 kernel reads k in pairs).
 struct ConvGeometry {
-  int64_t N, C, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
-  int up_shift;  // 1: the input is the source upsampled 2x (nearest), 0: the source itself
+  int64_t N, C, SH, SW, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
+  int up_shift;
 };
 
 // y = fma(x, a, b), then SiLU if asked: group_norm's arithmetic for one channel's row, in a
@@ -107,7 +106,7 @@ OTTER_KERNEL void affine_row(const float* x, float* y, int64_t n, float a, float
 // The source as f16 NHWC with Cp channels into xh, through the transform's group norm (+ SiLU)
 // when it has one: the same float values group_norm would produce, rounded to f16 once.
 void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, uint16_t* xh) {
-  const int64_t SH = g.H >> g.up_shift, SW = g.W >> g.up_shift;
+  const int64_t SH = g.SH, SW = g.SW;
   const bool norm = t != nullptr && t->group_norm != nullptr, silu = norm && t->silu;
   const ChannelAffine affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : ChannelAffine{};
 #pragma omp parallel for collapse(2)
@@ -178,15 +177,10 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
                   const Tensor* residual_in) {
   OTTER_CHECK(x_in.rank() == 4, "conv2d needs [N, C, H, W], got ", x_in.describe());
   OTTER_CHECK(w.weight.rank() == 4, "conv2d weight must be [O, I, kh, kw], got ", w.weight.describe());
-  // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows.
-  Tensor residual;
-  auto in_f32 = [&] {
-    const Tensor x = transform ? apply_conv_input_transform(x_in, *transform) : x_in;
-    return with_residual(dnnl_conv2d(x, w, Precision::F32), residual);
-  };
   ConvGeometry g{};
   g.up_shift = transform != nullptr && transform->upsample_nearest2x ? 1 : 0;
-  g.N = x_in.dim(0), g.C = x_in.dim(1), g.H = x_in.dim(2) << g.up_shift, g.W = x_in.dim(3) << g.up_shift;
+  g.N = x_in.dim(0), g.C = x_in.dim(1), g.SH = x_in.dim(2), g.SW = x_in.dim(3);
+  g.H = g.SH << g.up_shift, g.W = g.SW << g.up_shift;
   g.O = w.weight.dim(0), g.kh = w.weight.dim(2), g.kw = w.weight.dim(3);
   OTTER_CHECK(w.weight.dim(1) == g.C, "conv2d: input has ", g.C, " channels, weight expects ", w.weight.dim(1), " (",
               w.weight.describe(), ")");
@@ -194,7 +188,12 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
   g.OH = (g.H + w.pad_top + w.pad_bottom - g.kh) / w.stride + 1;
   g.OW = (g.W + w.pad_left + w.pad_right - g.kw) / w.stride + 1;
   g.cp = (g.C + 1) / 2 * 2;
-  residual = residual_f32(residual_in, Shape{g.N, g.O, g.OH, g.OW});
+  const Tensor residual = residual_f32(residual_in, Shape{g.N, g.O, g.OH, g.OW}, "conv2d");
+  // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows.
+  auto in_f32 = [&] {
+    const Tensor x = transform ? apply_conv_input_transform(x_in, *transform) : x_in;
+    return with_residual(dnnl_conv2d(x, w, Precision::F32), residual);
+  };
 
   if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Conv>();
   auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
@@ -218,7 +217,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
 
   // The input as f16 NHWC with Cp channels, plus one row of zeros for the padding taps.
   const Tensor x = x_in.to(DType::F32).contiguous();
-  const int64_t source_pixels = g.N * (g.H >> g.up_shift) * (g.W >> g.up_shift);
+  const int64_t source_pixels = g.N * g.SH * g.SW;
   uint16_t* const xh = f16_scratch(static_cast<size_t>(source_pixels * g.cp + g.cp), 1);
   uint16_t* zeros = xh + source_pixels * g.cp;
   std::fill(zeros, zeros + g.cp, uint16_t{0});
@@ -239,13 +238,12 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
     for (int64_t gi = 0; gi < groups; ++gi) {
       alignas(64) float acc[kGroup][kF16Rows * kF16Lanes];
       int64_t n_of[kGroup][kF16Rows], oh_of[kGroup][kF16Rows], ow_of[kGroup][kF16Rows];
-      int rows[kGroup];
       const int64_t t0 = gi * kGroup, t1 = std::min(tiles, t0 + kGroup);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ti = t - t0;
-        rows[ti] = static_cast<int>(std::min<int64_t>(kF16Rows, pixels - t * kF16Rows));
         for (int r = 0; r < kF16Rows; ++r) {
-          const int64_t pixel = t * kF16Rows + std::min(r, rows[ti] - 1);
+          // A last tile's missing rows repeat its last pixel (their sums are not written).
+          const int64_t pixel = std::min(t * kF16Rows + r, pixels - 1);
           n_of[ti][r] = pixel / (g.OH * g.OW);
           oh_of[ti][r] = pixel / g.OW % g.OH;
           ow_of[ti][r] = pixel % g.OW;
@@ -263,8 +261,7 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
               // An upsampled pixel reads its nearest source pixel: the 2x tensor never exists.
               row_ptrs[r] = ih < 0 || ih >= g.H || iw < 0 || iw >= g.W
                                 ? zeros
-                                : xh + ((n_of[ti][r] * (g.H >> g.up_shift) + (ih >> g.up_shift)) * (g.W >> g.up_shift) +
-                                        (iw >> g.up_shift)) * g.cp;
+                                : xh + ((n_of[ti][r] * g.SH + (ih >> g.up_shift)) * g.SW + (iw >> g.up_shift)) * g.cp;
             }
             // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
             f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);

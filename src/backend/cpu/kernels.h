@@ -42,6 +42,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, f
 enum class BinaryOp { Add, Mul };
 Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
 void add_inplace(Tensor& a, const Tensor& b);
+// A skip connection must have the op's output shape exactly (no broadcasting); the error names both.
+void check_residual(const Tensor& residual, const Shape& output, const char* op);
+// y += residual after that check: the unfused form of the ops that take a residual.
+void add_residual(Tensor& y, const Tensor& residual, const char* op);
 Tensor scale(const Tensor& a, float s);
 
 Tensor concat(std::span<const Tensor> xs, int dim);

@@ -100,6 +100,16 @@ void add_inplace(Tensor& a, const Tensor& b_in) {
   broadcast_apply(a, b, a.f32(), a.shape(), add_run);
 }
 
+void check_residual(const Tensor& residual, const Shape& output, const char* op) {
+  OTTER_CHECK(residual.shape() == output, op, ": residual ", residual.describe(), " does not match the output shape ",
+              output.str());
+}
+
+void add_residual(Tensor& y, const Tensor& residual, const char* op) {
+  check_residual(residual, y.shape(), op);
+  add_inplace(y, residual);
+}
+
 OTTER_KERNEL static void scale_run(const float* x, float* y, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s;
 }
