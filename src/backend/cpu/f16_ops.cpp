@@ -108,7 +108,9 @@ OTTER_KERNEL void affine_row(const float* x, float* y, int64_t n, float a, float
 void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, uint16_t* xh) {
   const int64_t SH = g.SH, SW = g.SW;
   const bool norm = t != nullptr && t->group_norm != nullptr, silu = norm && t->silu;
-  const ChannelAffine affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : ChannelAffine{};
+  const Tensor affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : Tensor();
+  const float* scale = norm ? affine.f32() : nullptr;  // [N·C], then the shifts
+  const float* shift = norm ? scale + g.N * g.C : nullptr;
 #pragma omp parallel for collapse(2)
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t h = 0; h < SH; ++h) {
@@ -125,8 +127,7 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
         if (h + 1 < SH)
           for (int64_t off = 0; off < SW; off += 16) __builtin_prefetch(src + SW + off);
         if (norm) {
-          const size_t nc = static_cast<size_t>(n * g.C + c);
-          affine_row(src, normed.data(), SW, affine.scale[nc], affine.shift[nc], silu);
+          affine_row(src, normed.data(), SW, scale[n * g.C + c], shift[n * g.C + c], silu);
           src = normed.data();
         }
         for (int64_t ww = 0; ww < SW; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];

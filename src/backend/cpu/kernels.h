@@ -22,11 +22,10 @@ constexpr int64_t kParallelMinElements = 1 << 15;
 
 Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool then_silu);
 // Group norm as the affine map it applies to each (sample, channel): y = fma(x, scale, shift)
-// (then SiLU as fast_silu). Fused consumers apply it on the fly and get group_norm's exact values.
-struct ChannelAffine {
-  std::vector<float> scale, shift;  // [N·C]
-};
-ChannelAffine group_norm_affine(const Tensor& x, int groups, const NormWeights& w);
+// (then SiLU as fast_silu), as [2, N, C]: the scales, then the shifts. Fused consumers apply it on
+// the fly and get group_norm's exact values. From the caching allocator: it is rebuilt for every
+// convolution of every denoising step.
+Tensor group_norm_affine(const Tensor& x, int groups, const NormWeights& w);
 // The transform's ops one after another (for backends or paths that do not fuse them).
 Tensor apply_conv_input_transform(const Tensor& x, const ConvInputTransform& t);
 Tensor layer_norm(const Tensor& x, const NormWeights& w);

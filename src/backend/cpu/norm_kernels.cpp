@@ -68,24 +68,24 @@ void check_group_norm(const Tensor& x, int groups, const NormWeights& w) {
 
 }  // namespace
 
-ChannelAffine group_norm_affine(const Tensor& x, int groups, const NormWeights& w) {
+Tensor group_norm_affine(const Tensor& x, int groups, const NormWeights& w) {
   check_group_norm(x, groups, w);
   const int64_t N = x.dim(0), C = x.dim(1), spatial = x.numel() / (N * C), per_group = C / groups;
   const Tensor xc = x.to(DType::F32).contiguous();
   const Tensor gamma = w.gamma.to(DType::F32), beta = w.beta.to(DType::F32);
-  ChannelAffine a;
-  a.scale.resize(static_cast<size_t>(N * C));
-  a.shift.resize(static_cast<size_t>(N * C));
+  Tensor affine = Tensor::empty(Shape{2, N, C}, DType::F32);
+  float* scale = affine.f32();
+  float* shift = scale + N * C;
 #pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t grp = 0; grp < groups; ++grp) {
       const Moments m = moments(xc.f32() + (n * C + grp * per_group) * spatial, per_group * spatial, w.eps);
       for (int64_t ch = grp * per_group; ch < (grp + 1) * per_group; ++ch) {
-        a.scale[static_cast<size_t>(n * C + ch)] = norm_scale(m, gamma.f32()[ch]);
-        a.shift[static_cast<size_t>(n * C + ch)] = norm_shift(m, gamma.f32()[ch], beta.f32()[ch]);
+        scale[n * C + ch] = norm_scale(m, gamma.f32()[ch]);
+        shift[n * C + ch] = norm_shift(m, gamma.f32()[ch], beta.f32()[ch]);
       }
     }
-  return a;
+  return affine;
 }
 
 Tensor apply_conv_input_transform(const Tensor& x, const ConvInputTransform& t) {
