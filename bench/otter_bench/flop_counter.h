@@ -4,6 +4,7 @@
 // counts 2). Running one model pass through it gives the pass's FLOPs from the architecture as
 // actually executed.
 #include "backend/backend.h"
+#include "op_flops.h"
 
 namespace otter::bench {
 
@@ -16,15 +17,15 @@ class FlopCounter final : public Backend {
   std::string name() const override { return inner_.name(); }
   Precision precision() const override { return inner_.precision(); }
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    flops_ += 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    flops_ += linear_flops(x, w);
     return inner_.linear(x, w);
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
-    flops_ += 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
+    flops_ += linear_flops(x, w);
     return inner_.linear(x, w, residual);
   }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
-    flops_ += 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2));
+    flops_ += matmul_flops(a, b);
     return inner_.matmul(a, b);
   }
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override { return count(inner_.conv2d(x, w), w); }
@@ -35,8 +36,7 @@ class FlopCounter final : public Backend {
     return count(inner_.conv2d(x, t, w, residual), w);
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
-    // Q·K^T and P·V: 2·2·B·Nq·Nk·(H·D).
-    flops_ += 4.0 * static_cast<double>(q.numel()) * static_cast<double>(k.dim(1));
+    flops_ += attention_flops(q, k);
     return inner_.attention(q, k, v, heads, scale, causal);
   }
   Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool silu) override {
@@ -61,7 +61,7 @@ class FlopCounter final : public Backend {
 
  private:
   Tensor count(Tensor y, const Conv2dWeights& w) {
-    flops_ += 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.weight.numel() / w.weight.dim(0));
+    flops_ += conv_flops(y, w);
     return y;
   }
   Backend& inner_;

@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "op_flops.h"
 
 namespace otter::bench {
 
@@ -28,31 +29,26 @@ class OpProfiler final : public Backend {
   Precision precision() const override { return inner_.precision(); }
 
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    const double f = 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
-    return timed("linear", f, [&] { return inner_.linear(x, w); });
+    return timed("linear", linear_flops(x, w), [&] { return inner_.linear(x, w); });
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
-    const double f = 2.0 * static_cast<double>(x.numel() / w.weight.dim(1)) * static_cast<double>(w.weight.numel());
-    return timed("linear", f, [&] { return inner_.linear(x, w, residual); });
+    return timed("linear", linear_flops(x, w), [&] { return inner_.linear(x, w, residual); });
   }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
-    return timed("matmul", 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.dim(2)),
-                 [&] { return inner_.matmul(a, b); });
+    return timed("matmul", matmul_flops(a, b), [&] { return inner_.matmul(a, b); });
   }
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
-    return timed(conv_kind(w, "conv2d"), conv_flops(x, w, 0), [&] { return inner_.conv2d(x, w); });
+    return timed_conv(conv_kind(w, "conv2d"), w, [&] { return inner_.conv2d(x, w); });
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
-    return timed(conv_kind(w, t), conv_flops(x, w, t.upsample_nearest2x ? 1 : 0), [&] { return inner_.conv2d(x, t, w); });
+    return timed_conv(conv_kind(w, t), w, [&] { return inner_.conv2d(x, t, w); });
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
-    return timed(conv_kind(w, t), conv_flops(x, w, t.upsample_nearest2x ? 1 : 0),
-                 [&] { return inner_.conv2d(x, t, w, residual); });
+    return timed_conv(conv_kind(w, t), w, [&] { return inner_.conv2d(x, t, w, residual); });
   }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
     const std::string kind = cat("attention ", q.dim(1), "x", k.dim(1), " d", q.dim(2) / heads);
-    return timed(kind, 4.0 * static_cast<double>(q.numel()) * static_cast<double>(k.dim(1)),
-                 [&] { return inner_.attention(q, k, v, heads, scale, causal); });
+    return timed(kind, attention_flops(q, k), [&] { return inner_.attention(q, k, v, heads, scale, causal); });
   }
   Tensor group_norm(const Tensor& x, int groups, const NormWeights& w, bool silu) override {
     return timed("group_norm", 0, [&] { return inner_.group_norm(x, groups, w, silu); });
@@ -104,18 +100,18 @@ class OpProfiler final : public Backend {
     ++t.calls;
     return y;
   }
+  // A convolution's FLOPs follow from its output's size.
+  template <class Fn>
+  Tensor timed_conv(const std::string& kind, const Conv2dWeights& w, Fn&& fn) {
+    Tensor y = timed(kind, 0, fn);
+    times_[kind].flops += conv_flops(y, w);
+    return y;
+  }
   static std::string conv_kind(const Conv2dWeights& w, const char* what) {
     return cat(what, " ", w.weight.dim(2), "x", w.weight.dim(3));
   }
   static std::string conv_kind(const Conv2dWeights& w, const ConvInputTransform& t) {
     return conv_kind(w, t.upsample_nearest2x ? "upsample+conv2d" : t.group_norm ? "norm+silu+conv2d" : "conv2d");
-  }
-  // Output pixels x weights per output channel, from the input's size (up_shift 1: upsampled 2x).
-  static double conv_flops(const Tensor& x, const Conv2dWeights& w, int up_shift) {
-    const int64_t h = x.dim(2) << up_shift, wd = x.dim(3) << up_shift;
-    const int64_t oh = (h + w.pad_top + w.pad_bottom - w.weight.dim(2)) / w.stride + 1;
-    const int64_t ow = (wd + w.pad_left + w.pad_right - w.weight.dim(3)) / w.stride + 1;
-    return 2.0 * static_cast<double>(x.dim(0) * oh * ow) * static_cast<double>(w.weight.numel());
   }
 
   Backend& inner_;
