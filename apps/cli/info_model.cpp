@@ -11,6 +11,7 @@
 #include "io/component_tensors.h"
 #include "io/model_files.h"
 #include "io/safetensors.h"
+#include "text/tokenizer_location.h"
 
 namespace otter::cli {
 
@@ -67,7 +68,8 @@ bool is_single_file_checkpoint(const std::filesystem::path& path) {
   return false;
 }
 
-void describe_model(const std::filesystem::path& path, const ModelOptions& options, std::ostream& out) {
+void describe_model(const std::filesystem::path& path, const ModelOptions& options, std::ostream& out,
+                    const std::optional<std::filesystem::path>& tokenizer) {
   const ModelFiles m = open_model(path, options);
   const auto te = text_encoder_tensor_specs(m.configs.text_encoder);
   const auto unet = unet_tensor_specs(m.configs.unet);
@@ -80,7 +82,7 @@ void describe_model(const std::filesystem::path& path, const ModelOptions& optio
       << "family:       " << family_name(m.family) << "\n"
       << "prediction:   " << m.prediction_type << "\n"
       << "scheduler:    " << m.configs.scheduler.value("_class_name", std::string("?")) << "\n"
-      << "tokenizer:    " << (m.configs.tokenizer_dir ? m.configs.tokenizer_dir->string() : std::string("none in the model"))
+      << "tokenizer:    " << choose_tokenizer(m.configs.tokenizer_dir, tokenizer).describe()
       << ", pad token " << (pad.is_string() ? pad.dump() : std::string("?")) << "\n";
   describe_component(out, "text encoder", text_encoder_summary(m.configs.text_encoder), *m.text_encoder, te);
   describe_component(out, "unet", unet_summary(m.configs.unet), *m.unet, unet);

@@ -51,9 +51,9 @@ std::unique_ptr<StableDiffusion> StableDiffusion::load(const std::filesystem::pa
                                                        const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   ModelFiles files = open_model(path, options.model);
-  const std::filesystem::path tokenizer_dir =
-      files.configs.tokenizer_dir ? *files.configs.tokenizer_dir : find_tokenizer_dir(std::nullopt, options.tokenizer);
-  ClipTokenizer tokenizer = ClipTokenizer::load(tokenizer_dir);
+  const TokenizerChoice tokenizer_choice = choose_tokenizer(files.configs.tokenizer_dir, options.tokenizer);
+  ClipTokenizer tokenizer = load_tokenizer(tokenizer_choice);
+  files.notes.push_back(cat("tokenizer: ", tokenizer_choice.describe()));
 
   std::unique_ptr<StableDiffusion> sd(new StableDiffusion(backend, std::move(files), std::move(tokenizer)));
   const ModelFiles& f = sd->files_;

@@ -232,13 +232,18 @@ std::optional<std::string> pad_token_from(const std::filesystem::path& file) {
 
 }  // namespace
 
-BpeVocab read_vocab_json(const std::filesystem::path& file) {
-  const std::string text = read_file(file);
+BpeVocab read_vocab_json(const std::filesystem::path& file) { return parse_vocab_json(read_file(file), file); }
+
+BpeVocab parse_vocab_json(std::string_view text, const std::filesystem::path& file) {
   return VocabJsonParser(file, text).parse();
 }
 
 std::vector<BpeMerge> read_merges_txt(const std::filesystem::path& file, const BpeVocab& vocab) {
-  const std::string text = read_file(file);
+  return parse_merges_txt(read_file(file), file, vocab);
+}
+
+std::vector<BpeMerge> parse_merges_txt(std::string_view text, const std::filesystem::path& file,
+                                       const BpeVocab& vocab) {
   std::vector<BpeMerge> merges;
   merges.reserve(static_cast<size_t>(vocab.size()));
   std::string merged;
@@ -246,7 +251,7 @@ std::vector<BpeMerge> read_merges_txt(const std::filesystem::path& file, const B
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
+    if (end == std::string_view::npos) end = text.size();
     std::string_view line(text.data() + pos, end - pos);
     pos = end + 1;
     ++line_number;
@@ -254,7 +259,7 @@ std::vector<BpeMerge> read_merges_txt(const std::filesystem::path& file, const B
     if (line_number == 1 && line.starts_with("#version")) continue;
     if (line.empty()) {
       // Only trailing blank lines are allowed: an empty line in the middle would shift every rank.
-      OTTER_CHECK(text.find_first_not_of("\r\n", pos) == std::string::npos, "tokenizer file '", file.string(),
+      OTTER_CHECK(text.find_first_not_of("\r\n", pos) == std::string_view::npos, "tokenizer file '", file.string(),
                   "' line ", line_number, ": empty line before the end of the merge list");
       continue;
     }

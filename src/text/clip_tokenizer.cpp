@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "core/error.h"
+#include "text/builtin_clip_vocab.h"
 #include "text/byte_symbols.h"
 #include "text/clip_text_rules.h"
 #include "text/utf8.h"
@@ -23,10 +24,10 @@ uint64_t pair_key(int left, int right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
-int required_id(const BpeVocab& vocab, const std::filesystem::path& dir, const std::string& token,
+int required_id(const BpeVocab& vocab, const std::filesystem::path& vocab_file, const std::string& token,
                 std::string_view role) {
   const std::optional<int> id = vocab.find(token);
-  OTTER_CHECK(id.has_value(), "tokenizer file '", (dir / "vocab.json").string(), "' has no ", role, " token \"",
+  OTTER_CHECK(id.has_value(), "tokenizer file '", vocab_file.string(), "' has no ", role, " token \"",
               utf8::sanitize(token), "\"; is it a CLIP vocabulary?");
   return *id;
 }
@@ -43,10 +44,34 @@ ClipTokenizer& ClipTokenizer::operator=(ClipTokenizer&&) noexcept = default;
 ClipTokenizer::~ClipTokenizer() = default;
 
 ClipTokenizer ClipTokenizer::load(const std::filesystem::path& dir) {
-  ClipTokenizer t;
+  const std::filesystem::path vocab_file = dir / "vocab.json";
+  ClipTokenizer t = from_files(read_vocab_json(vocab_file), vocab_file, [&](const BpeVocab& vocab) {
+    return read_merges_txt(dir / "merges.txt", vocab);
+  });
   t.dir_ = dir;
-  t.vocab_ = read_vocab_json(dir / "vocab.json");
-  const std::vector<BpeMerge> merges = read_merges_txt(dir / "merges.txt", t.vocab_);
+  // OpenAI's tokenizer (no special-token files) pads with EOS, as SD 1.x does.
+  if (const std::optional<std::string> pad = read_pad_token(dir)) {
+    const std::optional<int> pad_id = t.vocab_.find(*pad);
+    OTTER_CHECK(pad_id.has_value(), "the pad token \"", utf8::sanitize(*pad), "\" named in '", dir.string(),
+                "/special_tokens_map.json' or 'tokenizer_config.json' is not in vocab.json");
+    t.pad_id_ = *pad_id;
+  }
+  return t;
+}
+
+ClipTokenizer ClipTokenizer::builtin() {
+  const BuiltinClipVocab& files = builtin_clip_vocab();
+  const std::filesystem::path vocab_file = "<built-in>/vocab.json";
+  return from_files(parse_vocab_json(files.vocab_json, vocab_file), vocab_file, [&](const BpeVocab& vocab) {
+    return parse_merges_txt(files.merges_txt, "<built-in>/merges.txt", vocab);
+  });
+}
+
+ClipTokenizer ClipTokenizer::from_files(BpeVocab vocab, const std::filesystem::path& vocab_file,
+                                        const std::function<std::vector<BpeMerge>(const BpeVocab&)>& read_merges) {
+  ClipTokenizer t;
+  t.vocab_ = std::move(vocab);
+  const std::vector<BpeMerge> merges = read_merges(t.vocab_);
   t.merges_.reserve(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     // A pair listed twice gets its last rank, as in CLIP's dict(zip(merges, range(...))).
@@ -56,21 +81,12 @@ ClipTokenizer ClipTokenizer::load(const std::filesystem::path& dir) {
   for (unsigned byte = 0; byte < 256; ++byte) {
     std::string symbol;
     utf8::append(symbol, byte_to_symbol(static_cast<uint8_t>(byte)));
-    t.byte_ids_[byte] = required_id(t.vocab_, dir, symbol, "byte");
-    t.byte_end_ids_[byte] = required_id(t.vocab_, dir, symbol + std::string(kEndOfWord), "end-of-word byte");
+    t.byte_ids_[byte] = required_id(t.vocab_, vocab_file, symbol, "byte");
+    t.byte_end_ids_[byte] = required_id(t.vocab_, vocab_file, symbol + std::string(kEndOfWord), "end-of-word byte");
   }
-  t.bos_id_ = required_id(t.vocab_, dir, std::string(kBosToken), "start-of-text");
-  t.eos_id_ = required_id(t.vocab_, dir, std::string(kEosToken), "end-of-text");
-  // OpenAI's tokenizer (no special-token files) pads with EOS, as SD 1.x does.
-  const std::optional<std::string> pad = read_pad_token(dir);
-  if (pad) {
-    const std::optional<int> pad_id = t.vocab_.find(*pad);
-    OTTER_CHECK(pad_id.has_value(), "the pad token \"", utf8::sanitize(*pad), "\" named in '", dir.string(),
-                "/special_tokens_map.json' or 'tokenizer_config.json' is not in vocab.json");
-    t.pad_id_ = *pad_id;
-  } else {
-    t.pad_id_ = t.eos_id_;
-  }
+  t.bos_id_ = required_id(t.vocab_, vocab_file, std::string(kBosToken), "start-of-text");
+  t.eos_id_ = required_id(t.vocab_, vocab_file, std::string(kEosToken), "end-of-text");
+  t.pad_id_ = t.eos_id_;
   t.cache_ = std::make_unique<Cache>();
   return t;
 }

@@ -13,6 +13,7 @@
 // single-file checkpoint read with a shared SD 1.x tokenizer folder) passes TokenizeOptions::pad_id.
 #include <array>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -54,6 +55,10 @@ class ClipTokenizer {
   // naming the file and line of any problem.
   static ClipTokenizer load(const std::filesystem::path& dir);
 
+  // The CLIP vocabulary built into otter (data/clip-tokenizer), padding with EOS like SD 1.x; an
+  // SD 2.x caller passes its pad id in TokenizeOptions.
+  static ClipTokenizer builtin();
+
   ClipTokenizer(ClipTokenizer&&) noexcept;
   ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
   ~ClipTokenizer();
@@ -74,7 +79,7 @@ class ClipTokenizer {
   int pad_id() const { return pad_id_; }
   int vocab_size() const { return vocab_.size(); }
   std::optional<int> token_id(std::string_view token) const;
-  const std::filesystem::path& dir() const { return dir_; }
+  const std::filesystem::path& dir() const { return dir_; }  // empty for the built-in vocabulary
 
  private:
   struct Merge {
@@ -84,6 +89,8 @@ class ClipTokenizer {
   struct Cache;
 
   ClipTokenizer() = default;
+  static ClipTokenizer from_files(BpeVocab vocab, const std::filesystem::path& vocab_file,
+                                  const std::function<std::vector<BpeMerge>(const BpeVocab&)>& read_merges);
   void encode_piece(const std::string& piece, std::vector<int>& out) const;
   std::vector<int> bpe(std::string_view piece) const;
   const Merge* find_merge(int left, int right) const;

@@ -1,25 +1,34 @@
 #pragma once
-// Where the CLIP tokenizer files come from. Single-file checkpoints carry no tokenizer, so the
-// files (vocab.json + merges.txt of openai/clip-vit-large-patch14) may live outside the model.
+// Where a model's CLIP tokenizer comes from. Single-file checkpoints carry no tokenizer, so otter
+// has the CLIP BPE vocabulary built in (data/clip-tokenizer, the one SD 1.x, SD 2.x and SDXL share).
 //
-// Search order, first folder holding both vocab.json and merges.txt wins:
-//   1. <model_dir>/tokenizer            (a diffusers folder brings its own; it always wins, and an
-//                                         ignored --tokenizer is reported on stderr)
-//   2. user_override                    (--tokenizer DIR; an error if it lacks the files, rather
-//                                         than silently looking elsewhere)
-//   3. $XDG_DATA_HOME/otter/tokenizer, or ~/.local/share/otter/tokenizer when XDG_DATA_HOME is unset
-//   4. <install prefix>/share/otter/tokenizer
-// Otherwise an otter::Error lists the places searched, the files needed and where to put them.
+// Order, first that applies wins:
+//   1. the model's own tokenizer/ folder (a diffusers folder, or a folder given with --config)
+//      holding vocab.json and merges.txt: a model may change its vocabulary, so its own always
+//      wins, and an ignored --tokenizer is reported on stderr;
+//   2. --tokenizer DIR: an error if it lacks the files, rather than silently looking elsewhere;
+//   3. the built-in vocabulary.
+// The pad token is not part of this choice: it comes from the model's family (see
+// StableDiffusion::load), since SD 1.x and SD 2.x pad the same vocabulary differently.
 #include <filesystem>
 #include <optional>
-#include <vector>
+#include <string>
+
+#include "text/clip_tokenizer.h"
 
 namespace otter {
 
-std::filesystem::path find_tokenizer_dir(const std::optional<std::filesystem::path>& model_dir,
-                                         const std::optional<std::filesystem::path>& user_override);
+struct TokenizerChoice {
+  std::optional<std::filesystem::path> dir;  // nullopt: the built-in vocabulary
+  enum class Origin { model_folder, user_override, builtin } origin = Origin::builtin;
 
-// Places 3 and 4 above, in order (for messages and tests).
-std::vector<std::filesystem::path> default_tokenizer_dirs();
+  // One line for logs and `otter info MODEL`, e.g. "built-in CLIP BPE vocabulary (49408 tokens, ...)".
+  std::string describe() const;
+};
+
+TokenizerChoice choose_tokenizer(const std::optional<std::filesystem::path>& model_tokenizer_dir,
+                                 const std::optional<std::filesystem::path>& user_override);
+
+ClipTokenizer load_tokenizer(const TokenizerChoice& choice);
 
 }  // namespace otter

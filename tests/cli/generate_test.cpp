@@ -95,12 +95,22 @@ TEST_F(OtterGenerate, ScaleOneSaysTheUncondPassIsSkipped) {
   EXPECT_TRUE(contains(r.err, "otter: precision ")) << r.err;  // the default (auto) says what it chose and why
 }
 
-TEST_F(OtterGenerate, SingleFileCheckpointWithConfig) {
-  const CliRun r = generate(cat("-m '", (shared_ / "models" / "tiny-sd2.safetensors").string(), "' --config '",
-                             (shared_ / "models" / "tiny-sd2").string(), "' -p a --steps 2 --rescale 0.7 -o '",
-                             (dir_ / "a.png").string(), "'"));
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "SD 2")) << r.err;
+// A single file with its configs as config.json files and no --tokenizer: no tokenizer file
+// anywhere, so the built-in CLIP vocabulary is used (and said so), for both families.
+TEST_F(OtterGenerate, SingleFileCheckpointNeedsNoTokenizerFiles) {
+  for (const std::string name : {"tiny-sd1", "tiny-sd2"}) {
+    const fs::path folder = shared_ / "models" / name;
+    std::string configs;
+    for (const char* c : {"text_encoder/config.json", "unet/config.json", "vae/config.json",
+                          "scheduler/scheduler_config.json"})
+      configs += cat(" --config '", (folder / c).string(), "'");
+    const CliRun r = generate(cat("-m '", (shared_ / "models" / (name + ".safetensors")).string(), "'", configs,
+                               " -p 'an otter' --steps 2 --rescale 0.7 -o '", (dir_ / (name + ".png")).string(), "'"));
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(contains(r.err, name == "tiny-sd1" ? "SD 1" : "SD 2")) << r.err;
+    EXPECT_TRUE(contains(r.err, "tokenizer: built-in CLIP BPE vocabulary")) << r.err;
+    EXPECT_TRUE(fs::is_regular_file(dir_ / (name + ".png")));
+  }
 }
 
 struct BadCase {

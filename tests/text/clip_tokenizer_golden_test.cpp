@@ -7,11 +7,13 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "support/shared_data.h"
+#include "text/builtin_clip_vocab.h"
 #include "text/clip_tokenizer.h"
 
 namespace otter {
@@ -114,6 +116,42 @@ TEST_F(ClipTokenizerGolden, ModelFoldersPadAsTheirFamily) {
     EXPECT_EQ(sd2.encode(c.text), c.ids) << "case " << c.index;
     EXPECT_EQ(as_vector(sd1.tokenize(c.text, quiet()).windows[0]), c.sd1_input_ids) << "case " << c.index;
     EXPECT_EQ(as_vector(sd2.tokenize(c.text, quiet()).windows[0]), c.sd2_input_ids) << "case " << c.index;
+  }
+}
+
+// The vocabulary built into otter is byte for byte the reference one, and with no tokenizer folder
+// at all it passes every golden case (SD 1.x pads with EOS, SD 2.x with "!").
+TEST_F(ClipTokenizerGolden, BuiltinVocabularyIsTheReferenceOne) {
+  const auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    EXPECT_TRUE(in) << file;
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const auto inflate_start = std::chrono::steady_clock::now();
+  const BuiltinClipVocab& builtin = builtin_clip_vocab();
+  const double inflate_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - inflate_start).count();
+  EXPECT_TRUE(builtin.vocab_json == read(shared_ / "tokenizer" / "clip" / "vocab.json"))
+      << "the built-in vocab.json differs from ../shared/tokenizer/clip/vocab.json";
+  EXPECT_TRUE(builtin.merges_txt == read(shared_ / "tokenizer" / "clip" / "merges.txt"))
+      << "the built-in merges.txt differs from ../shared/tokenizer/clip/merges.txt";
+
+  const auto load_start = std::chrono::steady_clock::now();
+  const ClipTokenizer tok = ClipTokenizer::builtin();
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start).count();
+  std::cout << "[ info ] built-in vocabulary: " << builtin_clip_vocab_compressed_bytes() << " bytes gzipped in the "
+            << "binary for " << builtin.vocab_json.size() + builtin.merges_txt.size() << "; inflate " << inflate_ms
+            << " ms, tokenizer from it " << load_ms << " ms\n";
+  EXPECT_TRUE(tok.dir().empty());
+  EXPECT_EQ(tok.vocab_size(), 49408);
+  EXPECT_EQ(tok.pad_id(), 49407);
+  const int sd2_pad = *tok.token_id("!");
+  EXPECT_EQ(sd2_pad, 0);
+  for (const GoldenCase& c : cases_) {
+    EXPECT_EQ(tok.encode(c.text), c.ids) << "case " << c.index;
+    EXPECT_EQ(as_vector(tok.tokenize(c.text, quiet()).windows[0]), c.sd1_input_ids) << "case " << c.index;
+    EXPECT_EQ(as_vector(tok.tokenize(c.text, quiet(sd2_pad)).windows[0]), c.sd2_input_ids) << "case " << c.index;
   }
 }
 

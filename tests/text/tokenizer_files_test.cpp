@@ -1,5 +1,5 @@
 // Loading the tokenizer files: every broken file is an otter::Error naming the file and line,
-// the pad token comes from the special-token files, and find_tokenizer_dir's search order.
+// the pad token comes from the special-token files, and choose_tokenizer's order.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -205,47 +205,53 @@ TEST(TokenizerFiles, VocabJsonEscapesAreDecoded) {
   EXPECT_EQ(vocab.token(2), "x\ty");
 }
 
-TEST(TokenizerLocation, ModelFolderThenOverrideThenUserDataDir) {
+TEST(TokenizerLocation, ModelFolderThenOverrideThenBuiltin) {
   TempDir dir;
   const TinyTokenizer files = tiny_tokenizer_files();
   const auto make = [&](const fs::path& d) {
     write(d / "vocab.json", files.vocab);
     write(d / "merges.txt", files.merges);
   };
-  const fs::path model = dir.path() / "model", override_dir = dir.path() / "override", data = dir.path() / "xdg";
-  ::setenv("XDG_DATA_HOME", data.c_str(), 1);
+  const fs::path model_tok = dir.path() / "model" / "tokenizer", override_dir = dir.path() / "override";
 
-  // Nothing anywhere: the error says what is needed and where to put it.
-  fs::create_directories(model);
+  // Nothing given, or a model tokenizer/ folder without the files: the built-in vocabulary.
+  EXPECT_EQ(choose_tokenizer(std::nullopt, std::nullopt).origin, TokenizerChoice::Origin::builtin);
+  fs::create_directories(model_tok);
+  const TokenizerChoice builtin = choose_tokenizer(model_tok, std::nullopt);
+  EXPECT_EQ(builtin.origin, TokenizerChoice::Origin::builtin);
+  EXPECT_FALSE(builtin.dir.has_value());
+  EXPECT_TRUE(contains(builtin.describe(), "built-in")) << builtin.describe();
+  EXPECT_EQ(load_tokenizer(builtin).vocab_size(), 49408);
+
+  // An override without the files is an error, not a silent fall-back.
   try {
-    (void)find_tokenizer_dir(model, std::nullopt);
+    (void)choose_tokenizer(model_tok, override_dir);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string message = e.what();
+    EXPECT_TRUE(contains(message, override_dir.string())) << message;
     EXPECT_TRUE(contains(message, "vocab.json and merges.txt")) << message;
-    EXPECT_TRUE(contains(message, "openai/clip-vit-large-patch14")) << message;
-    EXPECT_TRUE(contains(message, (data / "otter" / "tokenizer").string())) << message;
   }
-  // An override without the files is an error, not a silent fall-back.
-  EXPECT_THROW((void)find_tokenizer_dir(model, override_dir), Error);
-
-  make(data / "otter" / "tokenizer");
-  EXPECT_EQ(find_tokenizer_dir(model, std::nullopt), data / "otter" / "tokenizer");
-  EXPECT_EQ(find_tokenizer_dir(std::nullopt, std::nullopt), data / "otter" / "tokenizer");
   make(override_dir);
-  EXPECT_EQ(find_tokenizer_dir(model, override_dir), override_dir);
-  make(model / "tokenizer");
+  const TokenizerChoice overridden = choose_tokenizer(model_tok, override_dir);
+  EXPECT_EQ(overridden.origin, TokenizerChoice::Origin::user_override);
+  EXPECT_EQ(overridden.dir, override_dir);
+  EXPECT_EQ(load_tokenizer(overridden).vocab_size(), 516);  // 512 byte symbols, 2 merges, 2 specials
+
+  // The model's own folder wins over both, and an ignored override is reported.
+  make(model_tok);
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(find_tokenizer_dir(model, override_dir), model / "tokenizer");
+  const TokenizerChoice own = choose_tokenizer(model_tok, override_dir);
   EXPECT_TRUE(contains(::testing::internal::GetCapturedStderr(), "is ignored"));
-  EXPECT_EQ(find_tokenizer_dir(model, std::nullopt), model / "tokenizer");
-  ::unsetenv("XDG_DATA_HOME");
+  EXPECT_EQ(own.origin, TokenizerChoice::Origin::model_folder);
+  EXPECT_EQ(own.dir, model_tok);
+  EXPECT_EQ(choose_tokenizer(model_tok, std::nullopt).dir, model_tok);
 }
 
 TEST(TokenizerLocation, SharedModelFoldersHaveTheirOwnTokenizer) {
   OTTER_REQUIRE_SHARED(shared);
-  const fs::path model = shared / "models" / "tiny-sd2";
-  EXPECT_EQ(find_tokenizer_dir(model, std::nullopt), model / "tokenizer");
+  const fs::path tok = shared / "models" / "tiny-sd2" / "tokenizer";
+  EXPECT_EQ(choose_tokenizer(tok, std::nullopt).dir, tok);
 }
 
 }  // namespace
