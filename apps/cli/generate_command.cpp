@@ -1,4 +1,5 @@
 // `otter generate`: text to image with classifier-free guidance.
+#include <omp.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,7 +13,9 @@
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "core/system_memory.h"
 #include "pipeline/default_model.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/image_output.h"
 #include "pipeline/stable_diffusion.h"
 #include "pipeline/txt2img.h"
@@ -48,7 +51,14 @@ struct GenerateArgs {
   std::string rng = "cpu";
   bool vae_tile = false;
   double vae_memory_limit = 2.0;
+  double memory_limit = 0;  // GB; 0 = what the system and cgroup leave
+  int max_batch = 0;        // images per turn; 0 = as the memory plan decides
 };
+
+// Limits checked while parsing, so a typo fails at once (and --help states them).
+constexpr int kMaxSide = 16384;
+constexpr int kMaxSteps = 10000;
+constexpr int kMaxImages = 4096;
 
 // One line per step on a terminal (redrawn in place), one line per step in a log otherwise.
 class ProgressBar {
@@ -57,15 +67,18 @@ class ProgressBar {
   void operator()(const StepReport& r) {
     if (quiet_) return;
     total_seconds_ += r.seconds;
-    const int done = r.evaluation + 1;
-    const double eta = total_seconds_ / done * (r.evaluations - done);
+    // With images in turns the bar runs over all turns' evaluations.
+    const int done = r.turn * r.evaluations + r.evaluation + 1, total = r.turns * r.evaluations;
+    const double eta = total_seconds_ / done * (total - done);
     constexpr int kWidth = 24;
-    const int filled = done * kWidth / r.evaluations;
+    const int filled = done * kWidth / total;
     std::string bar(static_cast<size_t>(filled), '=');
     bar.resize(kWidth, ' ');
-    std::fprintf(stderr, "%sstep %3d/%d [%s] %6.2f s/step  ETA %5.1f s  t=%-7.2f cfg %.2f%s%s", tty_ ? "\r" : "", done,
-                 r.evaluations, bar.c_str(), r.seconds, eta, r.timestep, r.guidance_scale,
-                 r.uncond_skipped ? " (no uncond pass)" : "", tty_ ? (done == r.evaluations ? "\n" : "") : "\n");
+    const std::string turn = r.turns > 1 ? cat("turn ", r.turn + 1, "/", r.turns, " ") : std::string();
+    std::fprintf(stderr, "%s%sstep %3d/%d [%s] %6.2f s/step  ETA %5.1f s  t=%-7.2f cfg %.2f%s%s", tty_ ? "\r" : "",
+                 turn.c_str(), r.evaluation + 1, r.evaluations, bar.c_str(), r.seconds, eta, r.timestep,
+                 r.guidance_scale, r.uncond_skipped ? " (no uncond pass)" : "",
+                 tty_ ? (done == total ? "\n" : "") : "\n");
     std::fflush(stderr);
   }
 
@@ -104,31 +117,66 @@ void run_generate(const GenerateArgs& a) {
   if ((a.width && a.width % 8) || (a.height && a.height % 8))
     throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
 
+  int skipped = 0;  // steps with scale 1 run without the uncond rows
+  for (int s = 0; s < request.steps; ++s) skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
+
   // Check what can be checked before any expensive work: the output folder must be writable.
   check_output_writable(a.output);
   if (!a.save_latents.empty()) check_output_writable(a.save_latents);
 
+  const int64_t total_images = static_cast<int64_t>(a.prompts.size()) * a.images;
+  OTTER_CHECK(total_images <= kMaxImages, a.prompts.size(), " prompts x ", a.images, " images = ", total_images,
+              " images; at most ", kMaxImages, " per run");
+
   const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
   if (a.precision == "auto") log(a.quiet, cat("otter: precision ", precision_name(precision), " (", precision_probe().reason, ")"));
-  auto backend = make_cpu_backend(precision, a.threads);
   LoadOptions load;
   for (const std::string& c : a.config) load.model.config.emplace_back(c);
   if (!a.prediction.empty()) load.model.prediction = a.prediction;
   if (!a.variant.empty()) load.model.variant = a.variant;
   if (!a.tokenizer.empty()) load.tokenizer = a.tokenizer;
-  auto model = StableDiffusion::load(model_path, *backend, load);
-  for (const std::string& note : model->files().notes) log(a.quiet, "otter: " + note);
-  log(a.quiet, cat("otter: loaded ", model->files().name, " in ", model->load_seconds(), " s (", backend->name(), ")"));
+  // Opening maps the files and checks every tensor against the configs; nothing is built yet.
+  ModelFiles files = open_model(model_path, load.model);
 
   // Default size: the model's native resolution (sample_size latents x 8).
-  const nlohmann::json& unet_config = model->files().configs.unet;
-  const int native = unet_config.value("sample_size", 64) * 8;
+  const int native = files.configs.unet.value("sample_size", 64) * 8;
   request.width = a.width ? a.width : native;
   request.height = a.height ? a.height : native;
 
+  // The memory plan, before any weight is prepared or step run: refuse what cannot fit, run the
+  // images in turns when fewer at a time do.
+  MemoryPlanRequest plan_request;
+  plan_request.width = request.width;
+  plan_request.height = request.height;
+  plan_request.unet_rows_per_image = skipped < request.steps && request.guidance.batching == CfgBatching::Batched ? 2 : 1;
+  plan_request.precision = precision;
+  plan_request.threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  if (a.vae_tile) plan_request.vae_tiling = true;
+  plan_request.vae_memory_limit_gb = a.vae_memory_limit;
+  plan_request.base_bytes = process_memory().resident_bytes;
+  plan_request.total_images = total_images;
+  const MemoryBudget budget = memory_budget(a.memory_limit > 0 ? std::optional<double>(a.memory_limit) : std::nullopt);
+  const std::optional<int64_t> max_batch = a.max_batch > 0 ? std::optional<int64_t>(a.max_batch) : std::nullopt;
+  const MemoryDecision memory = fit_memory(files.configs, plan_request, total_images, max_batch, budget);
+  log(a.quiet, cat("otter: memory: estimated peak ", memory.plan.describe(), "; available ",
+                   budget.bytes ? format_gb(*budget.bytes) : std::string("unknown"), " (", budget.source, ")"));
+  if (memory.chose_turns) {
+    MemoryPlanRequest all = plan_request;
+    all.images = std::min<int64_t>(total_images, max_batch.value_or(total_images));
+    log(a.quiet, cat("otter: memory: ", all.images, " images at once would need ", format_gb(plan_memory(files.configs, all).peak()),
+                     "; running the ", total_images, " images in turns of ", memory.turn_images, " (as --max-batch ",
+                     memory.turn_images, "), same images"));
+  }
+  request.max_batch = memory.turn_images < total_images ? static_cast<int>(memory.turn_images) : 0;
+  request.vae_tiling = memory.plan.vae_tiled;  // the plan decided with the pipeline's own rule
+
+  auto backend = make_cpu_backend(precision, a.threads);
+  auto model = StableDiffusion::load(std::move(files), *backend, load);
+  for (const std::string& note : model->files().notes) log(a.quiet, "otter: " + note);
+  log(a.quiet, cat("otter: loaded ", model->files().name, " in ", model->load_seconds(), " s (", backend->name(), ")"));
+
   // Say when guidance is off: a scale of 1 needs no unconditional pass.
-  int skipped = 0;
-  for (int s = 0; s < request.steps; ++s) skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
+
   if (skipped == request.steps)
     log(a.quiet, "otter: guidance scale is 1: the unconditional pass is skipped (half the UNet work)");
   else if (skipped > 0)
@@ -140,6 +188,8 @@ void run_generate(const GenerateArgs& a) {
   if (result.vae_tiled) log(a.quiet, "otter: VAE decoded in 64x64-latent tiles (overlap 16, cross-faded)");
   log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows; text ", result.seconds_text,
                    " s, denoise ", result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
+  log(a.quiet, cat("otter: memory: peak RSS ", format_gb(process_memory().peak_resident_bytes), " (estimated ",
+                   format_gb(memory.plan.peak()), ")"));
 
   if (!a.save_latents.empty()) {
     write_safetensors(a.save_latents, {{"init_noise", result.init_noise}, {"final_latents", result.final_latents}});
@@ -169,20 +219,33 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cfg-batch", a->cfg_batch,
                   "batched: one UNet call on [uncond, cond]; split: two calls (less memory, same result)")
       ->capture_default_str();
-  cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, kMaxSteps));
   cmd->add_option("--sampler", a->sampler,
                   "pndm lms ddim ddpm euler euler_a heun dpmpp_2m dpmpp_2m_karras unipc (default: the model's own)");
   cmd->add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of torch's CPU generator (same seed = same noise as diffusers)")
       ->capture_default_str();
-  cmd->add_option("-W,--width", a->width, "Image width, a multiple of 8 (default: the model's native size)");
-  cmd->add_option("-H,--height", a->height, "Image height, a multiple of 8 (default: the model's native size)");
-  cmd->add_option("--images", a->images, "Images per prompt")->capture_default_str();
+  cmd->add_option("-W,--width", a->width, "Image width, a multiple of 8 (default: the model's native size)")
+      ->check(CLI::Range(8, kMaxSide));
+  cmd->add_option("-H,--height", a->height, "Image height, a multiple of 8 (default: the model's native size)")
+      ->check(CLI::Range(8, kMaxSide));
+  cmd->add_option("--images", a->images, cat("Images per prompt (prompts x images at most ", kMaxImages, ")"))
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxImages));
+  cmd->add_option("--max-batch", a->max_batch,
+                  "Images denoised and decoded together, at most; more run in turns, same images (default: all at "
+                  "once, or the most that fit in memory)")
+      ->check(CLI::Range(1, kMaxImages));
+  cmd->add_option("--memory-limit", a->memory_limit,
+                  "GB this run may use (default: what the system and its cgroup leave, minus a margin); the memory "
+                  "plan refuses runs estimated above it")
+      ->check(CLI::Range(0.001, 1e6));
   cmd->add_option("-o,--output", a->output, "Output PNG; several images become NAME-0.png, NAME-1.png, ...")
       ->capture_default_str();
   cmd->add_option("--save-latents", a->save_latents, "Also write init_noise and final_latents (f32) to this .safetensors");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: one per physical core, or OMP_NUM_THREADS)");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: one per physical core, or OMP_NUM_THREADS)")
+      ->check(CLI::Range(0, 1024));
   cmd->add_option("--precision", a->precision,
                   "Compute precision: f32, bf16 or auto (bf16 where this CPU runs it faster than f32, measured)")->capture_default_str();
   cmd->add_option("--config", a->config, "Diffusers folder or config.json files describing a single-file checkpoint");
@@ -193,11 +256,13 @@ void add_generate_command(CLI::App& app) {
                   "Prompts over 75 tokens: truncate (diffusers) or chunk (75-token windows, webui)")
       ->capture_default_str();
   cmd->add_option("--clip-skip", a->clip_skip, "Use the text encoder's N-th layer from the end (1 = last)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   cmd->add_flag("--vae-tile", a->vae_tile, "Decode the image in overlapping tiles (less memory)");
   cmd->add_option("--vae-memory-limit", a->vae_memory_limit,
                   "Decode in tiles automatically when the VAE would need more than this many GB")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1e6));
   cmd->add_option("--rng", a->rng, "Noise generator: cpu (torch's CPU generator)")->capture_default_str();
   cmd->callback([a] { run_generate(*a); });
 }

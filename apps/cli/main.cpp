@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "commands.h"
+#include "core/activity.h"
 #include "core/error.h"
 
 // OpenMP threads that finish early spin at the next barrier by default. When other programs
@@ -37,7 +38,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {  // otter::Error, and e.g. std::bad_alloc or filesystem errors
-    std::fprintf(stderr, "otter: error: %s\n", e.what());
+    // A sentence naming what was being done, never a bare type name like "std::bad_alloc".
+    std::fprintf(stderr, "otter: error: %s\n", otter::describe_failure(e).c_str());
     return 1;
   }
   return 0;

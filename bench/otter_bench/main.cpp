@@ -26,9 +26,11 @@
 #include "op_profiler.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/system_memory.h"
 #include "io/component_tensors.h"
 #include "io/safetensors.h"
 #include "io/safetensors_source.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/stable_diffusion.h"
 #include "io/model_configs.h"
 #include "models/clip_text_encoder.h"
@@ -118,6 +120,7 @@ struct Args {
   std::string json_path;
   std::string family = "sd1";
   bool profile = false;
+  int images = 1;  // images per CFG step (2x rows) and per decode
 };
 
 // One CFG step's time by op kind, largest first, as a table and JSON.
@@ -213,6 +216,7 @@ int run(const Args& a) {
                                         : "SD 1.5 architecture, random weights";
   report["weights_storage"] = a.model.empty() ? a.weights : "as in the checkpoint";
   report["threads"] = omp_get_max_threads();
+  report["images"] = a.images;
   const PrecisionProbe& probe = precision_probe();
   report["cpu"] = {{"avx512f", cpu_features().avx512f},
                    {"avx512_bf16", cpu_features().avx512_bf16},
@@ -261,7 +265,10 @@ int run(const Args& a) {
     };
 
     {
+      // The memory plan's estimate starts from what the process holds before the networks open.
+      const double base_bytes = process_memory().resident_bytes;
       Networks nets = open_networks(a, configs, random.get(), counter);
+      const ModelConfigs& net_configs = nets.sd ? nets.sd->files().configs : configs;
       const int64_t context_dim = [&] {
         const auto& c = nets.unet_config.at("cross_attention_dim");
         return c.is_array() ? c.at(0).get<int64_t>() : c.get<int64_t>();
@@ -282,9 +289,18 @@ int run(const Args& a) {
         const int64_t l = size / 8;
         const std::string sz = std::to_string(size);
         nlohmann::json at;
-        const Tensor ctx2 = random_input(Shape{2, 77, context_dim}, 5);
-        const Tensor ctx1 = ctx2.slice(0, 1, 2).contiguous();
-        const Tensor x2 = random_input(Shape{2, latent_channels, l, l}, 6), x1 = x2.slice(0, 0, 1).contiguous();
+        const int64_t n = a.images;
+        const Tensor ctx2 = random_input(Shape{2 * n, 77, context_dim}, 5);
+        const Tensor ctx1 = ctx2.slice(0, n, 2 * n).contiguous();
+        const Tensor x2 = random_input(Shape{2 * n, latent_channels, l, l}, 6), x1 = x2.slice(0, 0, n).contiguous();
+        MemoryPlanRequest plan_request;
+        plan_request.width = plan_request.height = size;
+        plan_request.images = n;
+        plan_request.precision = p;
+        plan_request.threads = threads;
+        plan_request.vae_tiling = false;  // the benchmark decodes whole
+        plan_request.base_bytes = base_bytes;
+        const MemoryPlan plan = plan_memory(net_configs, plan_request);
         Allocator::global().reset_peak();
         const auto first = Clock::now();
         counter.reset();
@@ -310,9 +326,12 @@ int run(const Args& a) {
         // Tensors live at once (activations, scratch and the weights prepared during the first pass);
         // RSS above weights + this is memory the allocator holds in its cache.
         at["allocator_peak_live_gb_unet"] = static_cast<double>(Allocator::global().stats().peak_live_bytes) / 1e9;
-        std::printf("%-5s %-5s %-28s %10.2f GB\n", pname.c_str(), sz.c_str(), "peak RSS through the UNet", peak_rss_gb());
+        std::printf("%-5s %-5s %-28s %10.2f GB (memory plan: %.2f GB, %+.1f%%)\n", pname.c_str(), sz.c_str(),
+                    "peak RSS through the UNet", peak_rss_gb(), plan.unet_phase() / 1e9,
+                    100.0 * (plan.unet_phase() / 1e9 / peak_rss_gb() - 1));
+        at["estimated_peak_gb_unet"] = plan.unet_phase() / 1e9;
         be->release_cached_memory();  // as the pipeline does between denoising and decoding
-        const Tensor z = random_input(Shape{1, latent_channels, l, l}, 7);
+        const Tensor z = random_input(Shape{n, latent_channels, l, l}, 7);
         Allocator::global().reset_peak();
         counter.reset();
         nets.vae().decode(counter, z);
@@ -333,8 +352,11 @@ int run(const Args& a) {
         Allocator::global().trim();
         std::printf("%-5s %-5s %-28s %10.3f   (text + %d CFG steps + decode)\n", pname.c_str(), sz.c_str(),
                     "whole image", whole, a.steps);
-        std::printf("%-5s %-5s %-28s %10.2f GB (weights in this precision + activations up to this size)\n",
-                    pname.c_str(), sz.c_str(), "peak RSS through decode", peak_rss_gb());
+        std::printf("%-5s %-5s %-28s %10.2f GB (memory plan: %.2f GB, %+.1f%%)\n", pname.c_str(), sz.c_str(),
+                    "peak RSS through decode", at["peak_rss_gb"].get<double>(), plan.peak() / 1e9,
+                    100.0 * (plan.peak() / 1e9 / at["peak_rss_gb"].get<double>() - 1));
+        at["estimated_peak_gb"] = plan.peak() / 1e9;
+        at["memory_plan"] = plan.describe();
         prec[sz] = at;
       }
     }
@@ -364,6 +386,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
   app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");
+  app.add_option("--images", a.images, "Images per step: the CFG step runs 2x this many rows, the decode this many")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   try {
     return otter::bench::run(a);

@@ -37,9 +37,12 @@ float axis_weight(int64_t i, int64_t start, int64_t len, int64_t size, int64_t r
 }  // namespace
 
 double estimated_decode_bytes(const Vae& vae, const Tensor& latents) {
-  const VaeConfig& c = vae.config();
-  const double pixels = static_cast<double>(latents.dim(0)) * static_cast<double>(latents.dim(2) * latents.dim(3)) *
-                        c.downscale_factor() * c.downscale_factor();
+  return estimated_decode_bytes(vae.config(), latents.dim(0), latents.dim(2), latents.dim(3));
+}
+
+double estimated_decode_bytes(const VaeConfig& c, int64_t images, int64_t h, int64_t w) {
+  const double pixels = static_cast<double>(images) * static_cast<double>(h * w) * c.downscale_factor() *
+                        c.downscale_factor();
   // The last up block runs block_out_channels[0] channels at full size; with the resnet's
   // input, norm output, conv output and the upsampler's input alive together, about 4 copies.
   return pixels * static_cast<double>(c.block_out_channels.front()) * 4.0 * sizeof(float);

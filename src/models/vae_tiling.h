@@ -22,5 +22,7 @@ Tensor decode_tiled(Vae& vae, Backend& be, const Tensor& latents, const VaeTilin
 // Rough peak memory of a whole (untiled) decode of `latents`, in bytes: the decoder's widest
 // full-resolution activations, several alive at once.
 double estimated_decode_bytes(const Vae& vae, const Tensor& latents);
+// The same from the config, for `images` latents of h x w (the memory plan decides tiling with it).
+double estimated_decode_bytes(const VaeConfig& config, int64_t images, int64_t h, int64_t w);
 
 }  // namespace otter

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/activity.h"
 #include "core/error.h"
 #include "models/unet_config.h"
 #include "text/tokenizer_location.h"
@@ -50,7 +51,14 @@ StableDiffusion::StableDiffusion(Backend& backend, ModelFiles files, ClipTokeniz
 std::unique_ptr<StableDiffusion> StableDiffusion::load(const std::filesystem::path& path, Backend& backend,
                                                        const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  ModelFiles files = open_model(path, options.model);
+  std::unique_ptr<StableDiffusion> sd = load(open_model(path, options.model), backend, options);
+  sd->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return sd;
+}
+
+std::unique_ptr<StableDiffusion> StableDiffusion::load(ModelFiles files, Backend& backend, const LoadOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  Activity activity(cat("loading the model ", files.name));
   const TokenizerChoice tokenizer_choice = choose_tokenizer(files.configs.tokenizer_dir, options.tokenizer);
   ClipTokenizer tokenizer = load_tokenizer(tokenizer_choice);
   files.notes.push_back(cat("tokenizer: ", tokenizer_choice.describe()));

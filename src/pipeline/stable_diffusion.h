@@ -33,6 +33,9 @@ class StableDiffusion {
   // Opens and checks the checkpoint and builds every component; `backend` must outlive the model.
   static std::unique_ptr<StableDiffusion> load(const std::filesystem::path& path, Backend& backend,
                                                const LoadOptions& options = {});
+  // The same from a model already opened with open_model(path, options.model) (whose configs the
+  // memory plan read before anything was built).
+  static std::unique_ptr<StableDiffusion> load(ModelFiles files, Backend& backend, const LoadOptions& options = {});
 
   // Text states for each prompt: [prompts.size(), 77·windows, D]. When chunking, prompts with fewer
   // windows are padded with the empty prompt's windows so all rows have the same length.

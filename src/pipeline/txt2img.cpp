@@ -3,7 +3,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
+#include "core/activity.h"
 #include "core/error.h"
 #include "models/vae_tiling.h"
 #include "sampling/torch_cpu_generator.h"
@@ -27,10 +29,47 @@ Tensor repeat_rows(const Tensor& x_in, int times) {
   return out;
 }
 
+// The noise one turn of images sees: each draw of n values for rows [r0, r1) is its slice of the
+// draw the whole batch of B rows makes at that point, so a turn's images equal the one-batch run's.
+class TurnNoise : public NoiseGenerator {
+ public:
+  TurnNoise(const TorchCpuGenerator& batch_generator, int64_t batch_rows, int64_t r0, int64_t r1)
+      : generator_(batch_generator), rows_(batch_rows), r0_(r0), r1_(r1) {}
+  void randn(float* out, size_t n) override {
+    const size_t turn_rows = static_cast<size_t>(r1_ - r0_);
+    if (turn_rows == static_cast<size_t>(rows_)) return generator_.randn(out, n);
+    OTTER_CHECK(n % turn_rows == 0, "a sampler drew ", n, " noise values for ", turn_rows,
+                " rows; images in turns need whole rows");
+    const size_t per_row = n / turn_rows;
+    buffer_.resize(per_row * static_cast<size_t>(rows_));
+    generator_.randn(buffer_.data(), buffer_.size());
+    std::memcpy(out, buffer_.data() + static_cast<size_t>(r0_) * per_row, n * sizeof(float));
+  }
+
+ private:
+  TorchCpuGenerator generator_;
+  int64_t rows_, r0_, r1_;
+  std::vector<float> buffer_;
+};
+
+// Rows [r0, r1) of the batch, each prompt's row repeated for its images ([p0, p0, p1, p1, ...]).
+Tensor prompt_rows(const Tensor& per_prompt_in, int64_t r0, int64_t r1, int images_per_prompt) {
+  const Tensor per_prompt = per_prompt_in.contiguous();
+  std::vector<int64_t> shape = per_prompt.shape().to_vector();
+  shape[0] = r1 - r0;
+  Tensor out = Tensor::empty(Shape(shape), per_prompt.dtype());
+  const size_t row = per_prompt.nbytes() / static_cast<size_t>(per_prompt.dim(0));
+  for (int64_t r = r0; r < r1; ++r)
+    std::memcpy(static_cast<char*>(out.raw()) + (r - r0) * row,
+                static_cast<const char*>(per_prompt.raw()) + (r / images_per_prompt) * row, row);
+  return out;
+}
+
 void check_request(const Txt2ImgRequest& r, int latent_divisor) {
   OTTER_CHECK(!r.prompts.empty(), "no prompt given");
   OTTER_CHECK(r.images_per_prompt >= 1, "--images must be at least 1, got ", r.images_per_prompt);
   OTTER_CHECK(r.steps >= 1, "--steps must be at least 1, got ", r.steps);
+  OTTER_CHECK(r.max_batch >= 0, "--max-batch must be at least 1, got ", r.max_batch);
   OTTER_CHECK(r.width > 0 && r.height > 0 && r.width % 8 == 0 && r.height % 8 == 0, "image size ", r.width, "x",
               r.height, " is not a multiple of 8 in both dimensions; try -W ", std::max(8, (r.width + 4) / 8 * 8), " -H ",
               std::max(8, (r.height + 4) / 8 * 8));
@@ -74,13 +113,16 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 
   const SchedulerConfig& scheduler = request.scheduler_config ? *request.scheduler_config : model.scheduler_config();
   result.sampler = request.sampler.empty() ? default_sampler_for(scheduler) : request.sampler;
-  std::unique_ptr<Sampler> sampler = make_sampler(result.sampler, scheduler, request.sampler_options);
-  sampler->set_timesteps(request.steps);
+  // An unknown sampler or a bad step count fails here, before any work; each turn makes its own.
+  make_sampler(result.sampler, scheduler, request.sampler_options)->set_timesteps(request.steps);
   request.guidance.schedule.validate(request.steps);
 
   // Text: cond rows per prompt; uncond from the negative prompt(s), "" by default. Both padded to
   // the same number of 77-token windows so they can share one batch.
   auto t0 = Clock::now();
+  std::optional<Activity> text_activity;
+  text_activity.emplace(cat("encoding ", request.prompts.size(), request.prompts.size() == 1 ? " prompt" : " prompts",
+                             " with the text encoder"));
   Tensor cond = model.encode_prompts(request.prompts, request.text);
   std::vector<std::string> negatives = request.negative_prompts;
   if (negatives.empty()) negatives.assign(1, "");
@@ -94,65 +136,104 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     const int64_t windows = std::max(cond.dim(1), neg.dim(1)) / kClipContextLength;
     cond = model.pad_to_windows(cond, windows, request.text);
     uncond = model.pad_to_windows(neg, windows, request.text);
-    uncond = repeat_rows(uncond, request.images_per_prompt);
   }
-  cond = repeat_rows(cond, request.images_per_prompt);
   if (!uncond.defined()) uncond = cond;  // never evaluated: every step has scale 1
+  // cond and uncond hold one row per prompt; each turn repeats them for its own images only.
   result.seconds_text = since(t0);
+  text_activity.reset();
 
   // Noise: one torch-compatible draw for the whole batch, as diffusers does.
-  const int64_t B = cond.dim(0), h = request.height / 8, w = request.width / 8;
+  const int64_t B = cond.dim(0) * request.images_per_prompt, h = request.height / 8, w = request.width / 8;
   const int64_t latent_channels = model.unet().config().in_channels;
   TorchCpuGenerator rng(request.seed);
   result.init_noise = Tensor::empty(Shape{B, latent_channels, h, w}, DType::F32);
   rng.randn(result.init_noise.f32(), static_cast<size_t>(result.init_noise.numel()));
-  Tensor latents = Tensor::empty(result.init_noise.shape(), DType::F32);
-  const float sigma0 = sampler->init_noise_sigma();
-  for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] = result.init_noise.f32()[i] * sigma0;
 
-  ClassifierFreeGuidance guidance(uncond, cond, request.guidance);
-  const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context) {
-    return model.unet().forward(be, x, t, context);
-  };
+  // The images run in turns of at most max_batch when asked (the memory plan's choice): each turn
+  // starts from its rows of the one draw, and its ancestral noise is its rows of the whole
+  // batch's draws (TurnNoise), so the images are those of the one-batch run.
+  const int64_t per_turn = request.max_batch > 0 ? std::min<int64_t>(request.max_batch, B) : B;
+  const int turns = static_cast<int>((B + per_turn - 1) / per_turn);
+  result.turns = turns;
+  result.final_latents = Tensor::empty(result.init_noise.shape(), DType::F32);
+  for (int turn = 0; turn < turns; ++turn) {
+    const int64_t r0 = turn * per_turn, r1 = std::min(B, r0 + per_turn);
+    std::unique_ptr<Sampler> sampler = make_sampler(result.sampler, scheduler, request.sampler_options);
+    sampler->set_timesteps(request.steps);
+    TurnNoise noise(rng, B, r0, r1);  // a copy of the generator as it stands after the initial draw
+    Tensor latents = result.init_noise.slice(0, r0, r1).contiguous().clone();
+    const float sigma0 = sampler->init_noise_sigma();
+    for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;
 
-  // Samplers with several evaluations per step (Heun) repeat the step's timestep; the guidance
-  // schedule is indexed by step, so count distinct consecutive timesteps.
-  const std::vector<float>& timesteps = sampler->timesteps();
-  const int evaluations = sampler->num_evaluations();
-  t0 = Clock::now();
-  int step = 0;
-  for (int k = 0; k < evaluations; ++k) {
-    const auto step_start = Clock::now();
-    if (k > 0 && timesteps[static_cast<size_t>(k)] != timesteps[static_cast<size_t>(k - 1)]) ++step;
-    const int schedule_step = std::min(step, request.steps - 1);
-    Tensor x = latents.clone();
-    sampler->scale_model_input(x, k);
-    const uint64_t skipped_before = guidance.skipped_uncond_steps();
-    const Tensor eps = guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps);
-    sampler->step(eps, k, latents, rng);
-    if (trace.on_step) trace.on_step(k, x, eps, latents);
-    if (progress) {
-      progress(StepReport{k, evaluations, timesteps[static_cast<size_t>(k)],
-                          request.guidance.schedule.at(schedule_step, request.steps),
-                          guidance.skipped_uncond_steps() != skipped_before, since(step_start)});
-    }
-  }
-  result.seconds_denoise = since(t0);
-  result.final_latents = latents;
-  result.unet_rows = guidance.unet_rows();
-  result.skipped_uncond_steps = guidance.skipped_uncond_steps();
+    ClassifierFreeGuidance guidance(prompt_rows(uncond, r0, r1, request.images_per_prompt),
+                                    prompt_rows(cond, r0, r1, request.images_per_prompt), request.guidance);
+    const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context) {
+      return model.unet().forward(be, x, t, context);
+    };
 
-  if (request.decode) {
+    // Samplers with several evaluations per step (Heun) repeat the step's timestep; the guidance
+    // schedule is indexed by step, so count distinct consecutive timesteps.
+    const std::vector<float>& timesteps = sampler->timesteps();
+    const int evaluations = sampler->num_evaluations();
     t0 = Clock::now();
-    // The UNet's activation sizes are not the VAE's: hand the cached blocks back rather than hold
-    // both working sets at once (at 512x512 the cache held ~1 GB of UNet blocks during decode).
-    be.release_cached_memory();
-    result.vae_tiled = request.vae_tiling.value_or(estimated_decode_bytes(model.vae(), latents) >
-                                                   request.vae_memory_limit_gb * 1e9);
-    result.decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})
-                                      : model.vae().decode(be, latents);
-    result.image = to_uint8_image(result.decoded);
-    result.seconds_decode = since(t0);
+    int step = 0;
+    for (int k = 0; k < evaluations; ++k) {
+      const auto step_start = Clock::now();
+      Activity activity(cat("denoising step ", k + 1, " of ", evaluations, turns > 1 ? cat(" (turn ", turn + 1, " of ", turns, ")") : "",
+                            ": the UNet on ", r1 - r0, " images of ", w, "x", h, " latents"));
+      if (k > 0 && timesteps[static_cast<size_t>(k)] != timesteps[static_cast<size_t>(k - 1)]) ++step;
+      const int schedule_step = std::min(step, request.steps - 1);
+      Tensor x = latents.clone();
+      sampler->scale_model_input(x, k);
+      const uint64_t skipped_before = guidance.skipped_uncond_steps();
+      const Tensor eps = guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps);
+      sampler->step(eps, k, latents, noise);
+      if (trace.on_step) trace.on_step(k, x, eps, latents);
+      if (progress) {
+        StepReport report{k, evaluations, timesteps[static_cast<size_t>(k)],
+                          request.guidance.schedule.at(schedule_step, request.steps),
+                          guidance.skipped_uncond_steps() != skipped_before, since(step_start)};
+        report.turn = turn;
+        report.turns = turns;
+        progress(report);
+      }
+    }
+    result.seconds_denoise += since(t0);
+    std::memcpy(result.final_latents.f32() + r0 * latents.numel() / (r1 - r0), latents.f32(), latents.nbytes());
+    result.unet_rows += guidance.unet_rows();
+    // Every turn skips the same steps; count them once.
+    result.skipped_uncond_steps = guidance.skipped_uncond_steps();
+
+    if (request.decode) {
+      t0 = Clock::now();
+      Activity activity(cat("decoding ", r1 - r0, r1 - r0 == 1 ? " image" : " images", " of ", request.width, "x",
+                            request.height, " with the VAE"));
+      // The UNet's activation sizes are not the VAE's: hand the cached blocks back rather than hold
+      // both working sets at once (at 512x512 the cache held ~1 GB of UNet blocks during decode).
+      be.release_cached_memory();
+      result.vae_tiled = request.vae_tiling.value_or(estimated_decode_bytes(model.vae(), latents) >
+                                                     request.vae_memory_limit_gb * 1e9);
+      const Tensor decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})
+                                              : model.vae().decode(be, latents);
+      const Tensor image = to_uint8_image(decoded);
+      if (!result.image.defined()) {
+        std::vector<int64_t> shape = image.shape().to_vector();
+        shape[0] = B;
+        result.image = Tensor::empty(Shape(shape), DType::U8);
+      }
+      std::memcpy(static_cast<char*>(result.image.raw()) + r0 * image.nbytes() / (r1 - r0), image.raw(), image.nbytes());
+      if (request.keep_decoded) {
+        if (!result.decoded.defined()) {
+          std::vector<int64_t> shape = decoded.shape().to_vector();
+          shape[0] = B;
+          result.decoded = Tensor::empty(Shape(shape), DType::F32);
+        }
+        std::memcpy(result.decoded.f32() + r0 * decoded.numel() / (r1 - r0), decoded.f32(), decoded.nbytes());
+      }
+      result.seconds_decode += since(t0);
+      // The next turn's UNet sizes are not the decoder's either.
+      if (turn + 1 < turns) be.release_cached_memory();
+    }
   }
   return result;
 }

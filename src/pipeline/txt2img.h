@@ -41,6 +41,10 @@ struct Txt2ImgRequest {
   // exceeds vae_memory_limit_gb.
   std::optional<bool> vae_tiling;
   double vae_memory_limit_gb = 2.0;
+  // Images per turn (0: all at once). Turns bound the UNet's and the VAE's batch; the images are
+  // those of the one-batch run (each turn's noise is its rows of the whole batch's draws).
+  int max_batch = 0;
+  bool keep_decoded = false;  // also return the f32 decoder output (B x 3 x H x W; parity tests)
 };
 
 struct StepReport {
@@ -50,16 +54,18 @@ struct StepReport {
   float guidance_scale = 0;
   bool uncond_skipped = false;
   double seconds = 0;     // this step's wall time
+  int turn = 0, turns = 1;  // which turn of images (see Txt2ImgRequest::max_batch)
 };
 using StepCallback = std::function<void(const StepReport&)>;
 
 struct Txt2ImgResult {
   Tensor init_noise;     // [B, 4, h, w] the seeded draw
   Tensor final_latents;  // [B, 4, h, w]
-  Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (undefined if !decode)
+  Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (only with keep_decoded)
   Tensor image;          // [B, H, W, 3] U8, clamp(decoded/2 + 0.5)·255 rounded half to even
   std::string sampler;   // the sampler name used
   bool vae_tiled = false;
+  int turns = 1;                     // turns the images ran in
   uint64_t unet_rows = 0;            // batch rows the UNet evaluated in total
   uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;

@@ -50,6 +50,7 @@ Txt2ImgRequest request_for(const nlohmann::json& c) {
   config["_class_name"] = p["scheduler"];
   r.scheduler_config = SchedulerConfig::from_json(config, p["scheduler"].get<std::string>());
   r.sampler = default_sampler_for(*r.scheduler_config);
+  r.keep_decoded = true;
   return r;
 }
 

@@ -1,0 +1,77 @@
+#pragma once
+// The memory plan: before a model is built or a step is run, estimate the process's peak
+// resident memory for a generation from the model's configs, the size, the batch, the precision
+// and the VAE tiling choice, and decide whether it fits. A typo in a size or a count must end in
+// a sentence, not an OOM kill.
+//
+// peak = max(UNet phase, decode phase), each = the process before loading (measured) + the
+// libraries' working memory + the weights resident in their compute layout + that phase's
+// activations (activation_memory.h replays the forward passes). Measured against otter's peak
+// RSS for the bundled model and SD 1.5 (README, *Memory*; tests/pipeline/memory_plan_test.cpp).
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "backend/backend.h"
+#include "io/model_configs.h"
+#include "pipeline/activation_memory.h"
+
+namespace otter {
+
+struct MemoryPlanRequest {
+  int width = 512, height = 512;  // image size
+  int64_t images = 1;             // images denoised and decoded together (one turn)
+  int64_t total_images = 0;       // images of the whole run (0: `images`); their 8-bit pixels and latents are kept
+  int unet_rows_per_image = 2;    // 2: [uncond, cond] in one call; 1: cond only or --cfg-batch split
+  int64_t text_windows = 1;       // 77-token windows per prompt (--long-prompt chunk makes more)
+  Precision precision = Precision::F32;
+  int threads = 1;
+  std::optional<bool> vae_tiling;  // forced on/off, or automatic as the pipeline decides
+  double vae_memory_limit_gb = 2.0;
+  double base_bytes = 0;  // the process's RSS before loading (process_memory().resident_bytes)
+};
+
+struct MemoryPlan {
+  double base = 0, runtime = 0;                              // before loading; libraries' working memory
+  double heap_leftover = 0;  // what the UNet's small blocks leave in malloc's heap during the decode
+  double outputs = 0;        // kept for the whole run: every image's pixels and latents, the turn's text rows
+  double text_weights = 0, unet_weights = 0, vae_weights = 0;  // resident, in the compute layout
+  ActivationBytes text, unet, vae;
+  bool vae_tiled = false;
+  MemoryPlanRequest request;
+
+  double weights() const { return text_weights + unet_weights + vae_weights; }
+  double unet_phase() const {
+    return base + runtime + text_weights + unet_weights + outputs + text.total() + unet.total();
+  }
+  double decode_phase() const { return base + runtime + weights() + outputs + heap_leftover + vae.total(); }
+  double peak() const { return std::max(unet_phase(), decode_phase()); }
+  // "2.71 GB (weights 2.15, UNet activations 0.28 on 2 rows at 64x64 latents, VAE decode 0.40, ...)"
+  std::string describe() const;
+};
+
+MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& request);
+
+// What a run may use: --memory-limit when given, else what the system and cgroup leave this
+// process minus a margin (5%, at least 256 MB) for everything else on the machine.
+struct MemoryBudget {
+  std::optional<double> bytes;  // absent: nothing readable, no check
+  std::string source;           // "--memory-limit 2 GB" / "MemAvailable 21.3 GB, ... minus a 5% margin"
+};
+MemoryBudget memory_budget(std::optional<double> limit_gb);
+
+// Decides how a request runs within `budget`: all images at once, or in turns of max_batch images
+// (the largest that fits, or the user's --max-batch); throws an otter::Error naming the estimate,
+// the budget and what would fit (a smaller size, --vae-tile, --cfg-batch split, fewer images) when
+// not even one image fits.
+struct MemoryDecision {
+  MemoryPlan plan;     // of one turn
+  int64_t turn_images; // images per turn
+  bool chose_turns = false;
+};
+MemoryDecision fit_memory(const ModelConfigs& configs, MemoryPlanRequest request, int64_t total_images,
+                          std::optional<int64_t> max_batch, const MemoryBudget& budget);
+
+std::string format_gb(double bytes);  // "2.71 GB"
+
+}  // namespace otter
