@@ -45,6 +45,17 @@ TEST(OtterInfoModel, SameDescriptionInBothLayouts) {
   EXPECT_TRUE(contains(single.out, "layout:       original single file (LDM layout)\n"));
   EXPECT_TRUE(contains(single.out, "3 of the 4 OpenCLIP resblocks are used"));
 
+  // Which tokenizer: the folder's own, or (no folder, configs as files) the vocabulary built into otter.
+  EXPECT_TRUE(contains(folder.out, "tokenizer:    " + (models / "tiny-sd2" / "tokenizer").string() + " (the model's own)"))
+      << folder.out;
+  std::string configs;
+  for (const char* c : {"text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"})
+    configs += cat(" --config '", (models / "tiny-sd2" / c).string(), "'");
+  const InfoRun bare = otter_info(cat("'", (models / "tiny-sd2.safetensors").string(), "'", configs));
+  ASSERT_EQ(bare.status, 0) << bare.err;
+  EXPECT_TRUE(contains(bare.out, "tokenizer:    built-in CLIP BPE vocabulary (openai/clip-vit-large-patch14, 49408 tokens), pad token \"!\""))
+      << bare.out;
+
   const InfoRun eps = otter_info(cat("'", (models / "tiny-sd2").string(), "' --prediction eps"));
   EXPECT_TRUE(contains(eps.out, "prediction:   epsilon\n")) << eps.out << eps.err;
 }

@@ -92,7 +92,8 @@ TEST_F(OtterMemory, AbsurdValuesAreRefusedWhileParsing) {
       {"--memory-limit -1", "--memory-limit"},
   };
   for (const auto& c : cases) {
-    const Timed t = timed_generate(cat("-p x ", c.args, out("x.png")));
+    // Under a small --memory-limit, so a check that let one through could not take the machine down.
+    const Timed t = timed_generate(cat("-p x --memory-limit 1 ", c.args, out("x.png")));
     EXPECT_NE(t.run.status, 0) << c.args;
     EXPECT_TRUE(contains(t.run.err, c.message)) << c.args << ": " << t.run.err;
     EXPECT_LT(t.seconds, 2.0) << c.args;
