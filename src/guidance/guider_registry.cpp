@@ -1,0 +1,45 @@
+#include <functional>
+#include <map>
+
+#include "core/error.h"
+#include "guidance/guider_factories.h"
+
+namespace otter {
+
+std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::json& params) {
+  using Factory = std::function<std::unique_ptr<Guider>(const nlohmann::json&)>;
+  // diffusers' class names and otter's short names for the same guider.
+  static const std::map<std::string, Factory> factories{
+      {"ClassifierFreeGuidance", make_cfg_guider},
+      {"cfg", make_cfg_guider},
+      {"ClassifierFreeZeroStarGuidance", make_cfg_zero_star_guider},
+      {"cfg_zero_star", make_cfg_zero_star_guider},
+      {"AdaptiveProjectedGuidance", make_apg_guider},
+      {"apg", make_apg_guider},
+      {"TangentialClassifierFreeGuidance", make_tcfg_guider},
+      {"tcfg", make_tcfg_guider},
+      {"MagnitudeAwareGuidance", make_mambo_guider},
+      {"mambo", make_mambo_guider},
+  };
+  const auto it = factories.find(name);
+  if (it == factories.end()) {
+    std::string known;
+    for (const auto& [n, f] : factories) known += (known.empty() ? "" : ", ") + n;
+    throw Error(cat("unknown guider '", name, "'; known: ", known));
+  }
+  return it->second(params);
+}
+
+namespace guider_detail {
+
+Tensor difference(const Tensor& c_in, const Tensor& u_in) {
+  OTTER_CHECK(c_in.shape() == u_in.shape(), "guider: cond ", c_in.describe(), " and uncond ", u_in.describe(),
+              " predictions differ in shape");
+  const Tensor c = c_in.contiguous(), u = u_in.contiguous();
+  Tensor d = Tensor::empty(c.shape(), DType::F32);
+  for (int64_t i = 0; i < c.numel(); ++i) d.f32()[i] = c.f32()[i] - u.f32()[i];
+  return d;
+}
+
+}  // namespace guider_detail
+}  // namespace otter

@@ -1,0 +1,88 @@
+// Every guider against diffusers' guiders (../shared/golden/guiders.json, made by executing the
+// guider modules of the diffusers commit the manifest names): for each case, the guider sees every
+// step of the run in order, asks for exactly the predictions diffusers evaluated at the stored
+// steps, and returns the guided prediction within 10x the case's own float32-vs-float64 error.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <string>
+
+#include "guidance/guider.h"
+#include "support/golden.h"
+#include "support/shared_data.h"
+
+namespace otter {
+namespace {
+
+std::string evaluated(const std::vector<Prediction>& needs) {
+  std::string out;
+  for (Prediction p : needs) {
+    out += out.empty() ? "" : "+";
+    out += p == Prediction::cond ? "pred_cond" : p == Prediction::uncond ? "pred_uncond" : "pred_perturbed";
+  }
+  return out;
+}
+
+Tensor step_of(const Tensor& all, int64_t i) {
+  std::vector<int64_t> shape = all.shape().to_vector();
+  shape.erase(shape.begin());
+  return all.slice(0, i, i + 1).contiguous().reshape(Shape(shape));
+}
+
+TEST(GuiderGolden, EveryImplementedGuiderMatchesDiffusers) {
+  OTTER_REQUIRE_SHARED(shared);
+  const testing::Golden golden(shared / "golden" / "guiders.json");
+  const std::set<std::string> implemented{"ClassifierFreeGuidance", "ClassifierFreeZeroStarGuidance",
+                                          "AdaptiveProjectedGuidance", "TangentialClassifierFreeGuidance",
+                                          "MagnitudeAwareGuidance"};
+  const Tensor cond = golden.tensor("inputs/pred_cond"), uncond = golden.tensor("inputs/pred_uncond");
+  int cases = 0, not_yet = 0;
+  for (const nlohmann::json& c : golden.manifest()["cases"]) {
+    const std::string id = c["id"].get<std::string>(), kind = c["guider"].get<std::string>();
+    if (!implemented.count(kind)) {
+      ++not_yet;
+      continue;
+    }
+    ++cases;
+    auto guider = make_guider(kind, c["resolved_params"]);
+    EXPECT_EQ(guider->name(), kind);
+    const int steps = c["num_inference_steps"].get<int>();
+    const nlohmann::json& stored = c["steps"];
+    const Tensor want = golden.tensor_ref(c["output"]);
+    const double tolerance = 10.0 * c.value("tolerance_hint_max_abs", 0.0);
+    double worst = 0;
+    guider->reset();
+    for (int i = 0; i < steps; ++i) {
+      const GuiderStep s{i, steps, 0.0f};
+      const std::vector<Prediction> needs = guider->needs(s);
+      Predictions p;
+      p.cond = step_of(cond, i);
+      for (Prediction n : needs)
+        if (n == Prediction::uncond) p.uncond = step_of(uncond, i);
+      const Tensor pred = guider->combine(s, p);
+      for (size_t k = 0; k < stored["step"].size(); ++k) {
+        if (stored["step"][k].get<int>() != i) continue;
+        EXPECT_EQ(static_cast<int>(needs.size()), stored["num_conditions"].get<std::string>()[k] - '0')
+            << id << " step " << i;
+        EXPECT_EQ(evaluated(needs), stored["predictions_evaluated"][k].get<std::string>()) << id << " step " << i;
+        const Tensor w = step_of(want, static_cast<int64_t>(k));
+        ASSERT_EQ(w.numel(), pred.numel()) << id;
+        double max_abs = 0;
+        for (int64_t e = 0; e < w.numel(); ++e) {
+          const double d = std::fabs(static_cast<double>(pred.f32()[e]) - w.f32()[e]);
+          max_abs = std::isnan(d) ? INFINITY : std::max(max_abs, d);
+        }
+        worst = std::max(worst, max_abs);
+        EXPECT_LE(max_abs, tolerance) << id << " step " << i;
+      }
+    }
+    std::printf("[ guider ] %-55s max |d| %.2e (bound %.2e)\n", id.c_str(), worst, tolerance);
+  }
+  std::printf("[ guider ] %d cases checked; %d cases of guiders not implemented yet\n", cases, not_yet);
+  EXPECT_GE(cases, 20);
+}
+
+}  // namespace
+}  // namespace otter
