@@ -2,6 +2,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -29,6 +30,7 @@ struct GenerateArgs {
   std::vector<std::string> negatives;
   std::string cfg_scale = "7.5";
   std::string cfg_schedule;
+  std::string guidance;  // a guider recipe instead of classic CFG
   float rescale = 0.0f;
   std::string cfg_batch = "batched";
   int steps = 20;
@@ -110,6 +112,12 @@ void run_generate(const GenerateArgs& a) {
   request.guidance.schedule.validate(a.steps);
   request.guidance.rescale = a.rescale;
   request.guidance.batching = a.cfg_batch == "split" ? CfgBatching::Split : CfgBatching::Batched;
+  if (!a.guidance.empty()) {
+    OTTER_CHECK(a.cfg_schedule.empty() && a.rescale == 0.0f,
+                "--guidance takes the method's own parameters: give the scale and rescale in the recipe (e.g. "
+                "cfg:scale=7,rescale=0.7, start/stop for a step window) instead of --cfg-schedule or --rescale");
+    request.guider = GuidanceRecipe::parse(a.guidance);
+  }
   request.text.long_prompt = a.long_prompt == "chunk" ? LongPrompt::chunk : LongPrompt::truncate;
   request.text.clip_skip = a.clip_skip;
   if (a.vae_tile) request.vae_tiling = true;
@@ -118,7 +126,14 @@ void run_generate(const GenerateArgs& a) {
     throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
 
   int skipped = 0;  // steps with scale 1 run without the uncond rows
-  for (int s = 0; s < request.steps; ++s) skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
+  for (int s = 0; s < request.steps; ++s) {
+    if (request.guider) {
+      const auto needs = request.guider->make()->needs(GuiderStep{s, request.steps, 0.0f});
+      skipped += std::find(needs.begin(), needs.end(), Prediction::uncond) == needs.end();
+    } else {
+      skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
+    }
+  }
 
   // Check what can be checked before any expensive work: the output folder must be writable.
   check_output_writable(a.output);
@@ -177,7 +192,10 @@ void run_generate(const GenerateArgs& a) {
 
   // Say when guidance is off: a scale of 1 needs no unconditional pass.
 
-  if (skipped == request.steps)
+  if (request.guider)
+    log(a.quiet, cat("otter: guidance ", request.guider->to_string(), "; the unconditional pass is skipped on ",
+                     skipped, " of ", request.steps, " steps"));
+  else if (skipped == request.steps)
     log(a.quiet, "otter: guidance scale is 1: the unconditional pass is skipped (half the UNet work)");
   else if (skipped > 0)
     log(a.quiet, cat("otter: guidance scale is 1 on ", skipped, " of ", request.steps,
@@ -212,6 +230,9 @@ void add_generate_command(CLI::App& app) {
                   "all prompts or one per prompt");
   cmd->add_option("--cfg-scale", a->cfg_scale, "Guidance scale s in eps = uncond + s*(cond - uncond)")
       ->capture_default_str();
+  cmd->add_option("--guidance", a->guidance,
+                  "A guider instead of classic CFG: METHOD[:NAME=VALUE,...] with METHOD cfg, cfg_zero_star, apg, "
+                  "tcfg or mambo (or diffusers' class name) and diffusers' parameters, e.g. apg:scale=7.5,eta=0");
   cmd->add_option("--cfg-schedule", a->cfg_schedule,
                   "Scale per step: linear:START:END, cosine:START:END or list:S1,S2,... (overrides --cfg-scale)");
   cmd->add_option("--rescale", a->rescale, "Guidance rescale phi in [0, 1] (for v-prediction models; 0 = off)")

@@ -9,17 +9,6 @@
 namespace otter {
 namespace {
 
-// Concatenates two tensors along the batch dimension (dim 0); both contiguous with equal row shape.
-Tensor concat_rows(const Tensor& a_in, const Tensor& b_in) {
-  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
-  std::vector<int64_t> shape = a.shape().to_vector();
-  shape[0] += b.dim(0);
-  Tensor out = Tensor::empty(Shape(shape), a.dtype());
-  std::memcpy(out.raw(), a.raw(), a.nbytes());
-  std::memcpy(static_cast<char*>(out.raw()) + a.nbytes(), b.raw(), b.nbytes());
-  return out;
-}
-
 // Unbiased standard deviation of n floats, as torch.std.
 double stddev(const float* x, int64_t n) {
   double mean = 0;
@@ -31,6 +20,16 @@ double stddev(const float* x, int64_t n) {
 }
 
 }  // namespace
+
+Tensor concat_rows(const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  std::vector<int64_t> shape = a.shape().to_vector();
+  shape[0] += b.dim(0);
+  Tensor out = Tensor::empty(Shape(shape), a.dtype());
+  std::memcpy(out.raw(), a.raw(), a.nbytes());
+  std::memcpy(static_cast<char*>(out.raw()) + a.nbytes(), b.raw(), b.nbytes());
+  return out;
+}
 
 Tensor combine_guidance(const Tensor& uncond_in, const Tensor& cond_in, float scale, float rescale) {
   OTTER_CHECK(uncond_in.shape() == cond_in.shape(), "guidance: uncond ", uncond_in.describe(), " and cond ",

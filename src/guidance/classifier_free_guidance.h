@@ -18,16 +18,9 @@
 
 #include "core/tensor.h"
 #include "guidance/guidance_schedule.h"
+#include "guidance/noise_prediction.h"
 
 namespace otter {
-
-// One UNet evaluation: latents x[R, C, h, w] at `timestep`, conditioned on context[R, 77, D].
-using Denoiser = std::function<Tensor(const Tensor& x, float timestep, const Tensor& context)>;
-
-enum class CfgBatching {
-  Batched,  // one UNet call on 2B rows (fastest: one pass over the weights)
-  Split,    // two calls of B rows each (half the activation memory), identical results
-};
 
 struct GuidanceOptions {
   GuidanceSchedule schedule = GuidanceSchedule::constant(7.5f);
@@ -39,22 +32,22 @@ struct GuidanceOptions {
 // per batch row, std over all other dims, unbiased).
 Tensor combine_guidance(const Tensor& uncond_out, const Tensor& cond_out, float scale, float rescale);
 
-class ClassifierFreeGuidance {
+class ClassifierFreeGuidance : public NoisePrediction {
  public:
   // uncond and cond are [B, 77, D] text embeddings, row i of each belonging to latent row i.
   ClassifierFreeGuidance(Tensor uncond, Tensor cond, GuidanceOptions options);
 
   // The guided noise prediction for latents x[B, ...] (already scaled for the model input) at
   // denoising step `step` of `steps`.
-  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps);
+  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) override;
 
   // Whether step `step` needs the unconditional rows (scale != 1).
   bool needs_uncond(int step, int steps) const { return options_.schedule.at(step, steps) != 1.0f; }
 
   const GuidanceOptions& options() const { return options_; }
   // Rows the UNet has been asked to evaluate so far (B per cond pass, 2B per guided step).
-  uint64_t unet_rows() const { return unet_rows_; }
-  uint64_t skipped_uncond_steps() const { return skipped_uncond_steps_; }
+  uint64_t unet_rows() const override { return unet_rows_; }
+  uint64_t skipped_uncond_steps() const override { return skipped_uncond_steps_; }
 
  private:
   Tensor uncond_, cond_;

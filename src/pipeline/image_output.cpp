@@ -48,6 +48,8 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
     p.cfg_scale = schedule.at(0, request.steps);
     p.extra.emplace_back("CFG schedule", schedule.describe());
   }
+  if (request.guider && request.guider->params.contains("guidance_scale"))
+    p.cfg_scale = request.guider->params["guidance_scale"].get<double>();
   p.seed = request.seed;
   p.width = request.width;
   p.height = request.height;
@@ -59,6 +61,7 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
     p.extra.emplace_back("Batch pos", std::to_string(index));
   }
   if (request.guidance.rescale > 0) p.extra.emplace_back("CFG Rescale phi", number(request.guidance.rescale));
+  if (request.guider) p.extra.emplace_back("Guidance", request.guider->to_string());
   if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", number(request.sampler_options.eta));
   if (request.text.clip_skip != 1) p.extra.emplace_back("Clip skip", std::to_string(request.text.clip_skip));
   return p;

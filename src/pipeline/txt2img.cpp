@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
 #include "core/activity.h"
 #include "core/error.h"
+#include "guidance/guider_prediction.h"
 #include "models/vae_tiling.h"
 #include "sampling/torch_cpu_generator.h"
 
@@ -128,6 +130,15 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   if (negatives.empty()) negatives.assign(1, "");
   bool any_guided = false;
   for (int s = 0; s < request.steps; ++s) any_guided |= request.guidance.schedule.at(s, request.steps) != 1.0f;
+  if (request.guider) {
+    // The guider decides per step; ask it whether any step of this run needs the uncond rows.
+    const std::unique_ptr<Guider> probe = request.guider->make();
+    any_guided = false;
+    for (int s = 0; s < request.steps; ++s) {
+      const auto needs = probe->needs(GuiderStep{s, request.steps, 0.0f});
+      any_guided |= std::find(needs.begin(), needs.end(), Prediction::uncond) != needs.end();
+    }
+  }
   Tensor uncond;
   if (any_guided) {
     // The same negative for every prompt is encoded once.
@@ -165,8 +176,18 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     const float sigma0 = sampler->init_noise_sigma();
     for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;
 
-    ClassifierFreeGuidance guidance(prompt_rows(uncond, r0, r1, request.images_per_prompt),
-                                    prompt_rows(cond, r0, r1, request.images_per_prompt), request.guidance);
+    // Classic CFG (scale schedule, otter's semantics for s <= 1), or a guider (diffusers' methods).
+    std::unique_ptr<NoisePrediction> guidance_owner;
+    if (request.guider) {
+      guidance_owner = std::make_unique<GuiderPrediction>(prompt_rows(uncond, r0, r1, request.images_per_prompt),
+                                                          prompt_rows(cond, r0, r1, request.images_per_prompt),
+                                                          request.guider->make(), request.guidance.batching);
+    } else {
+      guidance_owner = std::make_unique<ClassifierFreeGuidance>(prompt_rows(uncond, r0, r1, request.images_per_prompt),
+                                                                prompt_rows(cond, r0, r1, request.images_per_prompt),
+                                                                request.guidance);
+    }
+    NoisePrediction& guidance = *guidance_owner;
     const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context) {
       return model.unet().forward(be, x, t, context);
     };
@@ -191,7 +212,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {
         StepReport report{k, evaluations, timesteps[static_cast<size_t>(k)],
-                          request.guidance.schedule.at(schedule_step, request.steps),
+                          request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN))
+                                         : request.guidance.schedule.at(schedule_step, request.steps),
                           guidance.skipped_uncond_steps() != skipped_before, since(step_start)};
         report.turn = turn;
         report.turns = turns;

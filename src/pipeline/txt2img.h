@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "guidance/classifier_free_guidance.h"
+#include "guidance/guidance_recipe.h"
 #include "pipeline/stable_diffusion.h"
 #include "sampling/sampler.h"
 
@@ -35,6 +36,9 @@ struct Txt2ImgRequest {
   SamplerOptions sampler_options;
   uint64_t seed = 0;
   GuidanceOptions guidance;
+  // A guider instead of classic CFG (`--guidance RECIPE`); guidance.batching still applies, the
+  // schedule and rescale do not (the recipe has its own parameters).
+  std::optional<GuidanceRecipe> guider;
   TextEncodeOptions text;
   bool decode = true;  // false: stop at the final latents
   // VAE decode in tiles: forced on/off, or (nullopt) automatic when the estimated decoder memory

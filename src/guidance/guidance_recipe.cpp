@@ -1,0 +1,92 @@
+#include "guidance/guidance_recipe.h"
+
+#include <map>
+
+#include "core/error.h"
+
+namespace otter {
+namespace {
+
+// Short names for diffusers' long parameter names.
+const std::map<std::string, std::string>& aliases() {
+  static const std::map<std::string, std::string> a{
+      {"scale", "guidance_scale"},
+      {"rescale", "guidance_rescale"},
+      {"original", "use_original_formulation"},
+      {"momentum", "adaptive_projected_guidance_momentum"},
+      {"norm_threshold", "adaptive_projected_guidance_rescale"},
+      {"norm_dim", "adaptive_projected_guidance_norm_dim"},
+  };
+  return a;
+}
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+// Splits at `sep` outside [brackets].
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::string cur;
+  int depth = 0;
+  for (char ch : s) {
+    if (ch == '[') ++depth;
+    if (ch == ']') --depth;
+    if (ch == sep && depth == 0) {
+      parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(ch);
+    }
+  }
+  parts.push_back(cur);
+  return parts;
+}
+
+}  // namespace
+
+GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
+  const std::vector<std::string> sections = split(text, ';');
+  OTTER_CHECK(sections.size() == 1, "guidance recipe '", text, "': modifiers after ';' (", trim(sections[1]),
+              ") are not available yet; give one method, e.g. apg:scale=7.5,eta=0");
+  const std::string& head = sections[0];
+  const size_t colon = head.find(':');
+  GuidanceRecipe r;
+  r.method = trim(head.substr(0, colon));
+  OTTER_CHECK(!r.method.empty(), "guidance recipe '", text, "' names no method; e.g. apg:scale=7.5,eta=0");
+  r.params = nlohmann::json::object();
+  if (colon != std::string::npos) {
+    for (const std::string& item_raw : split(head.substr(colon + 1), ',')) {
+      const std::string item = trim(item_raw);
+      if (item.empty()) continue;
+      const size_t eq = item.find('=');
+      OTTER_CHECK(eq != std::string::npos, "guidance recipe '", text, "': '", item, "' is not NAME=VALUE");
+      std::string key = trim(item.substr(0, eq));
+      const std::string value = trim(item.substr(eq + 1));
+      if (const auto it = aliases().find(key); it != aliases().end()) key = it->second;
+      OTTER_CHECK(!r.params.contains(key), "guidance recipe '", text, "' gives ", key, " twice");
+      try {
+        r.params[key] = nlohmann::json::parse(value);
+      } catch (const nlohmann::json::parse_error&) {
+        throw Error(cat("guidance recipe '", text, "': the value of ", key, " ('", value,
+                        "') is not a number, true/false, null or a [list]"));
+      }
+    }
+  }
+  (void)r.make();  // unknown methods and parameters fail here, with the guider's own message
+  return r;
+}
+
+std::string GuidanceRecipe::to_string() const {
+  std::string out = method;
+  bool first = true;
+  for (auto it = params.begin(); it != params.end(); ++it) {  // nlohmann::json objects iterate sorted
+    out += first ? ":" : ",";
+    out += it.key() + "=" + it.value().dump();
+    first = false;
+  }
+  return out;
+}
+
+}  // namespace otter

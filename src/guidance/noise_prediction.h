@@ -1,0 +1,35 @@
+#pragma once
+// What the denoising loop asks of guidance: the guided noise prediction for latents x at a step,
+// with the UNet evaluations it took counted. Classic CFG (classifier_free_guidance.h) and the
+// guiders (guider_prediction.h) both answer it.
+#include <cstdint>
+#include <functional>
+
+#include "core/tensor.h"
+
+namespace otter {
+
+// One UNet evaluation: latents x[R, C, h, w] at `timestep`, conditioned on context[R, 77, D].
+using Denoiser = std::function<Tensor(const Tensor& x, float timestep, const Tensor& context)>;
+
+enum class CfgBatching {
+  Batched,  // one UNet call on all rows (fastest: one pass over the weights)
+  Split,    // one call per prediction (less activation memory), identical results
+};
+
+class NoisePrediction {
+ public:
+  virtual ~NoisePrediction() = default;
+  // The guided prediction for latents x[B, ...] (already scaled for the model input) at denoising
+  // step `step` of `steps`.
+  virtual Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) = 0;
+  // Rows the UNet has been asked to evaluate so far.
+  virtual uint64_t unet_rows() const = 0;
+  // Steps that ran without the unconditional rows.
+  virtual uint64_t skipped_uncond_steps() const = 0;
+};
+
+// [a; b] along dim 0 (both contiguous-able, equal row shapes).
+Tensor concat_rows(const Tensor& a, const Tensor& b);
+
+}  // namespace otter

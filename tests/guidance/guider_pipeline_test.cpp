@@ -1,0 +1,126 @@
+// Guiders in the denoising loop: the recipe syntax, the rows a guider asks for are exactly the rows
+// the UNet evaluates (counted through the denoiser), and through txt2img the CFG guider is classic
+// CFG bit for bit and APG with eta = 1, no threshold and no momentum is CFG up to rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "guidance/guidance_recipe.h"
+#include "guidance/guider_prediction.h"
+#include "pipeline/txt2img.h"
+#include "support/shared_data.h"
+
+namespace otter {
+namespace {
+
+Tensor random_tensor(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist;
+  Tensor t = Tensor::empty(shape, DType::F32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
+TEST(GuidanceRecipe, ParsesAliasesAndWritesCanonicalText) {
+  const GuidanceRecipe r = GuidanceRecipe::parse(" apg : scale=5, eta=0 ,norm_threshold=8,momentum=-0.5,norm_dim=[1]");
+  EXPECT_EQ(r.method, "apg");
+  EXPECT_EQ(r.params["guidance_scale"], 5);
+  EXPECT_EQ(r.params["adaptive_projected_guidance_rescale"], 8);
+  EXPECT_EQ(r.params["adaptive_projected_guidance_momentum"], -0.5);
+  EXPECT_EQ(r.params["adaptive_projected_guidance_norm_dim"], nlohmann::json::array({1}));
+  const std::string text = r.to_string();
+  EXPECT_EQ(text,
+            "apg:adaptive_projected_guidance_momentum=-0.5,adaptive_projected_guidance_norm_dim=[1],"
+            "adaptive_projected_guidance_rescale=8,eta=0,guidance_scale=5");
+  const GuidanceRecipe again = GuidanceRecipe::parse(text);
+  EXPECT_EQ(again.params, r.params);
+  EXPECT_EQ(GuidanceRecipe::parse("ClassifierFreeGuidance").to_string(), "ClassifierFreeGuidance");
+  EXPECT_EQ(GuidanceRecipe::parse("cfg:original=true").params["use_original_formulation"], true);
+}
+
+TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
+  const struct {
+    const char* recipe;
+    const char* message;
+  } cases[] = {
+      {"foo:scale=1", "unknown guider 'foo'"},
+      {"apg:sigma=3", "AdaptiveProjectedGuidance has no parameter sigma"},
+      {"cfg:scale=high", "is not a number"},
+      {"cfg:scale", "is not NAME=VALUE"},
+      {"cfg:scale=1,scale=2", "twice"},
+      {"cfg:start=0.8,stop=0.2", "start <= stop"},
+      {"apg;interval=0.3..14.6", "not available yet"},
+  };
+  for (const auto& c : cases) {
+    try {
+      (void)GuidanceRecipe::parse(c.recipe);
+      ADD_FAILURE() << c.recipe << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << c.recipe << ": " << e.what();
+    }
+  }
+}
+
+// The rows a guider asks for are the rows evaluated: counted in the denoiser itself.
+TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
+  for (CfgBatching batching : {CfgBatching::Batched, CfgBatching::Split}) {
+    const int64_t B = 3;
+    const Tensor uncond = random_tensor(Shape{B, 77, 8}, 1), cond = random_tensor(Shape{B, 77, 8}, 2);
+    GuiderPrediction guidance(uncond, cond, GuidanceRecipe::parse("cfg:scale=5,start=0.25,stop=0.75").make(),
+                              batching);
+    uint64_t rows = 0, calls = 0;
+    const Denoiser model = [&](const Tensor& x, float, const Tensor& context) {
+      EXPECT_EQ(x.dim(0), context.dim(0));
+      rows += static_cast<uint64_t>(x.dim(0));
+      ++calls;
+      return x.clone();
+    };
+    const Tensor x = random_tensor(Shape{B, 4, 8, 8}, 3);
+    const int steps = 8;
+    for (int s = 0; s < steps; ++s) (void)guidance.predict(model, x, 999.0f - s, s, steps);
+    // Steps 2..5 guided (2B rows), the other 4 cond only (B rows).
+    EXPECT_EQ(rows, static_cast<uint64_t>(4 * 2 * B + 4 * B));
+    EXPECT_EQ(guidance.unet_rows(), rows);
+    EXPECT_EQ(guidance.skipped_uncond_steps(), 4u);
+    EXPECT_EQ(calls, batching == CfgBatching::Batched ? 8u : 12u);
+  }
+}
+
+Txt2ImgRequest request(const char* recipe) {
+  Txt2ImgRequest r;
+  r.prompts = {"a watercolor painting of an otter", "a photo of a red fox"};
+  r.images_per_prompt = 2;
+  r.width = r.height = 64;
+  r.steps = 5;
+  r.sampler = "euler_a";
+  r.seed = 3;
+  r.guidance.schedule = GuidanceSchedule::constant(7.5f);
+  if (recipe) r.guider = GuidanceRecipe::parse(recipe);
+  return r;
+}
+
+TEST(GuiderPipeline, CfgGuiderIsClassicCfgAndApgReducesToIt) {
+  OTTER_REQUIRE_SHARED(shared);
+  auto backend = make_cpu_backend(Precision::F32);
+  auto model = StableDiffusion::load(shared / "models" / "tiny-sd1", *backend);
+  const Txt2ImgResult classic = txt2img(*model, request(nullptr));
+  const Txt2ImgResult cfg = txt2img(*model, request("cfg:scale=7.5"));
+  ASSERT_EQ(cfg.final_latents.nbytes(), classic.final_latents.nbytes());
+  EXPECT_EQ(std::memcmp(cfg.final_latents.raw(), classic.final_latents.raw(), classic.final_latents.nbytes()), 0);
+  EXPECT_EQ(cfg.unet_rows, classic.unet_rows);
+
+  const Txt2ImgResult apg = txt2img(*model, request("apg:scale=7.5,eta=1,norm_threshold=0"));
+  double max_rel = 0, scale = 0;
+  for (int64_t i = 0; i < classic.final_latents.numel(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::fabs(classic.final_latents.f32()[i])));
+    max_rel = std::max(max_rel, static_cast<double>(std::fabs(apg.final_latents.f32()[i] - classic.final_latents.f32()[i])));
+  }
+  EXPECT_LE(max_rel / scale, 1e-5) << "APG with eta 1, no threshold, no momentum should be CFG";
+}
+
+}  // namespace
+}  // namespace otter
