@@ -193,8 +193,7 @@ void run_generate(const GenerateArgs& a) {
   // Say when guidance is off: a scale of 1 needs no unconditional pass.
 
   if (request.guider)
-    log(a.quiet, cat("otter: guidance ", request.guider->to_string(), "; the unconditional pass is skipped on ",
-                     skipped, " of ", request.steps, " steps"));
+    log(a.quiet, cat("otter: guidance ", request.guider->to_string()));
   else if (skipped == request.steps)
     log(a.quiet, "otter: guidance scale is 1: the unconditional pass is skipped (half the UNet work)");
   else if (skipped > 0)
@@ -204,6 +203,9 @@ void run_generate(const GenerateArgs& a) {
   ProgressBar progress(a.quiet);
   const Txt2ImgResult result = txt2img(*model, request, std::ref(progress));
   if (result.vae_tiled) log(a.quiet, "otter: VAE decoded in 64x64-latent tiles (overlap 16, cross-faded)");
+  if (request.guider)
+    log(a.quiet, cat("otter: guidance: the unconditional pass was skipped on ", result.skipped_uncond_steps,
+                     " UNet evaluations", result.turns > 1 ? " (per turn)" : ""));
   log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows; text ", result.seconds_text,
                    " s, denoise ", result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
   log(a.quiet, cat("otter: memory: peak RSS ", format_gb(process_memory().peak_resident_bytes), " (estimated ",

@@ -65,7 +65,8 @@ ClassifierFreeGuidance::ClassifierFreeGuidance(Tensor uncond, Tensor cond, Guida
   if (options_.batching == CfgBatching::Batched) both_ = concat_rows(uncond_, cond_);
 }
 
-Tensor ClassifierFreeGuidance::predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) {
+Tensor ClassifierFreeGuidance::predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps,
+                                       float /*sigma*/) {
   const int64_t B = x.dim(0);
   OTTER_CHECK(B == cond_.dim(0), "guidance: ", B, " latent rows but ", cond_.dim(0), " prompt embeddings");
   const float scale = options_.schedule.at(step, steps);

@@ -39,7 +39,8 @@ class ClassifierFreeGuidance : public NoisePrediction {
 
   // The guided noise prediction for latents x[B, ...] (already scaled for the model input) at
   // denoising step `step` of `steps`.
-  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) override;
+  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps,
+                 float sigma = NAN) override;
 
   // Whether step `step` needs the unconditional rows (scale != 1).
   bool needs_uncond(int step, int steps) const { return options_.schedule.at(step, steps) != 1.0f; }

@@ -48,8 +48,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
   const std::vector<std::string> sections = split(text, ';');
-  OTTER_CHECK(sections.size() == 1, "guidance recipe '", text, "': modifiers after ';' (", trim(sections[1]),
-              ") are not available yet; give one method, e.g. apg:scale=7.5,eta=0");
   const std::string& head = sections[0];
   const size_t colon = head.find(':');
   GuidanceRecipe r;
@@ -74,8 +72,35 @@ GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
       }
     }
   }
+  for (size_t i = 1; i < sections.size(); ++i) {
+    const std::string modifier = trim(sections[i]);
+    if (modifier.empty()) continue;
+    const size_t eq = modifier.find('=');
+    const std::string key = trim(modifier.substr(0, eq));
+    OTTER_CHECK(key == "interval" && eq != std::string::npos, "guidance recipe '", text, "': unknown modifier '",
+                modifier, "'; the modifiers are interval=LO..HI (sigma)");
+    OTTER_CHECK(!r.interval, "guidance recipe '", text, "' gives interval twice");
+    const std::string range = trim(modifier.substr(eq + 1));
+    const size_t dots = range.find("..");
+    try {
+      OTTER_CHECK(dots != std::string::npos, "");
+      size_t used_lo = 0, used_hi = 0;
+      const std::string lo = range.substr(0, dots), hi = range.substr(dots + 2);
+      r.interval = std::make_pair(std::stod(lo, &used_lo), std::stod(hi, &used_hi));
+      OTTER_CHECK(used_lo == lo.size() && used_hi == hi.size(), "");
+    } catch (const std::exception&) {
+      throw Error(cat("guidance recipe '", text, "': interval must be LO..HI in sigma, e.g. interval=0.28..5.42; got '",
+                      range, "'"));
+    }
+  }
   (void)r.make();  // unknown methods and parameters fail here, with the guider's own message
   return r;
+}
+
+std::unique_ptr<Guider> GuidanceRecipe::make() const {
+  std::unique_ptr<Guider> g = make_guider(method, params);
+  if (interval) g = with_sigma_interval(std::move(g), interval->first, interval->second);
+  return g;
 }
 
 std::string GuidanceRecipe::to_string() const {
@@ -86,6 +111,7 @@ std::string GuidanceRecipe::to_string() const {
     out += it.key() + "=" + it.value().dump();
     first = false;
   }
+  if (interval) out += cat(";interval=", interval->first, "..", interval->second);
   return out;
 }
 

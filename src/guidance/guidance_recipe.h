@@ -7,9 +7,11 @@
 //   ClassifierFreeGuidance:guidance_scale=5,start=0.2,stop=0.8
 //
 // METHOD is otter's short name or diffusers' class name; parameters are diffusers' names or the
-// short aliases below, values JSON literals (numbers, true/false, null, [lists]). Modifiers after
-// ';' (e.g. a guidance interval) are reserved for the methods still to come and refused for now.
+// short aliases below, values JSON literals (numbers, true/false, null, [lists]). Modifiers follow
+// after ';':  interval=LO..HI  guides only where the step's sigma is in (LO, HI].
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -21,10 +23,11 @@ namespace otter {
 struct GuidanceRecipe {
   std::string method;      // as given (short or diffusers name)
   nlohmann::json params;   // diffusers' parameter names
+  std::optional<std::pair<double, double>> interval;  // sigma interval (LO, HI]
   static GuidanceRecipe parse(const std::string& text);
   // Canonical text: method, then the parameters in diffusers' names, sorted; parses back equal.
   std::string to_string() const;
-  std::unique_ptr<Guider> make() const { return make_guider(method, params); }
+  std::unique_ptr<Guider> make() const;
 };
 
 }  // namespace otter

@@ -12,6 +12,7 @@
 // Numerics follow diffusers' float32 order of operations; where diffusers computes in float64
 // (APG's projection) or float32 on purpose (CFG-Zero*'s alpha, TCFG's SVD) the same is done, so
 // ../shared/golden/guiders.json is matched to within its own float32-vs-float64 figures.
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +29,7 @@ struct GuiderStep {
   int step = 0;         // 0-based denoising step
   int steps = 1;        // num_inference_steps
   float timestep = 0;
+  float sigma = NAN;    // the k-diffusion noise level of this evaluation (guidance intervals)
 };
 
 // The predictions of one step, each [B, C, h, w] f32; only those the guider asked for are defined.
@@ -51,6 +53,10 @@ class Guider {
 // Builds a guider from diffusers' class name (or otter's short name: cfg, cfg_zero_star, apg,
 // tcfg, mambo) and diffusers' constructor parameters (unknown keys are an error naming them).
 std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::json& params);
+
+// `inner` applied only while the step's sigma is in (sigma_lo, sigma_hi] (Kynkäänniemi et al.
+// 2024); elsewhere the conditional prediction alone, without evaluating the uncond rows.
+std::unique_ptr<Guider> with_sigma_interval(std::unique_ptr<Guider> inner, double sigma_lo, double sigma_hi);
 
 // The parts every CFG-family guider shares (guider_common.cpp).
 namespace guider_detail {

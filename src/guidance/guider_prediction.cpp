@@ -14,10 +14,11 @@ GuiderPrediction::GuiderPrediction(Tensor uncond, Tensor cond, std::unique_ptr<G
   guider_->reset();
 }
 
-Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) {
+Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps,
+                                 float sigma) {
   const int64_t B = x.dim(0);
   OTTER_CHECK(B == cond_.dim(0), "guidance: ", B, " latent rows but ", cond_.dim(0), " prompt embeddings");
-  const GuiderStep s{step, steps, timestep};
+  const GuiderStep s{step, steps, timestep, sigma};
   const std::vector<Prediction> needs = guider_->needs(s);
   OTTER_CHECK(std::find(needs.begin(), needs.end(), Prediction::perturbed) == needs.end(), guider_->name(),
               " needs a perturbed prediction, which otter's UNet cannot make yet");

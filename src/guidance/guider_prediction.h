@@ -14,7 +14,8 @@ class GuiderPrediction : public NoisePrediction {
   // uncond and cond are [B, 77·k, D] text embeddings, row i of each belonging to latent row i.
   GuiderPrediction(Tensor uncond, Tensor cond, std::unique_ptr<Guider> guider, CfgBatching batching);
 
-  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) override;
+  Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps,
+                 float sigma = NAN) override;
   uint64_t unet_rows() const override { return unet_rows_; }
   uint64_t skipped_uncond_steps() const override { return skipped_uncond_steps_; }
 

@@ -2,6 +2,7 @@
 // What the denoising loop asks of guidance: the guided noise prediction for latents x at a step,
 // with the UNet evaluations it took counted. Classic CFG (classifier_free_guidance.h) and the
 // guiders (guider_prediction.h) both answer it.
+#include <cmath>
 #include <cstdint>
 #include <functional>
 
@@ -21,8 +22,9 @@ class NoisePrediction {
  public:
   virtual ~NoisePrediction() = default;
   // The guided prediction for latents x[B, ...] (already scaled for the model input) at denoising
-  // step `step` of `steps`.
-  virtual Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps) = 0;
+  // step `step` of `steps`; `sigma` is the evaluation's k-diffusion noise level (NaN: unknown).
+  virtual Tensor predict(const Denoiser& model, const Tensor& x, float timestep, int step, int steps,
+                         float sigma = NAN) = 0;
   // Rows the UNet has been asked to evaluate so far.
   virtual uint64_t unet_rows() const = 0;
   // Steps that ran without the unconditional rows.

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "guidance/guider_prediction.h"
 #include "models/vae_tiling.h"
+#include "sampling/noise_schedule.h"
 #include "sampling/torch_cpu_generator.h"
 
 namespace otter {
@@ -196,6 +197,15 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     // schedule is indexed by step, so count distinct consecutive timesteps.
     const std::vector<float>& timesteps = sampler->timesteps();
     const int evaluations = sampler->num_evaluations();
+    // Each evaluation's k-diffusion sigma (guidance intervals): the sampler's own, or for the
+    // alpha-space samplers the training schedule's at the timestep.
+    const std::vector<float> training_sigmas =
+        sampler->sigmas().empty() ? sigmas_from_alphas_cumprod(make_training_schedule(sampler->config()).alphas_cumprod)
+                                  : std::vector<float>{};
+    const auto sigma_at = [&](int k) {
+      if (!sampler->sigmas().empty()) return sampler->sigmas()[static_cast<size_t>(k)];
+      return static_cast<float>(numpy_interp(timesteps[static_cast<size_t>(k)], training_sigmas));
+    };
     t0 = Clock::now();
     int step = 0;
     for (int k = 0; k < evaluations; ++k) {
@@ -207,7 +217,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       Tensor x = latents.clone();
       sampler->scale_model_input(x, k);
       const uint64_t skipped_before = guidance.skipped_uncond_steps();
-      const Tensor eps = guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps);
+      const Tensor eps =
+          guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps, sigma_at(k));
       sampler->step(eps, k, latents, noise);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {

@@ -42,6 +42,15 @@ TEST(GuidanceRecipe, ParsesAliasesAndWritesCanonicalText) {
   EXPECT_EQ(GuidanceRecipe::parse("cfg:original=true").params["use_original_formulation"], true);
 }
 
+TEST(GuidanceRecipe, IntervalModifier) {
+  const GuidanceRecipe r = GuidanceRecipe::parse("apg:scale=5 ; interval=0.28..5.42");
+  ASSERT_TRUE(r.interval.has_value());
+  EXPECT_EQ(r.interval->first, 0.28);
+  EXPECT_EQ(r.interval->second, 5.42);
+  EXPECT_EQ(r.to_string(), "apg:guidance_scale=5;interval=0.28..5.42");
+  EXPECT_EQ(GuidanceRecipe::parse(r.to_string()).interval, r.interval);
+}
+
 TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
   const struct {
     const char* recipe;
@@ -53,7 +62,9 @@ TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
       {"cfg:scale", "is not NAME=VALUE"},
       {"cfg:scale=1,scale=2", "twice"},
       {"cfg:start=0.8,stop=0.2", "start <= stop"},
-      {"apg;interval=0.3..14.6", "not available yet"},
+      {"apg;interval=0.3", "interval must be LO..HI"},
+      {"apg;interval=5..1", "0 <= LO < HI"},
+      {"apg;sigma=1", "unknown modifier"},
   };
   for (const auto& c : cases) {
     try {
@@ -90,6 +101,45 @@ TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
   }
 }
 
+// A guidance interval against a naive implementation: inside (lo, hi] the CFG formula on the two
+// predictions, outside the cond prediction alone, with only the rows that needs.
+TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
+  const int64_t B = 2;
+  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 4), cond = random_tensor(Shape{B, 77, 8}, 5);
+  GuiderPrediction guidance(uncond, cond, GuidanceRecipe::parse("cfg:scale=6;interval=0.5..3").make(),
+                            CfgBatching::Batched);
+  uint64_t rows = 0;
+  // A fake UNet whose output depends on the text row: x + mean of the context row.
+  const Denoiser model = [&](const Tensor& x, float, const Tensor& context) {
+    rows += static_cast<uint64_t>(x.dim(0));
+    Tensor out = x.clone();
+    const int64_t per = out.numel() / out.dim(0), ctx = context.numel() / context.dim(0);
+    for (int64_t b = 0; b < out.dim(0); ++b) {
+      double mean = 0;
+      for (int64_t i = 0; i < ctx; ++i) mean += context.f32()[b * ctx + i];
+      for (int64_t i = 0; i < per; ++i) out.f32()[b * per + i] += static_cast<float>(mean / ctx);
+    }
+    return out;
+  };
+  const Tensor x = random_tensor(Shape{B, 4, 4, 4}, 6);
+  const Tensor u = model(x, 0, uncond), c = model(x, 0, cond);
+  rows = 0;
+  const float sigmas[] = {14.6f, 3.0f, 2.9f, 1.0f, 0.5f, 0.1f};
+  uint64_t expected_rows = 0;
+  for (int k = 0; k < 6; ++k) {
+    const bool inside = sigmas[k] > 0.5f && sigmas[k] <= 3.0f;
+    expected_rows += static_cast<uint64_t>(inside ? 2 * B : B);
+    const Tensor pred = guidance.predict(model, x, 999.0f - k, k, 6, sigmas[k]);
+    for (int64_t i = 0; i < pred.numel(); ++i) {
+      const float want = inside ? u.f32()[i] + 6.0f * (c.f32()[i] - u.f32()[i]) : c.f32()[i];
+      ASSERT_EQ(pred.f32()[i], want) << "sigma " << sigmas[k] << " element " << i;
+    }
+  }
+  EXPECT_EQ(rows, expected_rows);
+  EXPECT_EQ(guidance.unet_rows(), expected_rows);
+  EXPECT_EQ(guidance.skipped_uncond_steps(), 3u);
+}
+
 Txt2ImgRequest request(const char* recipe) {
   Txt2ImgRequest r;
   r.prompts = {"a watercolor painting of an otter", "a photo of a red fox"};
@@ -120,6 +170,29 @@ TEST(GuiderPipeline, CfgGuiderIsClassicCfgAndApgReducesToIt) {
     max_rel = std::max(max_rel, static_cast<double>(std::fabs(apg.final_latents.f32()[i] - classic.final_latents.f32()[i])));
   }
   EXPECT_LE(max_rel / scale, 1e-5) << "APG with eta 1, no threshold, no momentum should be CFG";
+}
+
+// Through txt2img: an interval holding every sigma is plain CFG; one holding none is the cond
+// prediction alone (classic CFG at scale 1), with half the rows. Both bit for bit.
+TEST(GuiderPipeline, IntervalBoundsGiveCfgOrNoGuidance) {
+  OTTER_REQUIRE_SHARED(shared);
+  auto backend = make_cpu_backend(Precision::F32);
+  auto model = StableDiffusion::load(shared / "models" / "tiny-sd1", *backend);
+  const auto same = [](const Txt2ImgResult& a, const Txt2ImgResult& b) {
+    return a.final_latents.nbytes() == b.final_latents.nbytes() &&
+           std::memcmp(a.final_latents.raw(), b.final_latents.raw(), a.final_latents.nbytes()) == 0;
+  };
+  for (const char* sampler : {"euler_a", "ddim"}) {
+    Txt2ImgRequest cfg = request("cfg:scale=7.5"), all = request("cfg:scale=7.5;interval=0..100000"),
+                   none = request("cfg:scale=7.5;interval=100000..200000"), plain = request(nullptr);
+    cfg.sampler = all.sampler = none.sampler = plain.sampler = sampler;
+    plain.guidance.schedule = GuidanceSchedule::constant(1.0f);
+    const Txt2ImgResult r_cfg = txt2img(*model, cfg), r_all = txt2img(*model, all);
+    const Txt2ImgResult r_none = txt2img(*model, none), r_plain = txt2img(*model, plain);
+    EXPECT_TRUE(same(r_all, r_cfg)) << sampler;
+    EXPECT_TRUE(same(r_none, r_plain)) << sampler;
+    EXPECT_EQ(r_none.unet_rows * 2, r_cfg.unet_rows) << sampler;
+  }
 }
 
 }  // namespace
