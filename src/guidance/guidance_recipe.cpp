@@ -77,10 +77,23 @@ GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
     if (modifier.empty()) continue;
     const size_t eq = modifier.find('=');
     const std::string key = trim(modifier.substr(0, eq));
-    OTTER_CHECK(key == "interval" && eq != std::string::npos, "guidance recipe '", text, "': unknown modifier '",
-                modifier, "'; the modifiers are interval=LO..HI (sigma)");
+    OTTER_CHECK((key == "interval" || key == "adaptive") && eq != std::string::npos, "guidance recipe '", text,
+                "': unknown modifier '", modifier, "'; the modifiers are interval=LO..HI (sigma) and adaptive=GAMMA");
+    const std::string value = trim(modifier.substr(eq + 1));
+    if (key == "adaptive") {
+      OTTER_CHECK(!r.adaptive, "guidance recipe '", text, "' gives adaptive twice");
+      try {
+        size_t used = 0;
+        r.adaptive = std::stod(value, &used);
+        OTTER_CHECK(used == value.size(), "");
+      } catch (const std::exception&) {
+        throw Error(cat("guidance recipe '", text, "': adaptive must be a cosine threshold, e.g. adaptive=0.99; got '",
+                        value, "'"));
+      }
+      continue;
+    }
     OTTER_CHECK(!r.interval, "guidance recipe '", text, "' gives interval twice");
-    const std::string range = trim(modifier.substr(eq + 1));
+    const std::string& range = value;
     const size_t dots = range.find("..");
     try {
       OTTER_CHECK(dots != std::string::npos, "");
@@ -99,6 +112,8 @@ GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
 
 std::unique_ptr<Guider> GuidanceRecipe::make() const {
   std::unique_ptr<Guider> g = make_guider(method, params);
+  // Adaptive skipping inside the interval: outside it no step is guided anyway.
+  if (adaptive) g = with_adaptive_skipping(std::move(g), *adaptive);
   if (interval) g = with_sigma_interval(std::move(g), interval->first, interval->second);
   return g;
 }
@@ -112,6 +127,7 @@ std::string GuidanceRecipe::to_string() const {
     first = false;
   }
   if (interval) out += cat(";interval=", interval->first, "..", interval->second);
+  if (adaptive) out += cat(";adaptive=", *adaptive);
   return out;
 }
 

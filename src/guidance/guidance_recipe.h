@@ -8,7 +8,8 @@
 //
 // METHOD is otter's short name or diffusers' class name; parameters are diffusers' names or the
 // short aliases below, values JSON literals (numbers, true/false, null, [lists]). Modifiers follow
-// after ';':  interval=LO..HI  guides only where the step's sigma is in (LO, HI].
+// after ';':  interval=LO..HI  guides only where the step's sigma is in (LO, HI];
+//             adaptive=GAMMA   stops evaluating the uncond rows once cos(cond, uncond) >= GAMMA.
 #include <memory>
 #include <optional>
 #include <utility>
@@ -24,6 +25,7 @@ struct GuidanceRecipe {
   std::string method;      // as given (short or diffusers name)
   nlohmann::json params;   // diffusers' parameter names
   std::optional<std::pair<double, double>> interval;  // sigma interval (LO, HI]
+  std::optional<double> adaptive;                      // cosine threshold of adaptive skipping
   static GuidanceRecipe parse(const std::string& text);
   // Canonical text: method, then the parameters in diffusers' names, sorted; parses back equal.
   std::string to_string() const;

@@ -58,6 +58,10 @@ std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::jso
 // 2024); elsewhere the conditional prediction alone, without evaluating the uncond rows.
 std::unique_ptr<Guider> with_sigma_interval(std::unique_ptr<Guider> inner, double sigma_lo, double sigma_hi);
 
+// `inner` until cos(cond, uncond) reaches `cosine_threshold` (smallest over the batch's images;
+// Castillo et al. 2023); every later step evaluates the conditional rows alone.
+std::unique_ptr<Guider> with_adaptive_skipping(std::unique_ptr<Guider> inner, double cosine_threshold);
+
 // The parts every CFG-family guider shares (guider_common.cpp).
 namespace guider_detail {
 

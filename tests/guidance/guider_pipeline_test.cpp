@@ -65,6 +65,7 @@ TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
       {"apg;interval=0.3", "interval must be LO..HI"},
       {"apg;interval=5..1", "0 <= LO < HI"},
       {"apg;sigma=1", "unknown modifier"},
+      {"apg;adaptive=high", "cosine threshold"},
   };
   for (const auto& c : cases) {
     try {
@@ -138,6 +139,59 @@ TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
   EXPECT_EQ(rows, expected_rows);
   EXPECT_EQ(guidance.unet_rows(), expected_rows);
   EXPECT_EQ(guidance.skipped_uncond_steps(), 3u);
+}
+
+// Adaptive skipping against a naive implementation: a fake UNet whose cond and uncond outputs
+// converge as the timestep falls; from the step after the smallest cosine over the batch first
+// reaches the threshold, only cond rows are evaluated and the prediction is cond.
+TEST(GuiderPrediction, AdaptiveSkippingStopsOnceCondAndUncondAgree) {
+  const GuidanceRecipe recipe = GuidanceRecipe::parse("cfg:scale=5;adaptive=0.995");
+  EXPECT_EQ(recipe.to_string(), "cfg:guidance_scale=5;adaptive=0.995");
+  const int64_t B = 2;
+  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 7), cond = random_tensor(Shape{B, 77, 8}, 8);
+  GuiderPrediction guidance(uncond, cond, recipe.make(), CfgBatching::Batched);
+  uint64_t rows = 0;
+  const Denoiser model = [&](const Tensor& x, float t, const Tensor& context) {
+    rows += static_cast<uint64_t>(x.dim(0));
+    Tensor out = x.clone();
+    const int64_t per = out.numel() / out.dim(0), ctx = context.numel() / context.dim(0);
+    for (int64_t b = 0; b < out.dim(0); ++b)
+      for (int64_t i = 0; i < per; ++i) out.f32()[b * per + i] += context.f32()[b * ctx + i % ctx] * t / 1000.0f;
+    return out;
+  };
+  const Tensor x = random_tensor(Shape{B, 4, 4, 4}, 9);
+  const int steps = 10;
+  bool stopped = false;
+  uint64_t expected_rows = 0;
+  for (int k = 0; k < steps; ++k) {
+    const float t = 1000.0f * std::pow(0.5f, static_cast<float>(k));  // cond and uncond converge
+    const Tensor u = model(x, t, uncond), c = model(x, t, cond);
+    rows = 0;
+    const Tensor pred = guidance.predict(model, x, t, k, steps, NAN);
+    expected_rows += static_cast<uint64_t>(stopped ? B : 2 * B);
+    for (int64_t i = 0; i < pred.numel(); ++i) {
+      const float want = stopped ? c.f32()[i] : u.f32()[i] + 5.0f * (c.f32()[i] - u.f32()[i]);
+      ASSERT_EQ(pred.f32()[i], want) << "step " << k;
+    }
+    if (!stopped) {  // the naive rule: smallest per-image cosine >= 0.995 stops the following steps
+      const int64_t n = c.numel() / B;
+      double smallest = 1;
+      for (int64_t b = 0; b < B; ++b) {
+        double cu = 0, cc = 0, uu = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          cu += double(c.f32()[b * n + i]) * u.f32()[b * n + i];
+          cc += double(c.f32()[b * n + i]) * c.f32()[b * n + i];
+          uu += double(u.f32()[b * n + i]) * u.f32()[b * n + i];
+        }
+        smallest = std::min(smallest, cu / std::sqrt(cc * uu));
+      }
+      stopped = smallest >= 0.995;
+    }
+  }
+  EXPECT_TRUE(stopped) << "the fake predictions should agree before the end";
+  EXPECT_EQ(guidance.unet_rows(), expected_rows);
+  EXPECT_GT(guidance.skipped_uncond_steps(), 0u);
+  EXPECT_LT(guidance.skipped_uncond_steps(), static_cast<uint64_t>(steps));
 }
 
 Txt2ImgRequest request(const char* recipe) {
