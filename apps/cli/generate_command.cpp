@@ -125,15 +125,7 @@ void run_generate(const GenerateArgs& a) {
   if ((a.width && a.width % 8) || (a.height && a.height % 8))
     throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
 
-  int skipped = 0;  // steps with scale 1 run without the uncond rows
-  for (int s = 0; s < request.steps; ++s) {
-    if (request.guider) {
-      const auto needs = request.guider->make()->needs(GuiderStep{s, request.steps, 0.0f});
-      skipped += std::find(needs.begin(), needs.end(), Prediction::uncond) == needs.end();
-    } else {
-      skipped += request.guidance.schedule.at(s, request.steps) == 1.0f;
-    }
-  }
+  const int skipped = steps_without_uncond(request);  // steps that run without the uncond rows
 
   // Check what can be checked before any expensive work: the output folder must be writable.
   check_output_writable(a.output);

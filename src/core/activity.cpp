@@ -13,8 +13,11 @@ thread_local std::vector<std::string> failed;
 
 Activity::Activity(std::string what) : what_(std::move(what)), exceptions_at_start_(std::uncaught_exceptions()) {}
 
+Activity::Activity(Describe describe, const void* context)
+    : describe_(describe), context_(context), exceptions_at_start_(std::uncaught_exceptions()) {}
+
 Activity::~Activity() {
-  if (std::uncaught_exceptions() > exceptions_at_start_) failed.push_back(std::move(what_));
+  if (std::uncaught_exceptions() > exceptions_at_start_) failed.push_back(describe_ ? describe_(context_) : std::move(what_));
 }
 
 std::string failed_activities() {

@@ -15,12 +15,18 @@ namespace otter {
 class Activity {
  public:
   explicit Activity(std::string what);
+  // The description is made only if an exception leaves the scope: for a loop that must not
+  // allocate (the denoising loop), `describe(context)` formats it from the loop's state.
+  using Describe = std::string (*)(const void* context);
+  Activity(Describe describe, const void* context);
   ~Activity();
   Activity(const Activity&) = delete;
   Activity& operator=(const Activity&) = delete;
 
  private:
   std::string what_;
+  Describe describe_ = nullptr;
+  const void* context_ = nullptr;
   int exceptions_at_start_;
 };
 

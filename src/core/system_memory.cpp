@@ -72,9 +72,16 @@ bool find_limit(std::string dir, const std::string& root, const char* limit_file
   return false;
 }
 
-std::string gb(double bytes) { return cat(static_cast<double>(static_cast<int64_t>(bytes / 1e8 + 0.5)) / 10.0, " GB"); }
 
 }  // namespace
+
+std::string format_gb(double bytes) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(bytes < 0.995e9 ? 3 : 2);
+  out << bytes / 1e9 << " GB";
+  return out.str();
+}
 
 ProcessMemory process_memory() {
   ProcessMemory m;
@@ -103,10 +110,10 @@ SystemMemory system_memory() {
 
 std::string SystemMemory::describe() const {
   std::string out;
-  if (mem_available) out = "MemAvailable " + gb(*mem_available);
+  if (mem_available) out = "MemAvailable " + format_gb(*mem_available);
   if (cgroup_limit) {
-    out += cat(out.empty() ? "" : ", ", "cgroup limit ", gb(*cgroup_limit));
-    if (cgroup_usage) out += " (using " + gb(*cgroup_usage) + ")";
+    out += cat(out.empty() ? "" : ", ", "cgroup limit ", format_gb(*cgroup_limit));
+    if (cgroup_usage) out += " (using " + format_gb(*cgroup_usage) + ")";
   }
   return out.empty() ? "no memory figures readable" : out;
 }

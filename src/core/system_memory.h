@@ -24,4 +24,7 @@ struct SystemMemory {
 };
 SystemMemory system_memory();
 
+// "2.71 GB", "0.241 GB" (three decimals under 1 GB): how otter prints memory.
+std::string format_gb(double bytes);
+
 }  // namespace otter

@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "guidance/guider_factories.h"
+#include "guidance/guider.h"
 
 namespace otter {
 namespace {
@@ -18,9 +18,7 @@ class AdaptiveSkipGuider : public Guider {
  public:
   AdaptiveSkipGuider(std::unique_ptr<Guider> inner, double threshold) : inner_(std::move(inner)), threshold_(threshold) {}
   std::string name() const override { return inner_->name(); }
-  std::vector<Prediction> needs(const GuiderStep& s) const override {
-    return stopped_ ? std::vector<Prediction>{Prediction::cond} : inner_->needs(s);
-  }
+  Needs needs(const GuiderStep& s) const override { return stopped_ ? Needs{} : inner_->needs(s); }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {
     if (stopped_) return p.cond.contiguous();
     if (!p.uncond.defined()) return inner_->combine(s, p);

@@ -1,31 +1,22 @@
 // Classifier-free guidance as diffusers' ClassifierFreeGuidance guider: the classic formula within
 // a step window (start/stop, fractions of the steps), diffusers' or the paper's formulation, and
 // guidance rescale.  pred = u + s·(c − u)   or, original,   pred = c + s·(c − u).
-#include "guidance/guider_factories.h"
+#include "guidance/guider_parts.h"
 
 namespace otter {
 namespace {
 
 using namespace guider_detail;
 
-class CfgGuider : public Guider {
+class CfgGuider : public CfgFamilyGuider {
  public:
-  explicit CfgGuider(const CfgParams& p) : p_(p) {}
+  using CfgFamilyGuider::CfgFamilyGuider;
   std::string name() const override { return "ClassifierFreeGuidance"; }
-  std::vector<Prediction> needs(const GuiderStep& s) const override {
-    if (cfg_enabled(p_, s)) return {Prediction::cond, Prediction::uncond};
-    return {Prediction::cond};
-  }
-  Tensor combine(const GuiderStep& s, const Predictions& p) override {
-    Tensor pred = cfg_enabled(p_, s) ? guided(p.uncond, p.cond, difference(p.cond, p.uncond), p_.guidance_scale,
-                                              p_.use_original_formulation)
-                                     : p.cond.contiguous();
-    if (p_.guidance_rescale > 0) pred = rescale(pred, p.cond, p_.guidance_rescale);
-    return pred;
-  }
 
- private:
-  CfgParams p_;
+ protected:
+  Tensor guide(const GuiderStep&, const Tensor& c, const Tensor& u) override {
+    return guided(u, c, difference(c, u), p_.guidance_scale, p_.use_original_formulation);
+  }
 };
 
 }  // namespace

@@ -5,21 +5,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "guidance/guider_parts.h"  // unbiased_stddev
 
 namespace otter {
-namespace {
-
-// Unbiased standard deviation of n floats, as torch.std.
-double stddev(const float* x, int64_t n) {
-  double mean = 0;
-  for (int64_t i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<double>(n);
-  double sq = 0;
-  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  return std::sqrt(sq / static_cast<double>(n - 1));
-}
-
-}  // namespace
 
 Tensor concat_rows(const Tensor& a_in, const Tensor& b_in) {
   const Tensor a = a_in.contiguous(), b = b_in.contiguous();
@@ -46,7 +34,8 @@ Tensor combine_guidance(const Tensor& uncond_in, const Tensor& cond_in, float sc
     const int64_t rows = c.dim(0), per_row = n / rows;
     for (int64_t r = 0; r < rows; ++r) {
       float* row = pe + r * per_row;
-      const float ratio = static_cast<float>(stddev(pc + r * per_row, per_row) / stddev(row, per_row));
+      const float ratio = static_cast<float>(guider_detail::unbiased_stddev(pc + r * per_row, per_row) /
+                                           guider_detail::unbiased_stddev(row, per_row));
       for (int64_t i = 0; i < per_row; ++i) {
         const float rescaled = row[i] * ratio;
         row[i] = rescale * rescaled + (1.0f - rescale) * row[i];

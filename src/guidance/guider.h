@@ -15,7 +15,6 @@
 #include <cmath>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +22,12 @@
 
 namespace otter {
 
-enum class Prediction { cond, uncond, perturbed };
+// The predictions a step needs besides the conditional one, which every guider uses. A plain
+// value, so asking costs the denoising loop no allocation.
+struct Needs {
+  bool uncond = false;
+  bool perturbed = false;
+};
 
 struct GuiderStep {
   int step = 0;         // 0-based denoising step
@@ -42,8 +46,8 @@ class Guider {
   virtual ~Guider() = default;
   // diffusers' class name, e.g. "AdaptiveProjectedGuidance".
   virtual std::string name() const = 0;
-  // The predictions step `s` needs, in diffusers' evaluation order (cond first).
-  virtual std::vector<Prediction> needs(const GuiderStep& s) const = 0;
+  // The predictions step `s` needs (diffusers evaluates cond, then uncond, then perturbed).
+  virtual Needs needs(const GuiderStep& s) const = 0;
   // The guided prediction. Stateful guiders must see every step of a run in order.
   virtual Tensor combine(const GuiderStep& s, const Predictions& p) = 0;
   // Forgets per-run state; called before step 0.
@@ -61,35 +65,5 @@ std::unique_ptr<Guider> with_sigma_interval(std::unique_ptr<Guider> inner, doubl
 // `inner` until cos(cond, uncond) reaches `cosine_threshold` (smallest over the batch's images;
 // Castillo et al. 2023); every later step evaluates the conditional rows alone.
 std::unique_ptr<Guider> with_adaptive_skipping(std::unique_ptr<Guider> inner, double cosine_threshold);
-
-// The parts every CFG-family guider shares (guider_common.cpp).
-namespace guider_detail {
-
-// The parameters of diffusers' ClassifierFreeGuidance that the CFG family shares.
-struct CfgParams {
-  double guidance_scale = 7.5;
-  double guidance_rescale = 0.0;
-  bool use_original_formulation = false;
-  double start = 0.0, stop = 1.0;
-  bool enabled = true;
-};
-
-// Reads the shared keys from `params` (removing them from `rest`), with `default_scale`.
-CfgParams read_cfg_params(const nlohmann::json& params, nlohmann::json& rest, double default_scale = 7.5);
-// Throws naming the guider and any key left in `rest`.
-void check_no_unknown(const std::string& guider, const nlohmann::json& rest);
-
-// diffusers' step window: int(start·N) <= step < int(stop·N), products in double, truncated.
-bool in_window(double start, double stop, const GuiderStep& s);
-// diffusers' _is_cfg_enabled: enabled, in the window, and the scale not (math.isclose) 1 — or 0
-// with the original formulation.
-bool cfg_enabled(const CfgParams& p, const GuiderStep& s);
-
-// rescale_noise_cfg: per batch row, x·(std(ref)/std(x)) mixed with x by r (unbiased std).
-Tensor rescale(const Tensor& x, const Tensor& ref, double r);
-// pred = u + s·d (diffusers) or c + s·d (original formulation), elementwise in f32.
-Tensor guided(const Tensor& u, const Tensor& c, const Tensor& d, double scale, bool original);
-
-}  // namespace guider_detail
 
 }  // namespace otter

@@ -1,31 +1,14 @@
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
-#include "guidance/guider.h"
+#include "guidance/guider_parts.h"
 
 namespace otter::guider_detail {
 namespace {
 
 // Python's math.isclose(a, b) with its defaults (rel_tol 1e-9, abs_tol 0).
 bool is_close(double a, double b) { return std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
-
-// torch.std of n f32 values (unbiased), accumulated in double as torch's CPU kernel does, as f32.
-float stddev(const float* x, int64_t n) {
-  double mean = 0;
-  for (int64_t i = 0; i < n; ++i) mean += x[i];
-  mean /= static_cast<double>(n);
-  double sq = 0;
-  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  return static_cast<float>(std::sqrt(sq / static_cast<double>(n - 1)));
-}
-
-template <class T>
-T take(nlohmann::json& rest, const char* key, T fallback) {
-  if (!rest.contains(key)) return fallback;
-  T value = rest[key].is_null() ? fallback : rest[key].get<T>();
-  rest.erase(key);
-  return value;
-}
 
 }  // namespace
 
@@ -64,6 +47,15 @@ bool cfg_enabled(const CfgParams& p, const GuiderStep& s) {
   return p.use_original_formulation ? !is_close(p.guidance_scale, 0.0) : !is_close(p.guidance_scale, 1.0);
 }
 
+double unbiased_stddev(const float* x, int64_t n) {
+  double mean = 0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  return std::sqrt(sq / static_cast<double>(n - 1));
+}
+
 Tensor rescale(const Tensor& x_in, const Tensor& ref_in, double r) {
   const Tensor x = x_in.contiguous(), ref = ref_in.contiguous();
   Tensor out = Tensor::empty(x.shape(), DType::F32);
@@ -72,7 +64,8 @@ Tensor rescale(const Tensor& x_in, const Tensor& ref_in, double r) {
   for (int64_t b = 0; b < rows; ++b) {
     const float* px = x.f32() + b * n;
     float* po = out.f32() + b * n;
-    const float ratio = stddev(ref.f32() + b * n, n) / stddev(px, n);
+    const float ratio = static_cast<float>(unbiased_stddev(ref.f32() + b * n, n)) /
+                        static_cast<float>(unbiased_stddev(px, n));
     for (int64_t i = 0; i < n; ++i) {
       const float resc = px[i] * ratio;
       const float a = rf * resc, c = one_minus * px[i];
@@ -80,6 +73,15 @@ Tensor rescale(const Tensor& x_in, const Tensor& ref_in, double r) {
     }
   }
   return out;
+}
+
+Tensor difference(const Tensor& c_in, const Tensor& u_in) {
+  OTTER_CHECK(c_in.shape() == u_in.shape(), "guider: cond ", c_in.describe(), " and uncond ", u_in.describe(),
+              " predictions differ in shape");
+  const Tensor c = c_in.contiguous(), u = u_in.contiguous();
+  Tensor d = Tensor::empty(c.shape(), DType::F32);
+  for (int64_t i = 0; i < c.numel(); ++i) d.f32()[i] = c.f32()[i] - u.f32()[i];
+  return d;
 }
 
 Tensor guided(const Tensor& u_in, const Tensor& c_in, const Tensor& d_in, double scale, bool original) {

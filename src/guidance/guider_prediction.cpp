@@ -1,7 +1,5 @@
 #include "guidance/guider_prediction.h"
 
-#include <algorithm>
-
 #include "core/error.h"
 
 namespace otter {
@@ -19,12 +17,10 @@ Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float t
   const int64_t B = x.dim(0);
   OTTER_CHECK(B == cond_.dim(0), "guidance: ", B, " latent rows but ", cond_.dim(0), " prompt embeddings");
   const GuiderStep s{step, steps, timestep, sigma};
-  const std::vector<Prediction> needs = guider_->needs(s);
-  OTTER_CHECK(std::find(needs.begin(), needs.end(), Prediction::perturbed) == needs.end(), guider_->name(),
-              " needs a perturbed prediction, which otter's UNet cannot make yet");
-  const bool uncond = std::find(needs.begin(), needs.end(), Prediction::uncond) != needs.end();
+  const Needs needs = guider_->needs(s);
+  OTTER_CHECK(!needs.perturbed, guider_->name(), " needs a perturbed prediction, which otter's UNet cannot make yet");
   Predictions p;
-  if (!uncond) {
+  if (!needs.uncond) {
     ++skipped_uncond_steps_;
     unet_rows_ += static_cast<uint64_t>(B);
     p.cond = model(x, timestep, cond_);

@@ -2,7 +2,7 @@
 #include <map>
 
 #include "core/error.h"
-#include "guidance/guider_factories.h"
+#include "guidance/guider_parts.h"
 
 namespace otter {
 
@@ -30,16 +30,4 @@ std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::jso
   return it->second(params);
 }
 
-namespace guider_detail {
-
-Tensor difference(const Tensor& c_in, const Tensor& u_in) {
-  OTTER_CHECK(c_in.shape() == u_in.shape(), "guider: cond ", c_in.describe(), " and uncond ", u_in.describe(),
-              " predictions differ in shape");
-  const Tensor c = c_in.contiguous(), u = u_in.contiguous();
-  Tensor d = Tensor::empty(c.shape(), DType::F32);
-  for (int64_t i = 0; i < c.numel(); ++i) d.f32()[i] = c.f32()[i] - u.f32()[i];
-  return d;
-}
-
-}  // namespace guider_detail
 }  // namespace otter

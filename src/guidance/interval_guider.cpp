@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "guidance/guider_factories.h"
+#include "guidance/guider.h"
 
 namespace otter {
 namespace {
@@ -17,9 +17,7 @@ class IntervalGuider : public Guider {
   IntervalGuider(std::unique_ptr<Guider> inner, double lo, double hi) : inner_(std::move(inner)), lo_(lo), hi_(hi) {}
   std::string name() const override { return inner_->name(); }
   // Without a sigma (planning before the sampler exists) the inner guider's needs are the bound.
-  std::vector<Prediction> needs(const GuiderStep& s) const override {
-    return std::isnan(s.sigma) || inside(s) ? inner_->needs(s) : std::vector<Prediction>{Prediction::cond};
-  }
+  Needs needs(const GuiderStep& s) const override { return std::isnan(s.sigma) || inside(s) ? inner_->needs(s) : Needs{}; }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {
     return inside(s) ? inner_->combine(s, p) : p.cond.contiguous();
   }

@@ -4,64 +4,51 @@
 // part of u tangential to it; then the CFG formula with that u'.
 #include <cmath>
 
-#include "guidance/guider_factories.h"
+#include "guidance/guider_parts.h"
 
 namespace otter {
 namespace {
 
 using namespace guider_detail;
 
-class TcfgGuider : public Guider {
+class TcfgGuider : public CfgFamilyGuider {
  public:
-  explicit TcfgGuider(const CfgParams& p) : p_(p) {}
+  using CfgFamilyGuider::CfgFamilyGuider;
   std::string name() const override { return "TangentialClassifierFreeGuidance"; }
-  std::vector<Prediction> needs(const GuiderStep& s) const override {
-    if (cfg_enabled(p_, s)) return {Prediction::cond, Prediction::uncond};
-    return {Prediction::cond};
-  }
-  Tensor combine(const GuiderStep& s, const Predictions& p) override {
-    Tensor pred;
-    if (!cfg_enabled(p_, s)) {
-      pred = p.cond.contiguous();
-    } else {
-      const Tensor c = p.cond.contiguous(), u = p.uncond.contiguous();
-      Tensor projected = Tensor::empty(u.shape(), DType::F32);
-      const int64_t rows = u.dim(0), n = u.numel() / rows;
-      for (int64_t b = 0; b < rows; ++b) {
-        const float* cb = c.f32() + b * n;
-        const float* ub = u.f32() + b * n;
-        // The top right-singular vector of M = [c; u] through the 2 x 2 Gram matrix G = M Mᵀ:
-        // v = Mᵀa / |Mᵀa| for a the eigenvector of G's largest eigenvalue.
-        double cc = 0, cu = 0, uu = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          cc += static_cast<double>(cb[i]) * cb[i];
-          cu += static_cast<double>(cb[i]) * ub[i];
-          uu += static_cast<double>(ub[i]) * ub[i];
-        }
-        const double half_trace = (cc + uu) / 2, half_gap = (cc - uu) / 2;
-        const double top = half_trace + std::sqrt(half_gap * half_gap + cu * cu);
-        // (cu, top - cc) and (top - uu, cu) are both eigenvectors; take the better conditioned.
-        double a0 = cu, a1 = top - cc;
-        if (std::fabs(top - uu) + std::fabs(cu) > std::fabs(a0) + std::fabs(a1)) a0 = top - uu, a1 = cu;
-        double vnorm = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          const double v = a0 * cb[i] + a1 * ub[i];
-          vnorm += v * v;
-        }
-        vnorm = std::sqrt(vnorm);
-        double along = 0;  // u · v
-        for (int64_t i = 0; i < n; ++i) along += ub[i] * ((a0 * cb[i] + a1 * ub[i]) / vnorm);
-        for (int64_t i = 0; i < n; ++i)
-          projected.f32()[b * n + i] = static_cast<float>(along * ((a0 * cb[i] + a1 * ub[i]) / vnorm));
-      }
-      pred = guided(projected, c, difference(c, projected), p_.guidance_scale, p_.use_original_formulation);
-    }
-    if (p_.guidance_rescale > 0) pred = rescale(pred, p.cond, p_.guidance_rescale);
-    return pred;
-  }
 
- private:
-  CfgParams p_;
+ protected:
+  Tensor guide(const GuiderStep&, const Tensor& c, const Tensor& u) override {
+    Tensor projected = Tensor::empty(u.shape(), DType::F32);
+    const int64_t rows = u.dim(0), n = u.numel() / rows;
+    for (int64_t b = 0; b < rows; ++b) {
+      const float* cb = c.f32() + b * n;
+      const float* ub = u.f32() + b * n;
+      // The top right-singular vector of M = [c; u] through the 2 x 2 Gram matrix G = M Mᵀ:
+      // v = Mᵀa / |Mᵀa| for a the eigenvector of G's largest eigenvalue.
+      double cc = 0, cu = 0, uu = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        cc += static_cast<double>(cb[i]) * cb[i];
+        cu += static_cast<double>(cb[i]) * ub[i];
+        uu += static_cast<double>(ub[i]) * ub[i];
+      }
+      const double half_trace = (cc + uu) / 2, half_gap = (cc - uu) / 2;
+      const double top = half_trace + std::sqrt(half_gap * half_gap + cu * cu);
+      // (cu, top - cc) and (top - uu, cu) are both eigenvectors; take the better conditioned.
+      double a0 = cu, a1 = top - cc;
+      if (std::fabs(top - uu) + std::fabs(cu) > std::fabs(a0) + std::fabs(a1)) a0 = top - uu, a1 = cu;
+      double vnorm = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = a0 * cb[i] + a1 * ub[i];
+        vnorm += v * v;
+      }
+      vnorm = std::sqrt(vnorm);
+      double along = 0;  // u · v
+      for (int64_t i = 0; i < n; ++i) along += ub[i] * ((a0 * cb[i] + a1 * ub[i]) / vnorm);
+      for (int64_t i = 0; i < n; ++i)
+        projected.f32()[b * n + i] = static_cast<float>(along * ((a0 * cb[i] + a1 * ub[i]) / vnorm));
+    }
+    return guided(projected, c, difference(c, projected), p_.guidance_scale, p_.use_original_formulation);
+  }
 };
 
 }  // namespace

@@ -134,8 +134,6 @@ class Ops {
     return s_.alloc(f32(b * nq * dim));
   }
 
-  Sim& sim() { return s_; }
-
  private:
   Sim& s_;
   Precision p_;

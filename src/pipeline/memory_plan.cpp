@@ -41,17 +41,7 @@ double prepared_weight_bytes(const std::vector<TensorSpec>& specs, Precision pre
   return bytes;
 }
 
-int64_t latent_side(int pixels, int factor) { return pixels / factor; }
-
 }  // namespace
-
-std::string format_gb(double bytes) {
-  std::ostringstream out;
-  out.setf(std::ios::fixed);
-  out.precision(bytes < 0.995e9 ? 3 : 2);
-  out << bytes / 1e9 << " GB";
-  return out.str();
-}
 
 MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) {
   MemoryPlan plan;
@@ -60,7 +50,9 @@ MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) 
   plan.runtime = kRuntimeBytes;
   const auto vae_channels = configs.vae.value("block_out_channels", std::vector<int>{64});
   const int factor = 1 << (vae_channels.size() - 1);
-  const int64_t h = latent_side(r.height, factor), w = latent_side(r.width, factor);
+  const int64_t h = r.height / factor, w = r.width / factor;
+  plan.latent_height = h;
+  plan.latent_width = w;
 
   plan.text_weights = prepared_weight_bytes(text_encoder_tensor_specs(configs.text_encoder), r.precision);
   plan.unet_weights = prepared_weight_bytes(unet_tensor_specs(configs.unet), r.precision);
@@ -98,13 +90,12 @@ MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) 
 }
 
 std::string MemoryPlan::describe() const {
-  const int factor = request.width / std::max<int64_t>(1, request.width / 8);
   std::ostringstream out;
   out << format_gb(peak()) << " at the " << (unet_phase() >= decode_phase() ? "UNet" : "VAE decode")
       << "'s peak: weights " << format_gb(weights()) << " (UNet " << format_gb(unet_weights) << ", text encoder "
       << format_gb(text_weights) << ", VAE decoder " << format_gb(vae_weights) << "), UNet activations "
       << format_gb(unet.total()) << " (" << request.images * request.unet_rows_per_image << " rows of "
-      << request.width / factor << "x" << request.height / factor << " latents), VAE decode "
+      << latent_width << "x" << latent_height << " latents), VAE decode "
       << format_gb(vae.total()) << " (" << request.images << (request.images == 1 ? " image" : " images") << " at "
       << request.width << "x" << request.height << (vae_tiled ? ", tiled" : "") << "), process before loading "
       << format_gb(base) << ", libraries " << format_gb(runtime);
@@ -136,10 +127,6 @@ MemoryDecision fit_memory(const ModelConfigs& configs, MemoryPlanRequest request
     const int64_t mid = lo + (hi - lo) / 2;
     request.images = mid;
     (plan_memory(configs, request).peak() <= *budget.bytes ? lo : hi) = mid;
-  }
-  if (lo == 0) {
-    request.images = 1;
-    if (plan_memory(configs, request).peak() <= *budget.bytes) lo = 1;
   }
   if (lo > 0) {
     request.images = lo;

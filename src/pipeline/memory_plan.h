@@ -13,6 +13,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "core/system_memory.h"  // format_gb
 #include "io/model_configs.h"
 #include "pipeline/activation_memory.h"
 
@@ -38,6 +39,7 @@ struct MemoryPlan {
   double text_weights = 0, unet_weights = 0, vae_weights = 0;  // resident, in the compute layout
   ActivationBytes text, unet, vae;
   bool vae_tiled = false;
+  int64_t latent_width = 0, latent_height = 0;  // of the request's size
   MemoryPlanRequest request;
 
   double weights() const { return text_weights + unet_weights + vae_weights; }
@@ -72,6 +74,5 @@ struct MemoryDecision {
 MemoryDecision fit_memory(const ModelConfigs& configs, MemoryPlanRequest request, int64_t total_images,
                           std::optional<int64_t> max_batch, const MemoryBudget& budget);
 
-std::string format_gb(double bytes);  // "2.71 GB"
 
 }  // namespace otter

@@ -19,19 +19,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Repeats each row of x[P, ...] `times` times: [p0, p0, p1, p1, ...] (diffusers' repeat per prompt).
-Tensor repeat_rows(const Tensor& x_in, int times) {
-  const Tensor x = x_in.contiguous();
-  std::vector<int64_t> shape = x.shape().to_vector();
-  shape[0] *= times;
-  Tensor out = Tensor::empty(Shape(shape), x.dtype());
-  const size_t row = x.nbytes() / static_cast<size_t>(x.dim(0));
-  for (int64_t r = 0; r < x.dim(0); ++r)
-    for (int t = 0; t < times; ++t)
-      std::memcpy(static_cast<char*>(out.raw()) + (r * times + t) * row, static_cast<const char*>(x.raw()) + r * row, row);
-  return out;
-}
-
 // The noise one turn of images sees: each draw of n values for rows [r0, r1) is its slice of the
 // draw the whole batch of B rows makes at that point, so a turn's images equal the one-batch run's.
 class TurnNoise : public NoiseGenerator {
@@ -55,7 +42,8 @@ class TurnNoise : public NoiseGenerator {
   std::vector<float> buffer_;
 };
 
-// Rows [r0, r1) of the batch, each prompt's row repeated for its images ([p0, p0, p1, p1, ...]).
+// Rows [r0, r1) of the batch, each prompt's row repeated for its images ([p0, p0, p1, p1, ...], as
+// diffusers repeats per prompt).
 Tensor prompt_rows(const Tensor& per_prompt_in, int64_t r0, int64_t r1, int images_per_prompt) {
   const Tensor per_prompt = per_prompt_in.contiguous();
   std::vector<int64_t> shape = per_prompt.shape().to_vector();
@@ -67,6 +55,29 @@ Tensor prompt_rows(const Tensor& per_prompt_in, int64_t r0, int64_t r1, int imag
                 static_cast<const char*>(per_prompt.raw()) + (r / images_per_prompt) * row, row);
   return out;
 }
+
+// Copies `part` (rows [r0, r0 + part rows) of a batch of B) into `whole`, made on first use.
+void copy_rows_into(Tensor& whole, const Tensor& part, int64_t r0, int64_t B) {
+  if (!whole.defined()) {
+    std::vector<int64_t> shape = part.shape().to_vector();
+    shape[0] = B;
+    whole = Tensor::empty(Shape(shape), part.dtype());
+  }
+  std::memcpy(static_cast<char*>(whole.raw()) + r0 * (part.nbytes() / static_cast<size_t>(part.dim(0))), part.raw(),
+              part.nbytes());
+}
+
+// What a denoising step is doing, for an error's message; formatted only if one happens.
+struct StepActivity {
+  int k, evaluations, turn, turns;
+  int64_t images, w, h;
+  static std::string describe(const void* self) {
+    const auto& a = *static_cast<const StepActivity*>(self);
+    return cat("denoising step ", a.k + 1, " of ", a.evaluations,
+               a.turns > 1 ? cat(" (turn ", a.turn + 1, " of ", a.turns, ")") : std::string(), ": the UNet on ",
+               a.images, " images of ", a.w, "x", a.h, " latents");
+  }
+};
 
 void check_request(const Txt2ImgRequest& r, int latent_divisor) {
   OTTER_CHECK(!r.prompts.empty(), "no prompt given");
@@ -84,6 +95,15 @@ void check_request(const Txt2ImgRequest& r, int latent_divisor) {
 }
 
 }  // namespace
+
+int steps_without_uncond(const Txt2ImgRequest& request) {
+  const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
+  int steps = 0;
+  for (int s = 0; s < request.steps; ++s)
+    steps += guider ? !guider->needs(GuiderStep{s, request.steps, 0.0f}).uncond
+                    : request.guidance.schedule.at(s, request.steps) == 1.0f;
+  return steps;
+}
 
 std::string default_sampler_for(const SchedulerConfig& config) {
   if (config.class_name == "DPMSolverMultistepScheduler") return config.use_karras_sigmas ? "dpmpp_2m_karras" : "dpmpp_2m";
@@ -129,22 +149,12 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   Tensor cond = model.encode_prompts(request.prompts, request.text);
   std::vector<std::string> negatives = request.negative_prompts;
   if (negatives.empty()) negatives.assign(1, "");
-  bool any_guided = false;
-  for (int s = 0; s < request.steps; ++s) any_guided |= request.guidance.schedule.at(s, request.steps) != 1.0f;
-  if (request.guider) {
-    // The guider decides per step; ask it whether any step of this run needs the uncond rows.
-    const std::unique_ptr<Guider> probe = request.guider->make();
-    any_guided = false;
-    for (int s = 0; s < request.steps; ++s) {
-      const auto needs = probe->needs(GuiderStep{s, request.steps, 0.0f});
-      any_guided |= std::find(needs.begin(), needs.end(), Prediction::uncond) != needs.end();
-    }
-  }
+  const bool any_guided = steps_without_uncond(request) < request.steps;
   Tensor uncond;
   if (any_guided) {
     // The same negative for every prompt is encoded once.
     Tensor neg = model.encode_prompts(negatives, request.text);
-    if (neg.dim(0) == 1 && cond.dim(0) > 1) neg = repeat_rows(neg, static_cast<int>(cond.dim(0)));
+    if (neg.dim(0) == 1 && cond.dim(0) > 1) neg = prompt_rows(neg, 0, cond.dim(0), static_cast<int>(cond.dim(0)));
     const int64_t windows = std::max(cond.dim(1), neg.dim(1)) / kClipContextLength;
     cond = model.pad_to_windows(cond, windows, request.text);
     uncond = model.pad_to_windows(neg, windows, request.text);
@@ -167,7 +177,6 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   const int64_t per_turn = request.max_batch > 0 ? std::min<int64_t>(request.max_batch, B) : B;
   const int turns = static_cast<int>((B + per_turn - 1) / per_turn);
   result.turns = turns;
-  result.final_latents = Tensor::empty(result.init_noise.shape(), DType::F32);
   for (int turn = 0; turn < turns; ++turn) {
     const int64_t r0 = turn * per_turn, r1 = std::min(B, r0 + per_turn);
     std::unique_ptr<Sampler> sampler = make_sampler(result.sampler, scheduler, request.sampler_options);
@@ -178,16 +187,14 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;
 
     // Classic CFG (scale schedule, otter's semantics for s <= 1), or a guider (diffusers' methods).
+    const Tensor turn_uncond = prompt_rows(uncond, r0, r1, request.images_per_prompt);
+    const Tensor turn_cond = prompt_rows(cond, r0, r1, request.images_per_prompt);
     std::unique_ptr<NoisePrediction> guidance_owner;
-    if (request.guider) {
-      guidance_owner = std::make_unique<GuiderPrediction>(prompt_rows(uncond, r0, r1, request.images_per_prompt),
-                                                          prompt_rows(cond, r0, r1, request.images_per_prompt),
-                                                          request.guider->make(), request.guidance.batching);
-    } else {
-      guidance_owner = std::make_unique<ClassifierFreeGuidance>(prompt_rows(uncond, r0, r1, request.images_per_prompt),
-                                                                prompt_rows(cond, r0, r1, request.images_per_prompt),
-                                                                request.guidance);
-    }
+    if (request.guider)
+      guidance_owner = std::make_unique<GuiderPrediction>(turn_uncond, turn_cond, request.guider->make(),
+                                                          request.guidance.batching);
+    else
+      guidance_owner = std::make_unique<ClassifierFreeGuidance>(turn_uncond, turn_cond, request.guidance);
     NoisePrediction& guidance = *guidance_owner;
     const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context) {
       return model.unet().forward(be, x, t, context);
@@ -206,12 +213,16 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       if (!sampler->sigmas().empty()) return sampler->sigmas()[static_cast<size_t>(k)];
       return static_cast<float>(numpy_interp(timesteps[static_cast<size_t>(k)], training_sigmas));
     };
+    // The scale the progress report shows: a guider's own, or the schedule's at each step.
+    const float guider_scale =
+        request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN)) : NAN;
+    StepActivity where{0, evaluations, turn, turns, r1 - r0, w, h};
     t0 = Clock::now();
     int step = 0;
     for (int k = 0; k < evaluations; ++k) {
       const auto step_start = Clock::now();
-      Activity activity(cat("denoising step ", k + 1, " of ", evaluations, turns > 1 ? cat(" (turn ", turn + 1, " of ", turns, ")") : "",
-                            ": the UNet on ", r1 - r0, " images of ", w, "x", h, " latents"));
+      where.k = k;
+      const Activity activity(StepActivity::describe, &where);
       if (k > 0 && timesteps[static_cast<size_t>(k)] != timesteps[static_cast<size_t>(k - 1)]) ++step;
       const int schedule_step = std::min(step, request.steps - 1);
       Tensor x = latents.clone();
@@ -223,8 +234,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {
         StepReport report{k, evaluations, timesteps[static_cast<size_t>(k)],
-                          request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN))
-                                         : request.guidance.schedule.at(schedule_step, request.steps),
+                          request.guider ? guider_scale : request.guidance.schedule.at(schedule_step, request.steps),
                           guidance.skipped_uncond_steps() != skipped_before, since(step_start)};
         report.turn = turn;
         report.turns = turns;
@@ -232,7 +242,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       }
     }
     result.seconds_denoise += since(t0);
-    std::memcpy(result.final_latents.f32() + r0 * latents.numel() / (r1 - r0), latents.f32(), latents.nbytes());
+    copy_rows_into(result.final_latents, latents, r0, B);
     result.unet_rows += guidance.unet_rows();
     // Every turn skips the same steps; count them once.
     result.skipped_uncond_steps = guidance.skipped_uncond_steps();
@@ -248,21 +258,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
                                                      request.vae_memory_limit_gb * 1e9);
       const Tensor decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})
                                               : model.vae().decode(be, latents);
-      const Tensor image = to_uint8_image(decoded);
-      if (!result.image.defined()) {
-        std::vector<int64_t> shape = image.shape().to_vector();
-        shape[0] = B;
-        result.image = Tensor::empty(Shape(shape), DType::U8);
-      }
-      std::memcpy(static_cast<char*>(result.image.raw()) + r0 * image.nbytes() / (r1 - r0), image.raw(), image.nbytes());
-      if (request.keep_decoded) {
-        if (!result.decoded.defined()) {
-          std::vector<int64_t> shape = decoded.shape().to_vector();
-          shape[0] = B;
-          result.decoded = Tensor::empty(Shape(shape), DType::F32);
-        }
-        std::memcpy(result.decoded.f32() + r0 * decoded.numel() / (r1 - r0), decoded.f32(), decoded.nbytes());
-      }
+      copy_rows_into(result.image, to_uint8_image(decoded), r0, B);
+      if (request.keep_decoded) copy_rows_into(result.decoded, decoded, r0, B);
       result.seconds_decode += since(t0);
       // The next turn's UNet sizes are not the decoder's either.
       if (turn + 1 < turns) be.release_cached_memory();

@@ -84,6 +84,11 @@ struct Txt2ImgTrace {
 Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, const StepCallback& progress = {},
                       const Txt2ImgTrace& trace = {});
 
+// Steps of `request` that run without the unconditional rows: classic CFG's steps at scale 1, or a
+// guider's steps that need the conditional prediction alone. Without the steps' noise levels a
+// guidance interval counts as guiding everywhere (an upper bound on the work).
+int steps_without_uncond(const Txt2ImgRequest& request);
+
 // [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.
 Tensor to_uint8_image(const Tensor& decoded);
 

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
 #include "core/error.h"
 #include "guidance/classifier_free_guidance.h"
@@ -15,13 +14,7 @@
 namespace otter {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist;
-  Tensor t = Tensor::empty(shape, DType::F32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
-}
+using testing::random_normal_tensor;
 
 // For every pipeline case with CFG, diffusers' guided prediction noise_pred[k] must follow from its
 // raw UNet output unet_out[k] (uncond rows first) by our formula, rescale included.
@@ -52,7 +45,7 @@ TEST(GuidanceGolden, FormulaReproducesDiffusersNoisePred) {
 }
 
 TEST(Guidance, FormulaSpecialScales) {
-  const Tensor u = random_tensor(Shape{2, 4, 3, 3}, 1), c = random_tensor(Shape{2, 4, 3, 3}, 2);
+  const Tensor u = random_normal_tensor(Shape{2, 4, 3, 3}, 1), c = random_normal_tensor(Shape{2, 4, 3, 3}, 2);
   EXPECT_EQ(testing::max_abs_diff(combine_guidance(u, c, 0.0f, 0.0f), u), 0.0);  // s = 0: uncond
   // s = 1: cond, up to the rounding of u + (c - u) (the pipeline skips the uncond rows instead).
   EXPECT_LE(testing::max_abs_diff(combine_guidance(u, c, 1.0f, 0.0f), c), 1e-6 * testing::max_abs(c));
@@ -62,7 +55,7 @@ TEST(Guidance, FormulaSpecialScales) {
 }
 
 TEST(Guidance, RescaleMatchesDefinition) {
-  const Tensor u = random_tensor(Shape{2, 4, 5, 5}, 3), c = random_tensor(Shape{2, 4, 5, 5}, 4);
+  const Tensor u = random_normal_tensor(Shape{2, 4, 5, 5}, 3), c = random_normal_tensor(Shape{2, 4, 5, 5}, 4);
   const float s = 7.5f, phi = 0.7f;
   const Tensor got = combine_guidance(u, c, s, phi);
   const int64_t per_row = 100;
@@ -107,8 +100,8 @@ struct CountingDenoiser {
 
 TEST(Guidance, ScaleOneEvaluatesHalfTheRowsOfGuidedSteps) {
   const int64_t B = 3;
-  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 5), cond = random_tensor(Shape{B, 77, 8}, 6);
-  const Tensor x = random_tensor(Shape{B, 4, 8, 8}, 7);
+  const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 5), cond = random_normal_tensor(Shape{B, 77, 8}, 6);
+  const Tensor x = random_normal_tensor(Shape{B, 4, 8, 8}, 7);
   const int steps = 10;
   int64_t rows_by_scale[2] = {};
   const float scales[2] = {1.0f, 7.5f};
@@ -127,8 +120,8 @@ TEST(Guidance, ScaleOneEvaluatesHalfTheRowsOfGuidedSteps) {
 
 TEST(Guidance, SplitEqualsBatchedAndUncondComesFirst) {
   const int64_t B = 2;
-  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 8), cond = random_tensor(Shape{B, 77, 8}, 9);
-  const Tensor x = random_tensor(Shape{B, 4, 8, 8}, 10);
+  const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 8), cond = random_normal_tensor(Shape{B, 77, 8}, 9);
+  const Tensor x = random_normal_tensor(Shape{B, 4, 8, 8}, 10);
   ClassifierFreeGuidance batched(uncond, cond, {GuidanceSchedule::constant(7.5f), 0.0f, CfgBatching::Batched});
   ClassifierFreeGuidance split(uncond, cond, {GuidanceSchedule::constant(7.5f), 0.0f, CfgBatching::Split});
   CountingDenoiser m1, m2;
@@ -144,8 +137,8 @@ TEST(Guidance, SplitEqualsBatchedAndUncondComesFirst) {
 }
 
 TEST(Guidance, ScheduleSkipsUncondOnlyWhereScaleIsOne) {
-  const Tensor e = random_tensor(Shape{1, 77, 8}, 11);
-  const Tensor x = random_tensor(Shape{1, 4, 8, 8}, 12);
+  const Tensor e = random_normal_tensor(Shape{1, 77, 8}, 11);
+  const Tensor x = random_normal_tensor(Shape{1, 4, 8, 8}, 12);
   ClassifierFreeGuidance cfg(e, e, {GuidanceSchedule::parse("list:7,1,3,1"), 0.0f, {}});
   CountingDenoiser model;
   for (int s = 0; s < 4; ++s) cfg.predict(std::ref(model), x, 1.0f, s, 4);

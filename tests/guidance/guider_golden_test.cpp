@@ -16,14 +16,12 @@
 namespace otter {
 namespace {
 
-std::string evaluated(const std::vector<Prediction>& needs) {
-  std::string out;
-  for (Prediction p : needs) {
-    out += out.empty() ? "" : "+";
-    out += p == Prediction::cond ? "pred_cond" : p == Prediction::uncond ? "pred_uncond" : "pred_perturbed";
-  }
-  return out;
+// The manifest's spelling of what a step evaluates, in diffusers' order.
+std::string evaluated(const Needs& needs) {
+  return std::string("pred_cond") + (needs.uncond ? "+pred_uncond" : "") + (needs.perturbed ? "+pred_perturbed" : "");
 }
+
+int count(const Needs& needs) { return 1 + needs.uncond + needs.perturbed; }
 
 Tensor step_of(const Tensor& all, int64_t i) {
   std::vector<int64_t> shape = all.shape().to_vector();
@@ -56,15 +54,14 @@ TEST(GuiderGolden, EveryImplementedGuiderMatchesDiffusers) {
     guider->reset();
     for (int i = 0; i < steps; ++i) {
       const GuiderStep s{i, steps, 0.0f};
-      const std::vector<Prediction> needs = guider->needs(s);
+      const Needs needs = guider->needs(s);
       Predictions p;
       p.cond = step_of(cond, i);
-      for (Prediction n : needs)
-        if (n == Prediction::uncond) p.uncond = step_of(uncond, i);
+      if (needs.uncond) p.uncond = step_of(uncond, i);
       const Tensor pred = guider->combine(s, p);
       for (size_t k = 0; k < stored["step"].size(); ++k) {
         if (stored["step"][k].get<int>() != i) continue;
-        EXPECT_EQ(static_cast<int>(needs.size()), stored["num_conditions"].get<std::string>()[k] - '0')
+        EXPECT_EQ(count(needs), stored["num_conditions"].get<std::string>()[k] - '0')
             << id << " step " << i;
         EXPECT_EQ(evaluated(needs), stored["predictions_evaluated"][k].get<std::string>()) << id << " step " << i;
         const Tensor w = step_of(want, static_cast<int64_t>(k));

@@ -5,25 +5,19 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 
 #include "backend/backend.h"
 #include "core/error.h"
 #include "guidance/guidance_recipe.h"
 #include "guidance/guider_prediction.h"
 #include "pipeline/txt2img.h"
+#include "support/compare.h"
 #include "support/shared_data.h"
 
 namespace otter {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist;
-  Tensor t = Tensor::empty(shape, DType::F32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
-  return t;
-}
+using testing::random_normal_tensor;
 
 TEST(GuidanceRecipe, ParsesAliasesAndWritesCanonicalText) {
   const GuidanceRecipe r = GuidanceRecipe::parse(" apg : scale=5, eta=0 ,norm_threshold=8,momentum=-0.5,norm_dim=[1]");
@@ -81,7 +75,7 @@ TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
 TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
   for (CfgBatching batching : {CfgBatching::Batched, CfgBatching::Split}) {
     const int64_t B = 3;
-    const Tensor uncond = random_tensor(Shape{B, 77, 8}, 1), cond = random_tensor(Shape{B, 77, 8}, 2);
+    const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 1), cond = random_normal_tensor(Shape{B, 77, 8}, 2);
     GuiderPrediction guidance(uncond, cond, GuidanceRecipe::parse("cfg:scale=5,start=0.25,stop=0.75").make(),
                               batching);
     uint64_t rows = 0, calls = 0;
@@ -91,7 +85,7 @@ TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
       ++calls;
       return x.clone();
     };
-    const Tensor x = random_tensor(Shape{B, 4, 8, 8}, 3);
+    const Tensor x = random_normal_tensor(Shape{B, 4, 8, 8}, 3);
     const int steps = 8;
     for (int s = 0; s < steps; ++s) (void)guidance.predict(model, x, 999.0f - s, s, steps);
     // Steps 2..5 guided (2B rows), the other 4 cond only (B rows).
@@ -106,7 +100,7 @@ TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
 // predictions, outside the cond prediction alone, with only the rows that needs.
 TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
   const int64_t B = 2;
-  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 4), cond = random_tensor(Shape{B, 77, 8}, 5);
+  const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 4), cond = random_normal_tensor(Shape{B, 77, 8}, 5);
   GuiderPrediction guidance(uncond, cond, GuidanceRecipe::parse("cfg:scale=6;interval=0.5..3").make(),
                             CfgBatching::Batched);
   uint64_t rows = 0;
@@ -122,7 +116,7 @@ TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
     }
     return out;
   };
-  const Tensor x = random_tensor(Shape{B, 4, 4, 4}, 6);
+  const Tensor x = random_normal_tensor(Shape{B, 4, 4, 4}, 6);
   const Tensor u = model(x, 0, uncond), c = model(x, 0, cond);
   rows = 0;
   const float sigmas[] = {14.6f, 3.0f, 2.9f, 1.0f, 0.5f, 0.1f};
@@ -148,7 +142,7 @@ TEST(GuiderPrediction, AdaptiveSkippingStopsOnceCondAndUncondAgree) {
   const GuidanceRecipe recipe = GuidanceRecipe::parse("cfg:scale=5;adaptive=0.995");
   EXPECT_EQ(recipe.to_string(), "cfg:guidance_scale=5;adaptive=0.995");
   const int64_t B = 2;
-  const Tensor uncond = random_tensor(Shape{B, 77, 8}, 7), cond = random_tensor(Shape{B, 77, 8}, 8);
+  const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 7), cond = random_normal_tensor(Shape{B, 77, 8}, 8);
   GuiderPrediction guidance(uncond, cond, recipe.make(), CfgBatching::Batched);
   uint64_t rows = 0;
   const Denoiser model = [&](const Tensor& x, float t, const Tensor& context) {
@@ -159,7 +153,7 @@ TEST(GuiderPrediction, AdaptiveSkippingStopsOnceCondAndUncondAgree) {
       for (int64_t i = 0; i < per; ++i) out.f32()[b * per + i] += context.f32()[b * ctx + i % ctx] * t / 1000.0f;
     return out;
   };
-  const Tensor x = random_tensor(Shape{B, 4, 4, 4}, 9);
+  const Tensor x = random_normal_tensor(Shape{B, 4, 4, 4}, 9);
   const int steps = 10;
   bool stopped = false;
   uint64_t expected_rows = 0;

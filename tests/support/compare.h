@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -12,6 +13,15 @@ namespace otter::testing {
 
 // Largest |a - b| over all elements; shapes must match. NaN anywhere gives +infinity so a
 // broken kernel can never pass a tolerance check.
+// Standard-normal values from std::mt19937(seed): test inputs that look like noise predictions.
+inline Tensor random_normal_tensor(const Shape& shape, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist;
+  Tensor t = Tensor::empty(shape, DType::F32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(gen);
+  return t;
+}
+
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   OTTER_CHECK(a.shape() == b.shape(), "max_abs_diff: shape mismatch ", a.describe(), " vs ", b.describe());
   const Tensor x = a.to(DType::F64), y = b.to(DType::F64);
