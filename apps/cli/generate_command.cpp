@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,8 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "core/system_memory.h"
+#include "models/transformer_block_choice.h"
+#include "models/unet_config.h"
 #include "pipeline/default_model.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/image_output.h"
@@ -145,6 +148,11 @@ void run_generate(const GenerateArgs& a) {
   // Opening maps the files and checks every tensor against the configs; nothing is built yet.
   ModelFiles files = open_model(model_path, load.model);
 
+  // A perturbed guider's layers must exist in this UNet: checked before anything is built.
+  if (request.guider)
+    if (const std::optional<Perturbation> p = request.guider->make()->perturbation())
+      (void)choose_transformer_blocks(UNetConfig::from_json(files.configs.unet).transformer_block_names(), p->layers);
+
   // Default size: the model's native resolution (sample_size latents x 8).
   const int native = files.configs.unet.value("sample_size", 64) * 8;
   request.width = a.width ? a.width : native;
@@ -155,7 +163,8 @@ void run_generate(const GenerateArgs& a) {
   MemoryPlanRequest plan_request;
   plan_request.width = request.width;
   plan_request.height = request.height;
-  plan_request.unet_rows_per_image = skipped < request.steps && request.guidance.batching == CfgBatching::Batched ? 2 : 1;
+  plan_request.unet_rows_per_image =
+      request.guidance.batching == CfgBatching::Batched ? unet_rows_per_image(request) : 1;
   plan_request.precision = precision;
   plan_request.threads = a.threads > 0 ? a.threads : omp_get_max_threads();
   if (a.vae_tile) plan_request.vae_tiling = true;
@@ -198,13 +207,29 @@ void run_generate(const GenerateArgs& a) {
   if (request.guider)
     log(a.quiet, cat("otter: guidance: the unconditional pass was skipped on ", result.skipped_uncond_steps,
                      " UNet evaluations", result.turns > 1 ? " (per turn)" : ""));
-  log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows; text ", result.seconds_text,
+  // Rows the method's every prediction on every evaluation would take, and classic CFG's 2 per image.
+  const uint64_t images_rows = static_cast<uint64_t>(total_images) * static_cast<uint64_t>(result.evaluations);
+  const uint64_t full_rows = images_rows * static_cast<uint64_t>(unet_rows_per_image(request));
+  log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows (",
+                   result.perturbed_rows ? cat(result.perturbed_rows, " perturbed; ") : std::string(), full_rows - result.unet_rows,
+                   " saved of ", full_rows, "; CFG takes ", 2 * images_rows, "); text ", result.seconds_text,
                    " s, denoise ", result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
   log(a.quiet, cat("otter: memory: peak RSS ", format_gb(process_memory().peak_resident_bytes), " (estimated ",
                    format_gb(memory.plan.peak()), ")"));
 
   if (!a.save_latents.empty()) {
-    write_safetensors(a.save_latents, {{"init_noise", result.init_noise}, {"final_latents", result.final_latents}});
+    // The work the run took, beside the tensors (safetensors metadata, strings).
+    const std::map<std::string, std::string> metadata{
+        {"otter_guidance", request.guider ? request.guider->to_string() : cat("cfg ", a.cfg_schedule.empty() ? a.cfg_scale : a.cfg_schedule)},
+        {"otter_sampler", result.sampler},
+        {"otter_unet_evaluations", std::to_string(result.evaluations)},
+        {"otter_unet_rows", std::to_string(result.unet_rows)},
+        {"otter_unet_rows_perturbed", std::to_string(result.perturbed_rows)},
+        {"otter_unet_rows_saved", std::to_string(full_rows - result.unet_rows)},
+        {"otter_unet_rows_cfg", std::to_string(2 * images_rows)},
+    };
+    write_safetensors(a.save_latents, {{"init_noise", result.init_noise}, {"final_latents", result.final_latents}},
+                      metadata);
     log(a.quiet, "otter: wrote " + a.save_latents);
   }
   for (const auto& path : save_images(a.output, request, result, model->files().name))

@@ -2,6 +2,8 @@
 // detected (family, prediction type, layout), where each component comes from, its dtypes and
 // its exact parameter count (the tensors the model uses, so buffers like position_ids and the
 // unused OpenCLIP blocks of SD 2.x files are not counted).
+#include <algorithm>
+#include <iomanip>
 #include <map>
 #include <ostream>
 #include <string>
@@ -11,6 +13,8 @@
 #include "io/component_tensors.h"
 #include "io/model_files.h"
 #include "io/safetensors.h"
+#include "models/transformer_block_choice.h"
+#include "models/unet_config.h"
 #include "text/tokenizer_location.h"
 
 namespace otter::cli {
@@ -59,6 +63,26 @@ void describe_component(std::ostream& out, const std::string& title, const std::
       << "  parameters:   " << params << "\n";
 }
 
+// The UNet's transformer blocks, as perturbed guidance names them (--guidance pag/seg/slg, layers=):
+// index, otter's short name, diffusers' name, and the token grid at the model's native size.
+void describe_transformer_layers(std::ostream& out, const nlohmann::json& unet_json) {
+  const UNetConfig config = UNetConfig::from_json(unet_json);
+  const int native = unet_json.value("sample_size", 64);
+  const int n = static_cast<int>(config.num_blocks());
+  out << "  transformer layers (--guidance …,layers=INDEX or NAME; tokens at " << native * 8 << "x" << native * 8 << "):\n";
+  const std::vector<std::string> names = config.transformer_block_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    // The level (how many downsamplers above it) from the block's place in the UNet.
+    int level = n - 1;
+    if (name.rfind("down_blocks.", 0) == 0) level = std::stoi(name.substr(12));
+    if (name.rfind("up_blocks.", 0) == 0) level = n - 1 - std::stoi(name.substr(10));
+    const int side = std::max(1, native >> level);
+    out << "    " << std::setw(2) << i << "  " << std::left << std::setw(10) << short_transformer_name(name) << std::right
+        << name << "  (" << side << "x" << side << ")\n";
+  }
+}
+
 }  // namespace
 
 bool is_single_file_checkpoint(const std::filesystem::path& path) {
@@ -86,6 +110,7 @@ void describe_model(const std::filesystem::path& path, const ModelOptions& optio
       << ", pad token " << (pad.is_string() ? pad.dump() : std::string("?")) << "\n";
   describe_component(out, "text encoder", text_encoder_summary(m.configs.text_encoder), *m.text_encoder, te);
   describe_component(out, "unet", unet_summary(m.configs.unet), *m.unet, unet);
+  describe_transformer_layers(out, m.configs.unet);
   describe_component(out, "vae", vae_summary(m.configs.vae), *m.vae, vae);
   out << "total parameters: " << count_parameters(te) + count_parameters(unet) + count_parameters(vae) << "\n";
   if (!m.notes.empty()) {

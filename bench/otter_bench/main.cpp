@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -34,6 +35,7 @@
 #include "pipeline/stable_diffusion.h"
 #include "io/model_configs.h"
 #include "models/clip_text_encoder.h"
+#include "models/transformer_block_choice.h"
 #include "models/unet.h"
 #include "models/unet_config.h"
 #include "models/vae.h"
@@ -120,6 +122,7 @@ struct Args {
   std::string json_path;
   std::string family = "sd1";
   bool profile = false;
+  std::string pag_layers = "mid";  // the CFG+PAG step's perturbed layers
   int images = 1;  // images per CFG step (2x rows) and per decode
 };
 
@@ -315,6 +318,25 @@ int run(const Args& a) {
         const Timing b1 = best_of(a.runs, [&] { nets.unet().forward(*be, x1, 500.0f, ctx1); });
         at["step_batch1"] = row(sz, "UNet step, no uncond (b1)", b1, flops1);
         at["unet_gflop_per_image_pass"] = flops1 * 1e-9;
+        {
+          // CFG + PAG: one call on [uncond, cond, perturbed] rows, identity self-attention in the
+          // perturbed rows of the chosen layers (what `--guidance pag` runs each step).
+          const std::array<Tensor, 2> x_parts{x2, x1}, ctx_parts{ctx2, ctx1};
+          const Tensor x3 = be->concat(x_parts, 0), ctx3 = be->concat(ctx_parts, 0);
+          RowPerturbation pag;
+          pag.kind = BlockPerturbation::IdentitySelfAttention;
+          pag.blocks = choose_transformer_blocks(nets.unet().transformer_block_names(), a.pag_layers);
+          pag.row_begin = 2 * n, pag.row_end = 3 * n;
+          counter.reset();
+          nets.unet().forward(counter, x3, 500.0f, ctx3, {}, &pag);
+          const double flops3 = counter.flops();
+          const Timing b3 = best_of(a.runs, [&] { nets.unet().forward(*be, x3, 500.0f, ctx3, {}, &pag); });
+          at["cfg_pag_step_batch3"] = row(sz, "UNet step, CFG+PAG (batch 3)", b3, flops3);
+          at["cfg_pag_over_cfg_seconds"] = b3.seconds / b2.seconds;
+          at["pag_layers"] = a.pag_layers;
+          std::printf("%-5s %-5s %-28s %10.3f x the CFG step (PAG layers %s)\n", pname.c_str(), sz.c_str(),
+                      "CFG+PAG / CFG step time", b3.seconds / b2.seconds, a.pag_layers.c_str());
+        }
         at["batch2_over_batch1_gflops"] = (flops2 / b2.seconds) / (flops1 / b1.seconds);
 
         if (a.profile) {
@@ -385,6 +407,8 @@ int main(int argc, char** argv) {
   app.add_option("--model", a.model, "Benchmark this checkpoint (diffusers folder or single file) instead of random weights");
   app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
+  app.add_option("--pag-layers", a.pag_layers, "Layers of the CFG+PAG step (names or a pattern, as --guidance pag's)")
+      ->capture_default_str();
   app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");
   app.add_option("--images", a.images, "Images per step: the CFG step runs 2x this many rows, the decode this many")
       ->capture_default_str()

@@ -18,6 +18,7 @@ class AdaptiveSkipGuider : public Guider {
  public:
   AdaptiveSkipGuider(std::unique_ptr<Guider> inner, double threshold) : inner_(std::move(inner)), threshold_(threshold) {}
   std::string name() const override { return inner_->name(); }
+  std::optional<Perturbation> perturbation() const override { return inner_->perturbation(); }
   Needs needs(const GuiderStep& s) const override { return stopped_ ? Needs{} : inner_->needs(s); }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {
     if (stopped_) return p.cond.contiguous();

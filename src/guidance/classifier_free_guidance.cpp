@@ -63,15 +63,15 @@ Tensor ClassifierFreeGuidance::predict(const Denoiser& model, const Tensor& x, f
     // u + 1·(c − u) = c: the unconditional rows would not change the result, so skip them.
     ++skipped_uncond_steps_;
     unet_rows_ += static_cast<uint64_t>(B);
-    return model(x, timestep, cond_);
+    return model(x, timestep, cond_, nullptr);
   }
   unet_rows_ += static_cast<uint64_t>(2 * B);
   if (options_.batching == CfgBatching::Split) {
-    const Tensor u = model(x, timestep, uncond_);
-    const Tensor c = model(x, timestep, cond_);
+    const Tensor u = model(x, timestep, uncond_, nullptr);
+    const Tensor c = model(x, timestep, cond_, nullptr);
     return combine_guidance(u, c, scale, options_.rescale);
   }
-  const Tensor out = model(concat_rows(x, x), timestep, both_);
+  const Tensor out = model(concat_rows(x, x), timestep, both_, nullptr);
   return combine_guidance(out.slice(0, 0, B), out.slice(0, B, 2 * B), scale, options_.rescale);
 }
 

@@ -20,6 +20,42 @@ const std::map<std::string, std::string>& aliases() {
   return a;
 }
 
+// Parameters whose values are transformer layer names: these also take bare words and lists of
+// them (layers=mid, pag_applied_layers=[mid,up.1]), which JSON would need quoted.
+bool names_layers(const std::string& key) {
+  return key == "layers" || key == "pag_applied_layers" || key == "perturbed_guidance_layers" || key == "skip_layer_guidance_layers" ||
+         key == "seg_guidance_layers" || key == "auto_guidance_layers";
+}
+
+nlohmann::json parse_layer_value(const std::string& value) {
+  try {
+    return nlohmann::json::parse(value);
+  } catch (const nlohmann::json::parse_error&) {
+  }
+  const auto one = [](const std::string& word) {
+    try {
+      return nlohmann::json::parse(word);
+    } catch (const nlohmann::json::parse_error&) {
+      return nlohmann::json(word);
+    }
+  };
+  if (value.size() >= 2 && value.front() == '[' && value.back() == ']') {
+    nlohmann::json list = nlohmann::json::array();
+    std::string word;
+    for (char ch : value.substr(1, value.size() - 2) + ",") {
+      if (ch != ',') {
+        word.push_back(ch);
+        continue;
+      }
+      const size_t a = word.find_first_not_of(" \t"), b = word.find_last_not_of(" \t");
+      if (a != std::string::npos) list.push_back(one(word.substr(a, b - a + 1)));
+      word.clear();
+    }
+    return list;
+  }
+  return one(value);
+}
+
 std::string trim(const std::string& s) {
   const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
@@ -64,6 +100,10 @@ GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
       const std::string value = trim(item.substr(eq + 1));
       if (const auto it = aliases().find(key); it != aliases().end()) key = it->second;
       OTTER_CHECK(!r.params.contains(key), "guidance recipe '", text, "' gives ", key, " twice");
+      if (names_layers(key)) {
+        r.params[key] = parse_layer_value(value);
+        continue;
+      }
       try {
         r.params[key] = nlohmann::json::parse(value);
       } catch (const nlohmann::json::parse_error&) {

@@ -14,11 +14,13 @@
 // ../shared/golden/guiders.json is matched to within its own float32-vs-float64 figures.
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "core/tensor.h"
+#include "models/row_perturbation.h"
 
 namespace otter {
 
@@ -27,6 +29,16 @@ namespace otter {
 struct Needs {
   bool uncond = false;
   bool perturbed = false;
+};
+
+// What a guider's perturbed prediction changes in the UNet (PAG, SEG, SLG), or, for auto-guidance,
+// what its "unconditional" prediction does (the degraded model: on_uncond). `layers` picks the
+// transformer blocks by the names `otter info MODEL` lists (models/transformer_block_choice.h).
+struct Perturbation {
+  BlockPerturbation kind = BlockPerturbation::IdentitySelfAttention;
+  nlohmann::json layers;
+  double blur_sigma = 9999999.0, blur_threshold_inf = 9999.0;
+  bool on_uncond = false;
 };
 
 struct GuiderStep {
@@ -52,10 +64,12 @@ class Guider {
   virtual Tensor combine(const GuiderStep& s, const Predictions& p) = 0;
   // Forgets per-run state; called before step 0.
   virtual void reset() {}
+  // The change a perturbed prediction (or auto-guidance's uncond) is made with; none by default.
+  virtual std::optional<Perturbation> perturbation() const { return std::nullopt; }
 };
 
 // Builds a guider from diffusers' class name (or otter's short name: cfg, cfg_zero_star, apg,
-// tcfg, mambo) and diffusers' constructor parameters (unknown keys are an error naming them).
+// tcfg, mambo, pag, slg, seg, autoguidance) and diffusers' constructor parameters (unknown keys are an error naming them).
 std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::json& params);
 
 // `inner` applied only while the step's sigma is in (sigma_lo, sigma_hi] (Kynkäänniemi et al.

@@ -16,6 +16,11 @@ std::unique_ptr<Guider> make_cfg_zero_star_guider(const nlohmann::json& params);
 std::unique_ptr<Guider> make_apg_guider(const nlohmann::json& params);             // apg_guider.cpp
 std::unique_ptr<Guider> make_tcfg_guider(const nlohmann::json& params);            // tcfg_guider.cpp
 std::unique_ptr<Guider> make_mambo_guider(const nlohmann::json& params);           // mambo_guider.cpp
+std::unique_ptr<Guider> make_pag_pipeline_guider(const nlohmann::json& params);    // pag_pipeline_guider.cpp
+std::unique_ptr<Guider> make_pag_guider(const nlohmann::json& params);             // pag_guider.cpp
+std::unique_ptr<Guider> make_slg_guider(const nlohmann::json& params);             // slg_guider.cpp
+std::unique_ptr<Guider> make_seg_guider(const nlohmann::json& params);             // seg_guider.cpp
+std::unique_ptr<Guider> make_auto_guider(const nlohmann::json& params);            // auto_guider.cpp
 
 namespace guider_detail {
 
@@ -76,6 +81,41 @@ class CfgFamilyGuider : public Guider {
   }
   CfgParams p_;
 };
+
+// The perturbed family's own parameters (diffusers' PerturbedAttentionGuidance, SkipLayerGuidance,
+// SmoothedEnergyGuidance: the same forward, different names and perturbation).
+struct PerturbedParams {
+  double scale = 2.8, start = 0.01, stop = 0.2;
+  Perturbation perturbation;
+};
+
+// The transformer layers a perturbed guider uses: `key` or otter's short `layers` (indices or
+// names), or its diffusers
+// `config_key` (a dict or list of dicts with "indices", and "fqn" naming where they are), or
+// "mid" when neither is given (diffusers requires one; SD's PAG pipeline defaults to "mid").
+nlohmann::json take_layers(nlohmann::json& rest, const char* key, const char* config_key);
+
+// The forward PAG, SEG and SLG share: CFG where cfg_enabled(), plus sp·(c − p) where the perturbed
+// rule holds: int(start·N) < step < int(stop·N) (a strict lower bound: diffusers never perturbs
+// step 0) and the scale is not 0.
+class PerturbedFamilyGuider : public Guider {
+ public:
+  PerturbedFamilyGuider(std::string name, const CfgParams& cfg, const PerturbedParams& pg)
+      : name_(std::move(name)), cfg_(cfg), pg_(pg) {}
+  std::string name() const override { return name_; }
+  Needs needs(const GuiderStep& s) const override { return {cfg_enabled(cfg_, s), perturbed_enabled(s)}; }
+  Tensor combine(const GuiderStep& s, const Predictions& p) override;
+  std::optional<Perturbation> perturbation() const override { return pg_.perturbation; }
+
+ private:
+  bool perturbed_enabled(const GuiderStep& s) const;
+  std::string name_;
+  CfgParams cfg_;
+  PerturbedParams pg_;
+};
+
+// (base + scale·(c − p)), elementwise in f32: the perturbed term added to a prediction.
+Tensor add_perturbed_term(const Tensor& base, const Tensor& c, const Tensor& p, double scale);
 
 }  // namespace guider_detail
 }  // namespace otter

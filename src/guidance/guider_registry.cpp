@@ -20,6 +20,15 @@ std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::jso
       {"tcfg", make_tcfg_guider},
       {"MagnitudeAwareGuidance", make_mambo_guider},
       {"mambo", make_mambo_guider},
+      {"StableDiffusionPAGPipeline", make_pag_pipeline_guider},
+      {"pag", make_pag_pipeline_guider},
+      {"PerturbedAttentionGuidance", make_pag_guider},
+      {"SkipLayerGuidance", make_slg_guider},
+      {"slg", make_slg_guider},
+      {"SmoothedEnergyGuidance", make_seg_guider},
+      {"seg", make_seg_guider},
+      {"AutoGuidance", make_auto_guider},
+      {"autoguidance", make_auto_guider},
   };
   const auto it = factories.find(name);
   if (it == factories.end()) {

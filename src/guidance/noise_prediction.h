@@ -7,11 +7,14 @@
 #include <functional>
 
 #include "core/tensor.h"
+#include "models/row_perturbation.h"
 
 namespace otter {
 
-// One UNet evaluation: latents x[R, C, h, w] at `timestep`, conditioned on context[R, 77, D].
-using Denoiser = std::function<Tensor(const Tensor& x, float timestep, const Tensor& context)>;
+// One UNet evaluation: latents x[R, C, h, w] at `timestep`, conditioned on context[R, 77, D];
+// `perturbation` (or null) changes some rows' transformer blocks (PAG, SEG, SLG).
+using Denoiser =
+    std::function<Tensor(const Tensor& x, float timestep, const Tensor& context, const RowPerturbation* perturbation)>;
 
 enum class CfgBatching {
   Batched,  // one UNet call on all rows (fastest: one pass over the weights)
@@ -29,6 +32,8 @@ class NoisePrediction {
   virtual uint64_t unet_rows() const = 0;
   // Steps that ran without the unconditional rows.
   virtual uint64_t skipped_uncond_steps() const = 0;
+  // Rows evaluated with a perturbation (PAG, SEG, SLG, auto-guidance; part of unet_rows()).
+  virtual uint64_t perturbed_rows() const { return 0; }
 };
 
 // [a; b] along dim 0 (both contiguous-able, equal row shapes).

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "models/query_blur.h"
 
 namespace otter {
 
@@ -111,14 +112,37 @@ MultiHeadAttention::MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t
   to_out_ = load_linear(p, "to_out.0", query_dim, query_dim);
 }
 
-Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context, const Tensor* residual) {
+Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context, const Tensor* residual,
+                                  const RowPerturbation* perturbed) {
   const Tensor& ctx = context ? *context : x;
   OTTER_CHECK(ctx.dim(0) == x.dim(0), "attention: context batch ", ctx.dim(0), " does not match the input batch ",
               x.dim(0), " (", ctx.describe(), " vs ", x.describe(), ")");
-  const Tensor q = be.linear(x, to_q_);
+  Tensor q = be.linear(x, to_q_);
   const Tensor k = be.linear(ctx, to_k_);
   const Tensor v = be.linear(ctx, to_v_);
-  const Tensor attended = be.attention(q, k, v, heads_, scale_);
+  Tensor attended;
+  if (perturbed && perturbed->kind == BlockPerturbation::IdentitySelfAttention) {
+    OTTER_CHECK(!context, "attention: PAG's identity attention applies to self-attention only");
+    // PAG: the perturbed rows' attention output is their value projection; the other rows attend
+    // as usual, in the groups before and after them.
+    const int64_t B = x.dim(0), r0 = perturbed->row_begin, r1 = perturbed->row_end;
+    attended = Tensor::empty(v.shape(), DType::F32);
+    const auto attend_rows = [&](int64_t a, int64_t b) {
+      if (a < b)
+        attended.slice(0, a, b).copy_from(
+            be.attention(q.slice(0, a, b), k.slice(0, a, b), v.slice(0, a, b), heads_, scale_));
+    };
+    attend_rows(0, r0);
+    attended.slice(0, r0, r1).copy_from(v.slice(0, r0, r1));
+    attend_rows(r1, B);
+  } else {
+    if (perturbed && perturbed->kind == BlockPerturbation::BlurredQueries) {
+      OTTER_CHECK(!context, "attention: SEG's query blur applies to self-attention only");
+      q = q.contiguous();
+      blur_query_rows(q, perturbed->row_begin, perturbed->row_end, perturbed->blur_sigma, perturbed->blur_threshold_inf);
+    }
+    attended = be.attention(q, k, v, heads_, scale_);
+  }
   return residual ? be.linear(attended, to_out_, *residual) : be.linear(attended, to_out_);
 }
 

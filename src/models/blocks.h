@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "models/row_perturbation.h"
 #include "models/weights.h"
 
 namespace otter {
@@ -101,8 +102,11 @@ class MultiHeadAttention {
  public:
   MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t context_dim, int heads);
   // x [B, N, query_dim], context [B, M, context_dim] or null for self-attention; `residual` (the
-  // output's shape, or null) is added by the output projection.
-  Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr, const Tensor* residual = nullptr);
+  // output's shape, or null) is added by the output projection. `perturbed` (self-attention only):
+  // its rows get PAG's identity attention or SEG's blurred queries (row_perturbation.h); the other
+  // rows are computed as without it.
+  Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr, const Tensor* residual = nullptr,
+                 const RowPerturbation* perturbed = nullptr);
 
  private:
   int heads_;

@@ -1,5 +1,7 @@
 #include "models/transformer2d.h"
 
+#include <utility>
+
 #include "core/error.h"
 
 namespace otter {
@@ -17,9 +19,20 @@ BasicTransformerBlock::BasicTransformerBlock(ParamLoader p, int64_t dim, int64_t
       ff_in_(load_linear(p, "ff.net.0.proj", dim, 2 * 4 * dim)),
       ff_out_(load_linear(p, "ff.net.2", 4 * dim, dim)) {}
 
-void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& context) {
+void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& context, const RowPerturbation* perturbed) {
+  if (perturbed && perturbed->kind == BlockPerturbation::SkipBlock) {
+    // The skipped rows keep their input; the rows before and after them run the block alone.
+    const int64_t B = x.dim(0), r0 = perturbed->row_begin, r1 = perturbed->row_end;
+    for (const auto& [a, b] : {std::pair{int64_t{0}, r0}, std::pair{r1, B}}) {
+      if (a >= b) continue;
+      Tensor rows = x.slice(0, a, b).clone();
+      forward(be, rows, context.slice(0, a, b).contiguous());
+      x.slice(0, a, b).copy_from(rows);
+    }
+    return;
+  }
   // Each skip connection is added by the output projection as it writes its result.
-  x = attn1_.forward(be, be.layer_norm(x, norm1_), nullptr, &x);
+  x = attn1_.forward(be, be.layer_norm(x, norm1_), nullptr, &x, perturbed);
   x = attn2_.forward(be, be.layer_norm(x, norm2_), &context, &x);
   x = be.linear(be.geglu(be.linear(be.layer_norm(x, norm3_), ff_in_)), ff_out_, x);
 }
@@ -41,8 +54,8 @@ LinearWeights load_projection(ParamLoader& p, const std::string& name, int64_t c
 }  // namespace
 
 Transformer2D::Transformer2D(ParamLoader p, int64_t channels, int64_t context_dim, int heads, int layers, int groups,
-                             bool linear_projection)
-    : groups_(groups) {
+                             bool linear_projection, int first_block)
+    : groups_(groups), first_block_(first_block) {
   norm_ = load_norm(p, "norm", channels, kTransformerGroupNormEps);
   proj_in_ = load_projection(p, "proj_in", channels, linear_projection);
   blocks_.reserve(static_cast<size_t>(layers));
@@ -51,11 +64,15 @@ Transformer2D::Transformer2D(ParamLoader p, int64_t channels, int64_t context_di
   proj_out_ = load_projection(p, "proj_out", channels, linear_projection);
 }
 
-Tensor Transformer2D::forward(Backend& be, const Tensor& x, const Tensor& context) {
+Tensor Transformer2D::forward(Backend& be, const Tensor& x, const Tensor& context,
+                             const RowPerturbation* perturbation) {
   const int64_t height = x.dim(2), width = x.dim(3);
   // The projection's output is owned here, so the transformer blocks may update it in place.
   Tensor tokens = be.linear(to_tokens(be, be.group_norm(x, groups_, norm_)), proj_in_);
-  for (BasicTransformerBlock& block : blocks_) block.forward(be, tokens, context);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const bool perturbed = perturbation && perturbation->applies_to_block(first_block_ + static_cast<int>(i));
+    blocks_[i].forward(be, tokens, context, perturbed ? perturbation : nullptr);
+  }
   Tensor out = to_nchw(be, be.linear(tokens, proj_out_), height, width);
   be.add_inplace(out, x);
   return out;

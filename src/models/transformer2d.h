@@ -13,7 +13,8 @@ class BasicTransformerBlock {
  public:
   BasicTransformerBlock(ParamLoader p, int64_t dim, int64_t context_dim, int heads);
   // x [B, N, dim] is updated in place (it must be a tensor the caller owns, not a shared view).
-  void forward(Backend& be, Tensor& x, const Tensor& context);
+  // `perturbed` (this block is one of its blocks): its rows are computed with its change.
+  void forward(Backend& be, Tensor& x, const Tensor& context, const RowPerturbation* perturbed = nullptr);
 
  private:
   NormWeights norm1_, norm2_, norm3_;
@@ -25,13 +26,16 @@ class BasicTransformerBlock {
 // -> transformer blocks -> proj_out -> + input.
 class Transformer2D {
  public:
+  // `first_block`: the UNet-wide index of its first transformer block (row perturbations name
+  // blocks by these indices).
   Transformer2D(ParamLoader p, int64_t channels, int64_t context_dim, int heads, int layers, int groups,
-                bool linear_projection);
+                bool linear_projection, int first_block = 0);
   // x [B, C, H, W], context [B, M, context_dim] -> [B, C, H, W]
-  Tensor forward(Backend& be, const Tensor& x, const Tensor& context);
+  Tensor forward(Backend& be, const Tensor& x, const Tensor& context, const RowPerturbation* perturbation = nullptr);
+  int num_blocks() const { return static_cast<int>(blocks_.size()); }
 
  private:
-  int groups_;
+  int groups_, first_block_;
   NormWeights norm_;
   LinearWeights proj_in_, proj_out_;  // SD1's 1x1 convolutions as the linear maps they are
   std::vector<BasicTransformerBlock> blocks_;

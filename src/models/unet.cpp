@@ -6,7 +6,8 @@
 
 namespace otter {
 
-UNet::UNet(const UNetConfig& config, Weights& weights) : config_(config) {
+UNet::UNet(const UNetConfig& config, Weights& weights)
+    : config_(config), block_names_(config.transformer_block_names()) {
   const UNetConfig& c = config_;
   ParamLoader root(weights, parameter_count_);
   const size_t n = c.num_blocks();
@@ -29,7 +30,8 @@ UNet::UNet(const UNetConfig& config, Weights& weights) : config_(config) {
                                  c.resnet_out_scale_factor);
       if (attn)
         block.attentions.emplace_back(p.child(cat("attentions.", j)), ch[i], c.cross_attention_dim[i],
-                                      c.attention_heads[i], c.transformer_layers[i], groups, c.use_linear_projection);
+                                      c.attention_heads[i], c.transformer_layers[i], groups, c.use_linear_projection,
+                                      first_block_of(cat("down_blocks.", i, ".attentions.", j)));
     }
     if (i + 1 < n) block.downsampler.emplace(p.child("downsamplers.0"), ch[i], c.downsample_padding);
     down_.push_back(std::move(block));
@@ -43,7 +45,7 @@ UNet::UNet(const UNetConfig& config, Weights& weights) : config_(config) {
     mid.resnets.emplace_back(p.child("resnets.0"), width, width, temb, groups, c.norm_eps, c.mid_block_scale_factor);
     // UNetMidBlock2DCrossAttn has num_layers = 1: one transformer, then one more resnet.
     mid.attentions.emplace_back(p.child("attentions.0"), width, c.cross_attention_dim[n - 1], c.mid_heads(), layers,
-                                groups, c.use_linear_projection);
+                                groups, c.use_linear_projection, first_block_of("mid_block.attentions.0"));
     mid.resnets.emplace_back(p.child("resnets.1"), width, width, temb, groups, c.norm_eps, c.mid_block_scale_factor);
     mid_ = std::move(mid);
   }
@@ -67,7 +69,8 @@ UNet::UNet(const UNetConfig& config, Weights& weights) : config_(config) {
                                  c.resnet_out_scale_factor);
       if (attn)
         block.attentions.emplace_back(p.child(cat("attentions.", j)), out, c.cross_attention_dim[d], c.up_heads(i),
-                                      c.up_transformer_layers[i], groups, c.use_linear_projection);
+                                      c.up_transformer_layers[i], groups, c.use_linear_projection,
+                                      first_block_of(cat("up_blocks.", i, ".attentions.", j)));
     }
     if (i + 1 < n) block.upsampler.emplace(p.child("upsamplers.0"), out);
     up_.push_back(std::move(block));
@@ -75,6 +78,13 @@ UNet::UNet(const UNetConfig& config, Weights& weights) : config_(config) {
 
   conv_norm_out_ = load_norm(root, "conv_norm_out", ch[0], c.norm_eps);
   conv_out_ = load_conv(root, "conv_out", ch[0], c.out_channels, c.conv_out_kernel);
+}
+
+int UNet::first_block_of(const std::string& transformer) const {
+  const std::string first = transformer + ".transformer_blocks.0";
+  for (size_t i = 0; i < block_names_.size(); ++i)
+    if (block_names_[i] == first) return static_cast<int>(i);
+  throw Error(cat("UNet: no transformer block named ", first));
 }
 
 void UNet::check_inputs(const Tensor& sample, const Tensor& context) const {
@@ -111,13 +121,22 @@ Tensor UNet::time_embedding(Backend& be, const Tensor& timesteps, int64_t batch,
 }
 
 Tensor UNet::forward(Backend& be, const Tensor& sample_in, float timestep, const Tensor& context,
-                     const DebugHook& hook) {
-  return forward(be, sample_in, Tensor::full(Shape{1}, timestep), context, hook);
+                     const DebugHook& hook, const RowPerturbation* perturbation) {
+  return forward(be, sample_in, Tensor::full(Shape{1}, timestep), context, hook, perturbation);
 }
 
 Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timesteps, const Tensor& context_in,
-                     const DebugHook& hook) {
+                     const DebugHook& hook, const RowPerturbation* perturbation) {
   check_inputs(sample_in, context_in);
+  if (perturbation) {
+    OTTER_CHECK(0 <= perturbation->row_begin && perturbation->row_begin <= perturbation->row_end &&
+                    perturbation->row_end <= sample_in.dim(0),
+                "UNet: perturbed rows [", perturbation->row_begin, ", ", perturbation->row_end, ") outside a batch of ",
+                sample_in.dim(0));
+    for (int b : perturbation->blocks)
+      OTTER_CHECK(b >= 0 && b < static_cast<int>(block_names_.size()), "UNet: no transformer block ", b, " (it has ",
+                  block_names_.size(), ")");
+  }
   const Tensor context = context_in.to(DType::F32).contiguous();
   Tensor sample = sample_in.to(DType::F32).contiguous();
   if (config_.center_input_sample) sample = be.add(be.scale(sample, 2.0f), Tensor::full(Shape{1}, -1.0f));
@@ -133,7 +152,7 @@ Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timeste
       h = block.resnets[j].forward(be, h, &temb);
       if (hook) hook(cat("down_blocks.", i, ".resnets.", j), h);
       if (!block.attentions.empty()) {
-        h = block.attentions[j].forward(be, h, context);
+        h = block.attentions[j].forward(be, h, context, perturbation);
         if (hook) hook(cat("down_blocks.", i, ".attentions.", j), h);
       }
       skips.push_back(h);
@@ -148,7 +167,7 @@ Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timeste
   if (mid_) {
     h = mid_->resnets[0].forward(be, h, &temb);
     for (size_t j = 0; j < mid_->attentions.size(); ++j) {
-      h = mid_->attentions[j].forward(be, h, context);
+      h = mid_->attentions[j].forward(be, h, context, perturbation);
       h = mid_->resnets[j + 1].forward(be, h, &temb);
     }
     if (hook) hook("mid_block", h);
@@ -163,7 +182,7 @@ Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timeste
       h = block.resnets[j].forward(be, be.concat(pair, 1), &temb);
       if (hook) hook(cat("up_blocks.", i, ".resnets.", j), h);
       if (!block.attentions.empty()) {
-        h = block.attentions[j].forward(be, h, context);
+        h = block.attentions[j].forward(be, h, context, perturbation);
         if (hook) hook(cat("up_blocks.", i, ".attentions.", j), h);
       }
     }

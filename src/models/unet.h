@@ -3,6 +3,7 @@
 // for a batch of latents at given timesteps, conditioned on text-encoder states. Built from a
 // UNetConfig and weights under their diffusers names; runs on any Backend.
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "models/blocks.h"
@@ -26,10 +27,15 @@ class UNet {
   // down_blocks.i, mid_block, up_blocks.i, conv_norm_out (before SiLU)).
   // The time embedding is computed for a single row when all timesteps are equal (the usual
   // case, CFG's 2N rows included) and broadcast to the batch, so hooks may see 1 row there.
+  // `perturbation`: rows whose transformer blocks are changed (PAG, SEG, SLG; row_perturbation.h).
   Tensor forward(Backend& be, const Tensor& sample, const Tensor& timesteps, const Tensor& encoder_hidden_states,
-                 const DebugHook& hook = {});
+                 const DebugHook& hook = {}, const RowPerturbation* perturbation = nullptr);
   Tensor forward(Backend& be, const Tensor& sample, float timestep, const Tensor& encoder_hidden_states,
-                 const DebugHook& hook = {});
+                 const DebugHook& hook = {}, const RowPerturbation* perturbation = nullptr);
+
+  // diffusers' module names of the transformer blocks, in forward order (down, mid, up), e.g.
+  // "down_blocks.1.attentions.0.transformer_blocks.0"; a RowPerturbation names blocks by index here.
+  const std::vector<std::string>& transformer_block_names() const { return block_names_; }
 
   const UNetConfig& config() const { return config_; }
   int64_t parameter_count() const { return parameter_count_; }
@@ -53,6 +59,8 @@ class UNet {
   // SiLU(time_embedding(time_proj(t))), [1 or B, time_embed_dim]: what every resnet consumes.
   Tensor time_embedding(Backend& be, const Tensor& timesteps, int64_t batch, const DebugHook& hook);
   void check_inputs(const Tensor& sample, const Tensor& context) const;
+  // The index of a Transformer2D's first block in block_names_.
+  int first_block_of(const std::string& transformer) const;
 
   UNetConfig config_;
   int64_t parameter_count_ = 0;
@@ -62,6 +70,7 @@ class UNet {
   std::optional<MidBlock> mid_;
   std::vector<UpBlock> up_;
   NormWeights conv_norm_out_;
+  std::vector<std::string> block_names_;
 };
 
 }  // namespace otter

@@ -165,4 +165,22 @@ UNetConfig UNetConfig::from_file(const std::filesystem::path& path) {
   return from_json(read_json_file(path, "unet config"), path.string());
 }
 
+std::vector<std::string> UNetConfig::transformer_block_names() const {
+  std::vector<std::string> names;
+  const auto add = [&](const std::string& transformer, int layers) {
+    for (int k = 0; k < layers; ++k) names.push_back(transformer + ".transformer_blocks." + std::to_string(k));
+  };
+  const size_t n = num_blocks();
+  for (size_t i = 0; i < n; ++i)
+    if (down_blocks[i] == UNetDownBlockType::CrossAttnDown)
+      for (int j = 0; j < layers_per_block[i]; ++j)
+        add("down_blocks." + std::to_string(i) + ".attentions." + std::to_string(j), transformer_layers[i]);
+  if (has_mid_block) add("mid_block.attentions.0", transformer_layers[n - 1]);
+  for (size_t i = 0; i < n; ++i)
+    if (up_blocks[i] == UNetUpBlockType::CrossAttnUp)
+      for (int j = 0; j < layers_per_block[n - 1 - i] + 1; ++j)
+        add("up_blocks." + std::to_string(i) + ".attentions." + std::to_string(j), up_transformer_layers[i]);
+  return names;
+}
+
 }  // namespace otter

@@ -58,6 +58,9 @@ struct UNetConfig {
   int spatial_divisor() const { return 1 << (num_blocks() - 1); }
   int mid_heads() const { return attention_heads.back(); }
   int up_heads(size_t up_index) const { return attention_heads[num_blocks() - 1 - up_index]; }
+  // diffusers' module names of the BasicTransformerBlocks in forward order (down, mid, up), e.g.
+  // "down_blocks.1.attentions.0.transformer_blocks.0": the layers perturbed guidance chooses from.
+  std::vector<std::string> transformer_block_names() const;
 };
 
 }  // namespace otter

@@ -146,7 +146,7 @@ MemoryDecision fit_memory(const ModelConfigs& configs, MemoryPlanRequest request
     v.vae_tiling = true;
     try_variant("--vae-tile", v);
   }
-  if (request.unet_rows_per_image == 2) {
+  if (request.unet_rows_per_image > 1) {
     MemoryPlanRequest v = request;
     v.unet_rows_per_image = 1;
     try_variant("--cfg-batch split", v);

@@ -23,7 +23,7 @@ struct MemoryPlanRequest {
   int width = 512, height = 512;  // image size
   int64_t images = 1;             // images denoised and decoded together (one turn)
   int64_t total_images = 0;       // images of the whole run (0: `images`); their 8-bit pixels and latents are kept
-  int unet_rows_per_image = 2;    // 2: [uncond, cond] in one call; 1: cond only or --cfg-batch split
+  int unet_rows_per_image = 2;    // 2: [uncond, cond] in one call (3 with a perturbed row); 1: cond only or --cfg-batch split
   int64_t text_windows = 1;       // 77-token windows per prompt (--long-prompt chunk makes more)
   Precision precision = Precision::F32;
   int threads = 1;

@@ -105,6 +105,17 @@ int steps_without_uncond(const Txt2ImgRequest& request) {
   return steps;
 }
 
+int unet_rows_per_image(const Txt2ImgRequest& request) {
+  if (!request.guider) return steps_without_uncond(request) < request.steps ? 2 : 1;
+  const std::unique_ptr<Guider> guider = request.guider->make();
+  int rows = 1;
+  for (int s = 0; s < request.steps; ++s) {
+    const Needs n = guider->needs(GuiderStep{s, request.steps, 0.0f});
+    rows = std::max(rows, 1 + n.uncond + n.perturbed);
+  }
+  return rows;
+}
+
 std::string default_sampler_for(const SchedulerConfig& config) {
   if (config.class_name == "DPMSolverMultistepScheduler") return config.use_karras_sigmas ? "dpmpp_2m_karras" : "dpmpp_2m";
   for (std::string_view name : sampler_names())
@@ -192,12 +203,13 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     std::unique_ptr<NoisePrediction> guidance_owner;
     if (request.guider)
       guidance_owner = std::make_unique<GuiderPrediction>(turn_uncond, turn_cond, request.guider->make(),
-                                                          request.guidance.batching);
+                                                          request.guidance.batching,
+                                                          model.unet().transformer_block_names());
     else
       guidance_owner = std::make_unique<ClassifierFreeGuidance>(turn_uncond, turn_cond, request.guidance);
     NoisePrediction& guidance = *guidance_owner;
-    const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context) {
-      return model.unet().forward(be, x, t, context);
+    const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context, const RowPerturbation* perturbation) {
+      return model.unet().forward(be, x, t, context, {}, perturbation);
     };
 
     // Samplers with several evaluations per step (Heun) repeat the step's timestep; the guidance
@@ -244,6 +256,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     result.seconds_denoise += since(t0);
     copy_rows_into(result.final_latents, latents, r0, B);
     result.unet_rows += guidance.unet_rows();
+    result.perturbed_rows += guidance.perturbed_rows();
+    result.evaluations = evaluations;
     // Every turn skips the same steps; count them once.
     result.skipped_uncond_steps = guidance.skipped_uncond_steps();
 

@@ -71,6 +71,8 @@ struct Txt2ImgResult {
   bool vae_tiled = false;
   int turns = 1;                     // turns the images ran in
   uint64_t unet_rows = 0;            // batch rows the UNet evaluated in total
+  uint64_t perturbed_rows = 0;       // of which with a perturbation (PAG, SEG, SLG, auto-guidance)
+  int evaluations = 0;               // UNet evaluations per image (sampler steps, Heun's two per step)
   uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
 };
@@ -88,6 +90,10 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 // guider's steps that need the conditional prediction alone. Without the steps' noise levels a
 // guidance interval counts as guiding everywhere (an upper bound on the work).
 int steps_without_uncond(const Txt2ImgRequest& request);
+
+// The most UNet rows one image takes at a step in one batched call: 1 (cond), 2 ([uncond, cond])
+// or 3 (PAG, SEG, SLG: [uncond, cond, perturbed]).
+int unet_rows_per_image(const Txt2ImgRequest& request);
 
 // [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.
 Tensor to_uint8_image(const Tensor& decoded);

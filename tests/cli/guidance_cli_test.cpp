@@ -7,7 +7,11 @@
 #include <string>
 
 #include "core/error.h"
+#include "io/safetensors.h"
 #include "run_otter.h"
+#include "support/compare.h"
+#include "support/golden.h"
+#include "support/shared_data.h"
 
 namespace otter {
 namespace {
@@ -33,6 +37,55 @@ TEST(OtterGuidance, IntervalEvaluatesUncondOnlyInsideIt) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(testing::contains(r.err, cat("sampler ddim, ", 2 * inside + (20 - inside), " UNet rows"))) << inside << "\n" << r.err;
   EXPECT_TRUE(testing::contains(r.err, cat("skipped on ", 20 - inside, " UNet evaluations"))) << r.err;
+}
+
+// Every PAG golden case (diffusers 0.30.3's PAG pipeline on tiny-sd1) through the CLI path:
+// `--guidance pag:…` with the model's own DDIM scheduler, the final latents from --save-latents,
+// and the work the run took in that file's metadata (3 rows per evaluation, 1 of them perturbed).
+TEST(OtterGuidance, PagGoldenCasesThroughTheCli) {
+  OTTER_REQUIRE_SHARED(shared);
+  const testing::Golden golden(shared / "golden" / "tiny-sd1_pag.json");
+  const std::string latents = (std::filesystem::temp_directory_path() / cat("otter_pag_", ::getpid(), ".safetensors")).string();
+  for (const nlohmann::json& c : golden.manifest()["cases"]) {
+    const nlohmann::json& p = c["params"];
+    std::string layers;
+    for (const auto& l : p["pag_applied_layers"]) {
+      if (!layers.empty()) layers += ',';
+      layers += l.get<std::string>();
+    }
+    const std::string recipe = cat("pag:scale=", p["guidance_scale"].get<double>(), ",pag_scale=", p["pag_scale"].get<double>(),
+                                   ",layers=[", layers, "]");
+    const testing::OtterRun r = testing::run_otter(
+        cat("generate -m '", (shared / "models" / "tiny-sd1").string(), "' -p '", p["prompt"].get<std::string>(), "' --seed ",
+            p["seed"].get<int>(), " --steps ", p["num_inference_steps"].get<int>(), " -W ", p["width"].get<int>(), " -H ",
+            p["height"].get<int>(), " --sampler ddim --precision f32 --guidance '", recipe, "' --save-latents '", latents,
+            "' -o '", latents, ".png'"));
+    std::filesystem::remove(latents + ".png");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const SafetensorsFile saved = SafetensorsFile::open(latents);
+    const Tensor want = golden.tensor_ref(c["tensors"]["final_latents"]);
+    const double d = testing::max_abs_diff(saved.tensor("final_latents"), want);
+    EXPECT_LE(d, 1e-4 * testing::max_abs(want)) << c["id"];
+    const int rows = static_cast<int>(c["batch_rows"].size()), evaluations = c["unet_evaluations"].get<int>();
+    EXPECT_EQ(saved.metadata().at("otter_unet_rows"), std::to_string(rows * evaluations)) << c["id"];
+    EXPECT_EQ(saved.metadata().at("otter_unet_rows_perturbed"), std::to_string(evaluations)) << c["id"];
+    EXPECT_EQ(saved.metadata().at("otter_unet_rows_saved"), "0") << c["id"];
+    EXPECT_TRUE(testing::contains(r.err, cat(rows * evaluations, " UNet rows (", evaluations, " perturbed"))) << r.err;
+    std::printf("[ pag cli  ] %-32s final |d| %.2e\n", c["id"].get<std::string>().c_str(), d);
+  }
+  std::filesystem::remove(latents);
+}
+
+// A layer name that matches nothing fails before any work, listing the layers.
+TEST(OtterGuidance, UnknownLayerListsTheModelsLayers) {
+  OTTER_REQUIRE_SHARED(shared);
+  const std::string out = (std::filesystem::temp_directory_path() / cat("otter_badlayer_", ::getpid(), ".png")).string();
+  const testing::OtterRun r = testing::run_otter(cat("generate -m '", (shared / "models" / "tiny-sd1").string(),
+                                                     "' -p a --steps 2 --guidance 'seg:layers=down.9' -o '", out, "'"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(testing::contains(r.err, "transformer layer 'down.9' matches none")) << r.err;
+  EXPECT_TRUE(testing::contains(r.err, "6  mid_block.attentions.0.transformer_blocks.0  (mid)")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 }  // namespace

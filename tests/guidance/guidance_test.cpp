@@ -83,7 +83,7 @@ TEST(Guidance, RescaleMatchesDefinition) {
 struct CountingDenoiser {
   int64_t rows = 0;
   int calls = 0;
-  Tensor operator()(const Tensor& x, float t, const Tensor& ctx) {
+  Tensor operator()(const Tensor& x, float t, const Tensor& ctx, const RowPerturbation* = nullptr) {
     ++calls;
     rows += x.dim(0);
     Tensor out = Tensor::empty(x.shape(), DType::F32);

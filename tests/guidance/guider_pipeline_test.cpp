@@ -79,7 +79,7 @@ TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
     GuiderPrediction guidance(uncond, cond, GuidanceRecipe::parse("cfg:scale=5,start=0.25,stop=0.75").make(),
                               batching);
     uint64_t rows = 0, calls = 0;
-    const Denoiser model = [&](const Tensor& x, float, const Tensor& context) {
+    const Denoiser model = [&](const Tensor& x, float, const Tensor& context, const RowPerturbation*) {
       EXPECT_EQ(x.dim(0), context.dim(0));
       rows += static_cast<uint64_t>(x.dim(0));
       ++calls;
@@ -96,6 +96,80 @@ TEST(GuiderPrediction, EvaluatesExactlyTheRowsItReports) {
   }
 }
 
+// Perturbed guiders: a fake UNet marks each row with its context row's mean plus 100 when the
+// row is perturbed, so the test sees which rows were evaluated, with which text and which rows
+// carried the perturbation; the guided prediction must be the guider's formula on those rows.
+TEST(GuiderPrediction, PerturbedRowsAreEvaluatedInTheSameCallWithTheCondText) {
+  const int64_t B = 2;
+  const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 7), cond = random_normal_tensor(Shape{B, 77, 8}, 8);
+  const std::vector<std::string> blocks{"down_blocks.0.attentions.0.transformer_blocks.0",
+                                        "mid_block.attentions.0.transformer_blocks.0"};
+  const auto mean_of = [](const Tensor& t, int64_t b) {
+    const int64_t n = t.numel() / t.dim(0);
+    double m = 0;
+    for (int64_t i = 0; i < n; ++i) m += t.contiguous().f32()[b * n + i];
+    return static_cast<float>(m / static_cast<double>(n));
+  };
+  struct Case {
+    const char* recipe;
+    int steps;
+    std::vector<int> rows_per_step;  // groups per step: 1 + uncond + perturbed
+    bool perturb_uncond;
+  };
+  const Case cases[] = {
+      // 10 steps: perturbed on 1 (int(0.01·10) = 0 < i < int(0.2·10) = 2), CFG everywhere.
+      {"PerturbedAttentionGuidance:layers=mid", 10, {2, 3, 2, 2, 2, 2, 2, 2, 2, 2}, false},
+      {"seg:scale=1,seg_guidance_scale=2,layers=[0]", 4, {1, 2, 2, 2}, false},
+      {"slg:skip_layer_guidance_start=0,skip_layer_guidance_stop=1,start=0.5", 4, {1, 2, 3, 3}, false},
+      {"pag:scale=4,pag_scale=2", 3, {3, 3, 3}, false},
+      {"autoguidance:scale=3,layers=mid", 3, {2, 2, 2}, true},
+  };
+  for (const Case& c : cases)
+    for (CfgBatching batching : {CfgBatching::Batched, CfgBatching::Split}) {
+      const GuidanceRecipe recipe = GuidanceRecipe::parse(c.recipe);
+      GuiderPrediction guidance(uncond, cond, recipe.make(), batching, blocks);
+      std::unique_ptr<Guider> twin = recipe.make();  // the same guider fed the expected predictions
+      uint64_t rows = 0;
+      const Denoiser model = [&](const Tensor& x, float, const Tensor& context, const RowPerturbation* p) {
+        rows += static_cast<uint64_t>(x.dim(0));
+        if (p) {
+          EXPECT_EQ(p->blocks, recipe.method == "seg" ? std::vector<int>{0} : std::vector<int>{1}) << c.recipe;
+        }
+        Tensor out = x.clone();
+        const int64_t per = out.numel() / out.dim(0);
+        for (int64_t b = 0; b < out.dim(0); ++b) {
+          const float mark = mean_of(context, b) + (p && b >= p->row_begin && b < p->row_end ? 100.0f : 0.0f);
+          for (int64_t i = 0; i < per; ++i) out.f32()[b * per + i] += mark;
+        }
+        return out;
+      };
+      const Tensor x = random_normal_tensor(Shape{B, 4, 4, 4}, 9);
+      uint64_t expected_rows = 0;
+      for (int s = 0; s < c.steps; ++s) {
+        expected_rows += static_cast<uint64_t>(c.rows_per_step[static_cast<size_t>(s)] * B);
+        const GuiderStep step{s, c.steps, 999.0f - s};
+        const Needs needs = twin->needs(step);
+        ASSERT_EQ(1 + needs.uncond + needs.perturbed, c.rows_per_step[static_cast<size_t>(s)]) << c.recipe << " step " << s;
+        // What the rows must hold: x + mean(text row) (+100 where perturbed).
+        Predictions want;
+        const auto expected = [&](const Tensor& text, bool perturbed) {
+          Tensor out = x.clone();
+          const int64_t per = out.numel() / B;
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < per; ++i) out.f32()[b * per + i] += mean_of(text, b) + (perturbed ? 100.0f : 0.0f);
+          return out;
+        };
+        want.cond = expected(cond, false);
+        if (needs.uncond) want.uncond = expected(uncond, c.perturb_uncond);
+        if (needs.perturbed) want.perturbed = expected(cond, true);
+        const Tensor pred = guidance.predict(model, x, 999.0f - s, s, c.steps);
+        EXPECT_EQ(testing::max_abs_diff(pred, twin->combine(step, want)), 0.0) << c.recipe << " step " << s;
+      }
+      EXPECT_EQ(rows, expected_rows) << c.recipe;
+      EXPECT_EQ(guidance.unet_rows(), expected_rows) << c.recipe;
+    }
+}
+
 // A guidance interval against a naive implementation: inside (lo, hi] the CFG formula on the two
 // predictions, outside the cond prediction alone, with only the rows that needs.
 TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
@@ -105,7 +179,7 @@ TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
                             CfgBatching::Batched);
   uint64_t rows = 0;
   // A fake UNet whose output depends on the text row: x + mean of the context row.
-  const Denoiser model = [&](const Tensor& x, float, const Tensor& context) {
+  const Denoiser model = [&](const Tensor& x, float, const Tensor& context, const RowPerturbation*) {
     rows += static_cast<uint64_t>(x.dim(0));
     Tensor out = x.clone();
     const int64_t per = out.numel() / out.dim(0), ctx = context.numel() / context.dim(0);
@@ -117,7 +191,7 @@ TEST(GuiderPrediction, IntervalGuidesOnlyInsideItsSigmas) {
     return out;
   };
   const Tensor x = random_normal_tensor(Shape{B, 4, 4, 4}, 6);
-  const Tensor u = model(x, 0, uncond), c = model(x, 0, cond);
+  const Tensor u = model(x, 0, uncond, nullptr), c = model(x, 0, cond, nullptr);
   rows = 0;
   const float sigmas[] = {14.6f, 3.0f, 2.9f, 1.0f, 0.5f, 0.1f};
   uint64_t expected_rows = 0;
@@ -145,7 +219,7 @@ TEST(GuiderPrediction, AdaptiveSkippingStopsOnceCondAndUncondAgree) {
   const Tensor uncond = random_normal_tensor(Shape{B, 77, 8}, 7), cond = random_normal_tensor(Shape{B, 77, 8}, 8);
   GuiderPrediction guidance(uncond, cond, recipe.make(), CfgBatching::Batched);
   uint64_t rows = 0;
-  const Denoiser model = [&](const Tensor& x, float t, const Tensor& context) {
+  const Denoiser model = [&](const Tensor& x, float t, const Tensor& context, const RowPerturbation*) {
     rows += static_cast<uint64_t>(x.dim(0));
     Tensor out = x.clone();
     const int64_t per = out.numel() / out.dim(0), ctx = context.numel() / context.dim(0);
@@ -159,7 +233,7 @@ TEST(GuiderPrediction, AdaptiveSkippingStopsOnceCondAndUncondAgree) {
   uint64_t expected_rows = 0;
   for (int k = 0; k < steps; ++k) {
     const float t = 1000.0f * std::pow(0.5f, static_cast<float>(k));  // cond and uncond converge
-    const Tensor u = model(x, t, uncond), c = model(x, t, cond);
+    const Tensor u = model(x, t, uncond, nullptr), c = model(x, t, cond, nullptr);
     rows = 0;
     const Tensor pred = guidance.predict(model, x, t, k, steps, NAN);
     expected_rows += static_cast<uint64_t>(stopped ? B : 2 * B);
