@@ -20,10 +20,10 @@ const std::map<std::string, std::string>& aliases() {
   return a;
 }
 
-// Parameters whose values are transformer layer names: these also take bare words and lists of
+// Parameters whose values are words (transformer layer names, FDG's rescale space): these also take bare words and lists of
 // them (layers=mid, pag_applied_layers=[mid,up.1]), which JSON would need quoted.
 bool names_layers(const std::string& key) {
-  return key == "layers" || key == "pag_applied_layers" || key == "perturbed_guidance_layers" || key == "skip_layer_guidance_layers" ||
+  return key == "layers" || key == "guidance_rescale_space" || key == "pag_applied_layers" || key == "perturbed_guidance_layers" || key == "skip_layer_guidance_layers" ||
          key == "seg_guidance_layers" || key == "auto_guidance_layers";
 }
 

@@ -5,12 +5,29 @@
 #include "guidance/guider_parts.h"
 
 namespace otter::guider_detail {
-namespace {
 
-// Python's math.isclose(a, b) with its defaults (rel_tol 1e-9, abs_tol 0).
 bool is_close(double a, double b) { return std::fabs(a - b) <= 1e-9 * std::max(std::fabs(a), std::fabs(b)); }
 
-}  // namespace
+void project(const Tensor& v0, const Tensor& v1, Tensor& parallel, Tensor& orthogonal) {
+  OTTER_CHECK(v0.shape() == v1.shape() && v0.is_contiguous() && v1.is_contiguous(), "guider: projecting ",
+              v0.describe(), " on ", v1.describe());
+  parallel = Tensor::empty(v0.shape(), DType::F32);
+  orthogonal = Tensor::empty(v0.shape(), DType::F32);
+  const int64_t rows = v0.dim(0), n = v0.numel() / rows;
+  for (int64_t b = 0; b < rows; ++b) {
+    const float* a = v0.f32() + b * n;
+    const float* c = v1.f32() + b * n;
+    double norm = 0, dot = 0;
+    for (int64_t i = 0; i < n; ++i) norm += static_cast<double>(c[i]) * c[i];
+    norm = std::max(std::sqrt(norm), 1e-12);
+    for (int64_t i = 0; i < n; ++i) dot += static_cast<double>(a[i]) * (c[i] / norm);
+    for (int64_t i = 0; i < n; ++i) {
+      const double par = dot * (c[i] / norm);
+      parallel.f32()[b * n + i] = static_cast<float>(par);
+      orthogonal.f32()[b * n + i] = static_cast<float>(static_cast<double>(a[i]) - par);
+    }
+  }
+}
 
 CfgParams read_cfg_params(const nlohmann::json& params, nlohmann::json& rest, double default_scale) {
   OTTER_CHECK(params.is_object() || params.is_null(), "guider parameters must be an object, got ", params.dump());

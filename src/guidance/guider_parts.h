@@ -21,6 +21,8 @@ std::unique_ptr<Guider> make_pag_guider(const nlohmann::json& params);          
 std::unique_ptr<Guider> make_slg_guider(const nlohmann::json& params);             // slg_guider.cpp
 std::unique_ptr<Guider> make_seg_guider(const nlohmann::json& params);             // seg_guider.cpp
 std::unique_ptr<Guider> make_auto_guider(const nlohmann::json& params);            // auto_guider.cpp
+std::unique_ptr<Guider> make_apg_mix_guider(const nlohmann::json& params);         // apg_mix_guider.cpp
+std::unique_ptr<Guider> make_fdg_guider(const nlohmann::json& params);             // fdg_guider.cpp
 
 namespace guider_detail {
 
@@ -113,6 +115,14 @@ class PerturbedFamilyGuider : public Guider {
   CfgParams cfg_;
   PerturbedParams pg_;
 };
+
+// Python's math.isclose(a, b) with its defaults (rel_tol 1e-9, abs_tol 0).
+bool is_close(double a, double b);
+
+// diffusers' project(v0, v1) over all non-batch dims, per batch row: v1n = v1 / max(|v1|, 1e-12),
+// par = <v0, v1n>·v1n, orth = v0 − par, computed in double, each rounded to f32 separately.
+// Inputs contiguous f32 of one shape.
+void project(const Tensor& v0, const Tensor& v1, Tensor& parallel, Tensor& orthogonal);
 
 // (base + scale·(c − p)), elementwise in f32: the perturbed term added to a prediction.
 Tensor add_perturbed_term(const Tensor& base, const Tensor& c, const Tensor& p, double scale);

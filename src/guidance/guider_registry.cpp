@@ -27,6 +27,10 @@ std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::jso
       {"slg", make_slg_guider},
       {"SmoothedEnergyGuidance", make_seg_guider},
       {"seg", make_seg_guider},
+      {"AdaptiveProjectedMixGuidance", make_apg_mix_guider},
+      {"apg_mix", make_apg_mix_guider},
+      {"FrequencyDecoupledGuidance", make_fdg_guider},
+      {"fdg", make_fdg_guider},
       {"AutoGuidance", make_auto_guider},
       {"autoguidance", make_auto_guider},
   };
