@@ -157,6 +157,7 @@ void run_generate(const GenerateArgs& a) {
   const int native = files.configs.unet.value("sample_size", 64) * 8;
   request.width = a.width ? a.width : native;
   request.height = a.height ? a.height : native;
+  if (request.guider) request.guider->make()->check_latent_size(request.height / 8, request.width / 8);
 
   // The memory plan, before any weight is prepared or step run: refuse what cannot fit, run the
   // images in turns when fewer at a time do.

@@ -19,6 +19,7 @@ class AdaptiveSkipGuider : public Guider {
   AdaptiveSkipGuider(std::unique_ptr<Guider> inner, double threshold) : inner_(std::move(inner)), threshold_(threshold) {}
   std::string name() const override { return inner_->name(); }
   std::optional<Perturbation> perturbation() const override { return inner_->perturbation(); }
+  void check_latent_size(int64_t h, int64_t w) const override { inner_->check_latent_size(h, w); }
   Needs needs(const GuiderStep& s) const override { return stopped_ ? Needs{} : inner_->needs(s); }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {
     if (stopped_) return p.cond.contiguous();

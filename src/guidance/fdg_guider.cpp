@@ -57,6 +57,9 @@ class FdgGuider : public Guider {
   explicit FdgGuider(FdgParams p) : p_(std::move(p)) {}
   std::string name() const override { return "FrequencyDecoupledGuidance"; }
   Needs needs(const GuiderStep& s) const override { return {enabled(s), false}; }
+  void check_latent_size(int64_t h, int64_t w) const override {
+    check_pyramid_size(h, w, static_cast<int>(p_.scales.size()));
+  }
   Tensor combine(const GuiderStep& s, const Predictions& pr) override {
     const Tensor c = pr.cond.contiguous();
     if (!enabled(s)) return c;

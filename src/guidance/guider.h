@@ -64,6 +64,8 @@ class Guider {
   virtual Tensor combine(const GuiderStep& s, const Predictions& p) = 0;
   // Forgets per-run state; called before step 0.
   virtual void reset() {}
+  // Throws if the guider cannot work on latents of h x w (FDG's pyramid); called before any work.
+  virtual void check_latent_size(int64_t /*h*/, int64_t /*w*/) const {}
   // The change a perturbed prediction (or auto-guidance's uncond) is made with; none by default.
   virtual std::optional<Perturbation> perturbation() const { return std::nullopt; }
 };

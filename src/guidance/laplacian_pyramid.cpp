@@ -78,14 +78,18 @@ Tensor subtract(const Tensor& a, const Tensor& b) {
 
 Tensor pyramid_up(const Tensor& x) { return blur5(bilinear(x, 2 * x.dim(2), 2 * x.dim(3))); }
 
-std::vector<Tensor> laplacian_pyramid(const Tensor& x_in, int levels) {
-  const Tensor x = x_in.contiguous();
-  OTTER_CHECK(x.rank() == 4 && x.dtype() == DType::F32, "Laplacian pyramid of ", x.describe(), ": expected F32 [B, C, H, W]");
-  const int64_t H = x.dim(2), W = x.dim(3), step = int64_t{1} << (levels - 1);
+void check_pyramid_size(int64_t H, int64_t W, int levels) {
+  const int64_t step = int64_t{1} << (levels - 1);
   OTTER_CHECK(levels >= 1 && H % step == 0 && W % step == 0 && (power_of_two(H) || power_of_two(W)),
               "frequency-decoupled guidance with ", levels, " levels needs latents whose sides are multiples of ", step,
               " and one of them a power of two (diffusers' FDG fails otherwise); these are ", H, "x", W,
               " (the image is 8x that): try a size such as 512x512 or 512x768, or fewer levels");
+}
+
+std::vector<Tensor> laplacian_pyramid(const Tensor& x_in, int levels) {
+  const Tensor x = x_in.contiguous();
+  OTTER_CHECK(x.rank() == 4 && x.dtype() == DType::F32, "Laplacian pyramid of ", x.describe(), ": expected F32 [B, C, H, W]");
+  check_pyramid_size(x.dim(2), x.dim(3), levels);
   std::vector<Tensor> gaussian{x};
   for (int k = 1; k < levels; ++k) {
     const Tensor& g = gaussian.back();

@@ -12,6 +12,8 @@
 
 namespace otter {
 
+// Throws, with the fix, unless a pyramid of `levels` can be built on H x W (see below).
+void check_pyramid_size(int64_t H, int64_t W, int levels);
 // x [B, C, H, W] f32 -> `levels` tensors, level k of size H/2^k x W/2^k. H and W must be multiples
 // of 2^(levels−1), and one of them a power of two (kornia pads otherwise, and FDG then fails).
 std::vector<Tensor> laplacian_pyramid(const Tensor& x, int levels);

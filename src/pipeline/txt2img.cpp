@@ -150,6 +150,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // An unknown sampler or a bad step count fails here, before any work; each turn makes its own.
   make_sampler(result.sampler, scheduler, request.sampler_options)->set_timesteps(request.steps);
   request.guidance.schedule.validate(request.steps);
+  if (request.guider) request.guider->make()->check_latent_size(request.height / 8, request.width / 8);
 
   // Text: cond rows per prompt; uncond from the negative prompt(s), "" by default. Both padded to
   // the same number of 77-token windows so they can share one batch.

@@ -143,6 +143,9 @@ TEST_F(OtterGenerate, BadInputFailsCleanlyWithoutFiles) {
       {"--steps 4 --cfg-schedule list:1,2", "one scale per step"},
       {"--cfg-batch sideways", "--cfg-batch"},
       {"--precision fp16", "precision must be f32, bf16, f16 or auto, got 'fp16'"},
+      {"--guidance fdg -W 72 -H 72", "frequency-decoupled guidance with 2 levels needs latents"},
+      {"--guidance 'pag:layers=up.9'", "transformer layer 'up.9' matches none"},
+      {"--guidance autoguidance:dropout=0.5", "otter supports dropout=1"},
   };
   for (const BadCase& c : cases) {
     const CliRun r = generate(cat(model(), " -p a ", c.args, out));
