@@ -128,6 +128,12 @@ void run_generate(const GenerateArgs& a) {
   if ((a.width && a.width % 8) || (a.height && a.height % 8))
     throw Error(cat("image size ", a.width, "x", a.height, " is not a multiple of 8 in both dimensions"));
 
+  if (has_composable_prompts(request)) {
+    OTTER_CHECK(!request.guider, "a prompt with AND (composable prompts) is guided by its own sum of directions; "
+                                 "--guidance methods take one prompt. Drop --guidance, or the AND");
+    OTTER_CHECK(request.guidance.rescale == 0.0f,
+                "--rescale needs one conditional prediction per image; a prompt with AND has several");
+  }
   const int skipped = steps_without_uncond(request);  // steps that run without the uncond rows
 
   // Check what can be checked before any expensive work: the output folder must be writable.

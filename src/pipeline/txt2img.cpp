@@ -8,6 +8,8 @@
 
 #include "core/activity.h"
 #include "core/error.h"
+#include "guidance/composable_guidance.h"
+#include "guidance/composable_prompt.h"
 #include "guidance/guider_prediction.h"
 #include "models/vae_tiling.h"
 #include "sampling/noise_schedule.h"
@@ -94,9 +96,27 @@ void check_request(const Txt2ImgRequest& r, int latent_divisor) {
               " prompts: give one negative prompt for all, or one per prompt");
 }
 
+// Each prompt's sub-prompts (AND syntax), and whether any prompt is composable.
+struct PromptParts {
+  std::vector<std::vector<WeightedPrompt>> per_prompt;
+  bool composable = false;
+};
+
+PromptParts prompt_parts(const Txt2ImgRequest& r) {
+  PromptParts parts;
+  for (const std::string& p : r.prompts) {
+    parts.per_prompt.push_back(split_composable_prompt(p));
+    parts.composable = parts.composable || is_composable(parts.per_prompt.back());
+  }
+  return parts;
+}
+
 }  // namespace
 
+bool has_composable_prompts(const Txt2ImgRequest& request) { return prompt_parts(request).composable; }
+
 int steps_without_uncond(const Txt2ImgRequest& request) {
+  if (has_composable_prompts(request)) return 0;  // the sum of sub-prompt directions needs u every step
   const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
   int steps = 0;
   for (int s = 0; s < request.steps; ++s)
@@ -106,6 +126,11 @@ int steps_without_uncond(const Txt2ImgRequest& request) {
 }
 
 int unet_rows_per_image(const Txt2ImgRequest& request) {
+  if (const PromptParts parts = prompt_parts(request); parts.composable) {
+    size_t most = 1;
+    for (const auto& p : parts.per_prompt) most = std::max(most, p.size());
+    return 1 + static_cast<int>(most);
+  }
   if (!request.guider) return steps_without_uncond(request) < request.steps ? 2 : 1;
   const std::unique_ptr<Guider> guider = request.guider->make();
   int rows = 1;
@@ -158,15 +183,34 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   std::optional<Activity> text_activity;
   text_activity.emplace(cat("encoding ", request.prompts.size(), request.prompts.size() == 1 ? " prompt" : " prompts",
                              " with the text encoder"));
-  Tensor cond = model.encode_prompts(request.prompts, request.text);
+  // Composable prompts (AND): `cond` holds one row per distinct sub-prompt text, and each prompt
+  // refers to its rows with their weights.
+  const PromptParts parts = prompt_parts(request);
+  std::vector<std::vector<std::pair<int64_t, double>>> sub_rows;  // per prompt: (row of cond, weight)
+  std::vector<std::string> texts = request.prompts;
+  if (parts.composable) {
+    OTTER_CHECK(!request.guider, "a prompt with AND (composable prompts) is guided by its own sum of directions; "
+                                 "--guidance methods take one prompt. Drop --guidance, or the AND");
+    texts.clear();
+    for (const auto& prompt_parts : parts.per_prompt) {
+      sub_rows.emplace_back();
+      for (const WeightedPrompt& part : prompt_parts) {
+        const auto it = std::find(texts.begin(), texts.end(), part.text);
+        sub_rows.back().emplace_back(it - texts.begin(), part.weight);
+        if (it == texts.end()) texts.push_back(part.text);
+      }
+    }
+  }
+  Tensor cond = model.encode_prompts(texts, request.text);
   std::vector<std::string> negatives = request.negative_prompts;
   if (negatives.empty()) negatives.assign(1, "");
-  const bool any_guided = steps_without_uncond(request) < request.steps;
+  const bool any_guided = parts.composable || steps_without_uncond(request) < request.steps;
   Tensor uncond;
   if (any_guided) {
     // The same negative for every prompt is encoded once.
     Tensor neg = model.encode_prompts(negatives, request.text);
-    if (neg.dim(0) == 1 && cond.dim(0) > 1) neg = prompt_rows(neg, 0, cond.dim(0), static_cast<int>(cond.dim(0)));
+    const int64_t prompts = static_cast<int64_t>(request.prompts.size());
+    if (neg.dim(0) == 1 && prompts > 1) neg = prompt_rows(neg, 0, prompts, static_cast<int>(prompts));
     const int64_t windows = std::max(cond.dim(1), neg.dim(1)) / kClipContextLength;
     cond = model.pad_to_windows(cond, windows, request.text);
     uncond = model.pad_to_windows(neg, windows, request.text);
@@ -177,7 +221,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   text_activity.reset();
 
   // Noise: one torch-compatible draw for the whole batch, as diffusers does.
-  const int64_t B = cond.dim(0) * request.images_per_prompt, h = request.height / 8, w = request.width / 8;
+  const int64_t B = static_cast<int64_t>(request.prompts.size()) * request.images_per_prompt, h = request.height / 8,
+                w = request.width / 8;
   const int64_t latent_channels = model.unet().config().in_channels;
   TorchCpuGenerator rng(request.seed);
   result.init_noise = Tensor::empty(Shape{B, latent_channels, h, w}, DType::F32);
@@ -200,14 +245,32 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 
     // Classic CFG (scale schedule, otter's semantics for s <= 1), or a guider (diffusers' methods).
     const Tensor turn_uncond = prompt_rows(uncond, r0, r1, request.images_per_prompt);
-    const Tensor turn_cond = prompt_rows(cond, r0, r1, request.images_per_prompt);
     std::unique_ptr<NoisePrediction> guidance_owner;
-    if (request.guider)
-      guidance_owner = std::make_unique<GuiderPrediction>(turn_uncond, turn_cond, request.guider->make(),
+    if (parts.composable) {
+      // The turn's sub-prompt rows, image by image, with the image each belongs to.
+      std::vector<int64_t> text_rows, image_of;
+      std::vector<double> weights;
+      for (int64_t b = r0; b < r1; ++b)
+        for (const auto& [row, weight] : sub_rows[static_cast<size_t>(b / request.images_per_prompt)]) {
+          text_rows.push_back(row);
+          image_of.push_back(b - r0);
+          weights.push_back(weight);
+        }
+      Tensor turn_conds;
+      for (int64_t row : text_rows) {
+        const Tensor one = cond.slice(0, row, row + 1);
+        turn_conds = turn_conds.defined() ? concat_rows(turn_conds, one) : one.contiguous();
+      }
+      guidance_owner = std::make_unique<ComposableGuidance>(turn_uncond, turn_conds, std::move(image_of),
+                                                            std::move(weights), request.guidance);
+    } else if (request.guider)
+      guidance_owner = std::make_unique<GuiderPrediction>(turn_uncond, prompt_rows(cond, r0, r1, request.images_per_prompt),
+                                                          request.guider->make(),
                                                           request.guidance.batching,
                                                           model.unet().transformer_block_names());
     else
-      guidance_owner = std::make_unique<ClassifierFreeGuidance>(turn_uncond, turn_cond, request.guidance);
+      guidance_owner = std::make_unique<ClassifierFreeGuidance>(
+          turn_uncond, prompt_rows(cond, r0, r1, request.images_per_prompt), request.guidance);
     NoisePrediction& guidance = *guidance_owner;
     const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context, const RowPerturbation* perturbation) {
       return model.unet().forward(be, x, t, context, {}, perturbation);

@@ -91,8 +91,11 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 // guidance interval counts as guiding everywhere (an upper bound on the work).
 int steps_without_uncond(const Txt2ImgRequest& request);
 
+// Whether a prompt uses the AND syntax of composable prompts (guidance/composable_prompt.h).
+bool has_composable_prompts(const Txt2ImgRequest& request);
+
 // The most UNet rows one image takes at a step in one batched call: 1 (cond), 2 ([uncond, cond])
-// or 3 (PAG, SEG, SLG: [uncond, cond, perturbed]).
+// or 3 (PAG, SEG, SLG: [uncond, cond, perturbed]); 1 + K for a prompt of K sub-prompts (AND).
 int unet_rows_per_image(const Txt2ImgRequest& request);
 
 // [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.

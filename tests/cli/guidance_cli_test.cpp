@@ -76,6 +76,23 @@ TEST(OtterGuidance, PagGoldenCasesThroughTheCli) {
   std::filesystem::remove(latents);
 }
 
+// Composable prompts from the CLI: K sub-prompts + 1 uncond rows per step, the prompt recorded as
+// given; with a guider the run is refused before any work.
+TEST(OtterGuidance, ComposablePromptsTakeOneRowPerSubPrompt) {
+  const std::string out = (std::filesystem::temp_directory_path() / cat("otter_and_", ::getpid(), ".png")).string();
+  testing::OtterRun r = testing::run_otter(
+      cat("generate -p 'a red circle AND a blue background :0.8' --seed 1 --steps 10 -o '", out, "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(testing::contains(r.err, "sampler ddim, 30 UNet rows")) << r.err;
+  const testing::OtterRun info = testing::run_otter(cat("info '", out, "'"));
+  EXPECT_TRUE(testing::contains(info.out, "a red circle AND a blue background :0.8")) << info.out;
+  std::filesystem::remove(out);
+  r = testing::run_otter(cat("generate -p 'a AND b' --guidance apg -o '", out, "'"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(testing::contains(r.err, "Drop --guidance, or the AND")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 // A layer name that matches nothing fails before any work, listing the layers.
 TEST(OtterGuidance, UnknownLayerListsTheModelsLayers) {
   OTTER_REQUIRE_SHARED(shared);
