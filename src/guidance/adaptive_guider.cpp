@@ -20,6 +20,7 @@ class AdaptiveSkipGuider : public Guider {
   std::string name() const override { return inner_->name(); }
   std::optional<Perturbation> perturbation() const override { return inner_->perturbation(); }
   void check_latent_size(int64_t h, int64_t w) const override { inner_->check_latent_size(h, w); }
+  bool renoises_with_uncond() const override { return inner_->renoises_with_uncond(); }
   Needs needs(const GuiderStep& s) const override { return stopped_ ? Needs{} : inner_->needs(s); }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {
     if (stopped_) return p.cond.contiguous();

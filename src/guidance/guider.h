@@ -64,6 +64,9 @@ class Guider {
   virtual Tensor combine(const GuiderStep& s, const Predictions& p) = 0;
   // Forgets per-run state; called before step 0.
   virtual void reset() {}
+  // CFG++: the sampler's step takes its denoised estimate from the guided prediction and its noise
+  // direction from the unconditional one (Sampler::step_cfg_pp).
+  virtual bool renoises_with_uncond() const { return false; }
   // Throws if the guider cannot work on latents of h x w (FDG's pyramid); called before any work.
   virtual void check_latent_size(int64_t /*h*/, int64_t /*w*/) const {}
   // The change a perturbed prediction (or auto-guidance's uncond) is made with; none by default.
@@ -71,7 +74,7 @@ class Guider {
 };
 
 // Builds a guider from diffusers' class name (or otter's short name: cfg, cfg_zero_star, apg,
-// tcfg, mambo, pag, slg, seg, autoguidance) and diffusers' constructor parameters (unknown keys are an error naming them).
+// tcfg, mambo, pag, slg, seg, autoguidance, apg_mix, fdg, cfg_pp) and diffusers' constructor parameters (unknown keys are an error naming them).
 std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::json& params);
 
 // `inner` applied only while the step's sigma is in (sigma_lo, sigma_hi] (Kynkäänniemi et al.

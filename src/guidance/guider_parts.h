@@ -23,6 +23,7 @@ std::unique_ptr<Guider> make_seg_guider(const nlohmann::json& params);          
 std::unique_ptr<Guider> make_auto_guider(const nlohmann::json& params);            // auto_guider.cpp
 std::unique_ptr<Guider> make_apg_mix_guider(const nlohmann::json& params);         // apg_mix_guider.cpp
 std::unique_ptr<Guider> make_fdg_guider(const nlohmann::json& params);             // fdg_guider.cpp
+std::unique_ptr<Guider> make_cfg_pp_guider(const nlohmann::json& params);          // cfg_pp_guider.cpp
 
 namespace guider_detail {
 

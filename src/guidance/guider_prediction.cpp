@@ -80,7 +80,7 @@ Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float t
     if (needs.uncond) p.uncond = call(uncond_);
     p.cond = call(cond_);
     if (needs.perturbed) p.perturbed = call(cond_);
-    return guider_->combine(s, p);
+    return finish(s, p);
   }
   const Tensor& context = groups == 3 ? context_ucp_ : needs.uncond ? context_uc_ : context_cp_;
   const Tensor xs = groups == 3 ? concat_all({x, x, x}) : concat_rows(x, x);
@@ -95,6 +95,12 @@ Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float t
   if (needs.uncond) p.uncond = out.slice(0, B * g, B * (g + 1)), ++g;
   p.cond = out.slice(0, B * g, B * (g + 1)), ++g;
   if (needs.perturbed) p.perturbed = out.slice(0, B * g, B * (g + 1));
+  return finish(s, p);
+}
+
+Tensor GuiderPrediction::finish(const GuiderStep& s, const Predictions& p) {
+  // CFG++ renoises with the unconditional prediction where it was evaluated (ordinary steps elsewhere).
+  renoise_ = guider_->renoises_with_uncond() && p.uncond.defined() ? p.uncond.contiguous() : Tensor();
   return guider_->combine(s, p);
 }
 

@@ -27,10 +27,13 @@ class GuiderPrediction : public NoisePrediction {
   uint64_t unet_rows() const override { return unet_rows_; }
   uint64_t skipped_uncond_steps() const override { return skipped_uncond_steps_; }
   uint64_t perturbed_rows() const override { return perturbed_rows_; }
+  Tensor renoise_prediction() const override { return renoise_; }
 
  private:
+  Tensor finish(const GuiderStep& s, const Predictions& p);
   Tensor uncond_, cond_;
   Tensor context_uc_, context_ucp_, context_cp_;  // the batched calls' contexts, made once
+  Tensor renoise_;
   std::unique_ptr<Guider> guider_;
   CfgBatching batching_;
   std::optional<RowPerturbation> perturbation_;

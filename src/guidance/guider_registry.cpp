@@ -31,6 +31,8 @@ std::unique_ptr<Guider> make_guider(const std::string& name, const nlohmann::jso
       {"apg_mix", make_apg_mix_guider},
       {"FrequencyDecoupledGuidance", make_fdg_guider},
       {"fdg", make_fdg_guider},
+      {"cfg_pp", make_cfg_pp_guider},
+      {"CFG++", make_cfg_pp_guider},
       {"AutoGuidance", make_auto_guider},
       {"autoguidance", make_auto_guider},
   };

@@ -18,6 +18,7 @@ class IntervalGuider : public Guider {
   std::string name() const override { return inner_->name(); }
   std::optional<Perturbation> perturbation() const override { return inner_->perturbation(); }
   void check_latent_size(int64_t h, int64_t w) const override { inner_->check_latent_size(h, w); }
+  bool renoises_with_uncond() const override { return inner_->renoises_with_uncond(); }
   // Without a sigma (planning before the sampler exists) the inner guider's needs are the bound.
   Needs needs(const GuiderStep& s) const override { return std::isnan(s.sigma) || inside(s) ? inner_->needs(s) : Needs{}; }
   Tensor combine(const GuiderStep& s, const Predictions& p) override {

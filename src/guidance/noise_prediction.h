@@ -34,6 +34,9 @@ class NoisePrediction {
   virtual uint64_t skipped_uncond_steps() const = 0;
   // Rows evaluated with a perturbation (PAG, SEG, SLG, auto-guidance; part of unet_rows()).
   virtual uint64_t perturbed_rows() const { return 0; }
+  // CFG++: the prediction the sampler renoises with (the unconditional one) at the last predict();
+  // undefined when the step is an ordinary one.
+  virtual Tensor renoise_prediction() const { return {}; }
 };
 
 // [a; b] along dim 0 (both contiguous-able, equal row shapes).

@@ -175,7 +175,14 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // An unknown sampler or a bad step count fails here, before any work; each turn makes its own.
   make_sampler(result.sampler, scheduler, request.sampler_options)->set_timesteps(request.steps);
   request.guidance.schedule.validate(request.steps);
-  if (request.guider) request.guider->make()->check_latent_size(request.height / 8, request.width / 8);
+  if (request.guider) {
+    const std::unique_ptr<Guider> g = request.guider->make();
+    g->check_latent_size(request.height / 8, request.width / 8);
+    OTTER_CHECK(!g->renoises_with_uncond() ||
+                    make_sampler(result.sampler, scheduler, request.sampler_options)->supports_cfg_pp(),
+                "CFG++ needs a sampler whose step is a denoised estimate plus a noise direction: --sampler euler or "
+                "ddim, not ", result.sampler);
+  }
 
   // Text: cond rows per prompt; uncond from the negative prompt(s), "" by default. Both padded to
   // the same number of 77-token windows so they can share one batch.
@@ -306,7 +313,10 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       const uint64_t skipped_before = guidance.skipped_uncond_steps();
       const Tensor eps =
           guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps, sigma_at(k));
-      sampler->step(eps, k, latents, noise);
+      if (const Tensor renoise = guidance.renoise_prediction(); renoise.defined())
+        sampler->step_cfg_pp(eps, renoise, k, latents, noise);
+      else
+        sampler->step(eps, k, latents, noise);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {
         StepReport report{k, evaluations, timesteps[static_cast<size_t>(k)],

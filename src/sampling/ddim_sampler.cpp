@@ -23,7 +23,22 @@ class DdimSampler final : public DiscreteTimestepSampler {
   std::string name() const override { return "ddim"; }
 
  protected:
+  bool supports_cfg_pp() const override { return true; }
+
   void do_step(std::span<const float> e, int index, std::span<float> x, NoiseGenerator& noise) override {
+    step_with(e, e, index, x, noise);
+  }
+  // CFG++ for DDIM (Chung et al. 2024, Algorithm 1): x0 from the guided prediction, the direction
+  // term sqrt(1 − a_prev − σ²)·eps from the unconditional one.
+  void do_step_cfg_pp(std::span<const float> e, std::span<const float> eu, int index, std::span<float> x,
+                      NoiseGenerator& noise) override {
+    step_with(e, eu, index, x, noise);
+  }
+
+ private:
+  // x0 from `e`, eps from `e_dir` (the same prediction in plain DDIM).
+  void step_with(std::span<const float> e, std::span<const float> e_dir, int index, std::span<float> x,
+                 NoiseGenerator& noise) {
     const size_t n = x.size();
     const auto [t, a_t, a_prev] = alphas_at(index, final_alpha_cumprod_);
     const float b_t = 1.0f - a_t;
@@ -35,15 +50,15 @@ class DdimSampler final : public DiscreteTimestepSampler {
       switch (config_.prediction_type) {
         case PredictionType::Epsilon:
           x0[i] = (x[i] - sb * e[i]) / sa;
-          eps[i] = e[i];
+          eps[i] = e_dir[i];
           break;
         case PredictionType::Sample:
           x0[i] = e[i];
-          eps[i] = (x[i] - sa * x0[i]) / sb;
+          eps[i] = (x[i] - sa * e_dir[i]) / sb;
           break;
         case PredictionType::VPrediction:
           x0[i] = sa * x[i] - sb * e[i];
-          eps[i] = sa * e[i] + sb * x[i];
+          eps[i] = sa * e_dir[i] + sb * x[i];
           break;
       }
     }
@@ -68,7 +83,6 @@ class DdimSampler final : public DiscreteTimestepSampler {
     }
   }
 
- private:
   double eta_;
   float final_alpha_cumprod_ = 1.0f;
 };

@@ -45,6 +45,7 @@ class EulerSampler final : public Sampler {
   }
 
   float init_noise_sigma() const override { return sigma_init_noise_sigma(sigmas(), config_.timestep_spacing); }
+  bool supports_cfg_pp() const override { return true; }
 
  protected:
   void do_scale_model_input(std::span<float> x, int index) const override {
@@ -67,6 +68,23 @@ class EulerSampler final : public Sampler {
     for (size_t i = 0; i < n; ++i) {
       const float derivative = (x[i] - x0[i]) / sigma_hat;
       x[i] = x[i] + derivative * dt;
+    }
+  }
+
+  // CFG++ for Euler (as k-diffusion's sample_euler_cfg_pp): x = x0(guided) + sigma_next·(x − x0(uncond))/sigma.
+  void do_step_cfg_pp(std::span<const float> e, std::span<const float> eu, int index, std::span<float> x,
+                      NoiseGenerator& noise) override {
+    const size_t n = x.size();
+    const float sigma = sigmas()[static_cast<size_t>(index)];
+    std::vector<float> unused_noise(n);  // drawn as step() draws it, so the generator stays in step
+    noise.randn(unused_noise.data(), n);
+    std::vector<float> x0(n), x0u(n);
+    denoised_from_sigma(config_.prediction_type, sigma, e, x, x0);
+    denoised_from_sigma(config_.prediction_type, sigma, eu, x, x0u);
+    const float sigma_next = sigmas()[static_cast<size_t>(index) + 1];
+    for (size_t i = 0; i < n; ++i) {
+      const float direction = (x[i] - x0u[i]) / sigma;
+      x[i] = x0[i] + direction * sigma_next;
     }
   }
 

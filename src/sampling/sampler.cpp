@@ -42,6 +42,26 @@ void Sampler::step(std::span<const float> model_output, int index, std::span<flo
   ++next_step_;
 }
 
+void Sampler::do_step_cfg_pp(std::span<const float>, std::span<const float>, int, std::span<float>, NoiseGenerator&) {
+  throw Error(cat("CFG++ needs a sampler whose step is a denoised estimate plus a noise direction: euler or ddim, not ",
+                  name()));
+}
+
+void Sampler::step_cfg_pp(const Tensor& model_output, const Tensor& renoise_output, int index, Tensor& sample,
+                          NoiseGenerator& noise) {
+  OTTER_CHECK(supports_cfg_pp(), "CFG++ needs a sampler whose step is a denoised estimate plus a noise direction: "
+                                 "euler or ddim, not ", name());
+  OTTER_CHECK(model_output.shape() == sample.shape() && renoise_output.shape() == sample.shape(), name(),
+              ": CFG++ predictions ", model_output.describe(), " and ", renoise_output.describe(), " for sample ",
+              sample.describe());
+  OTTER_CHECK(index == next_step_ && index < num_evaluations(), name(), ": step ", index, " called but the next step is ",
+              next_step_);
+  const Tensor g = model_output.contiguous().to(DType::F32), u = renoise_output.contiguous().to(DType::F32);
+  do_step_cfg_pp(std::span<const float>(g.f32(), static_cast<size_t>(g.numel())),
+                 std::span<const float>(u.f32(), static_cast<size_t>(u.numel())), index, f32_span(sample, "sample"), noise);
+  ++next_step_;
+}
+
 void Sampler::step(const Tensor& model_output, int index, Tensor& sample, NoiseGenerator& noise) {
   OTTER_CHECK(model_output.shape() == sample.shape(), name(), ": model output ", model_output.describe(),
               " and sample ", sample.describe(), " differ in shape");

@@ -69,12 +69,23 @@ class Sampler {
   void step(std::span<const float> model_output, int index, std::span<float> sample, NoiseGenerator& noise);
   void step(const Tensor& model_output, int index, Tensor& sample, NoiseGenerator& noise);
 
+  // CFG++ (Chung et al. 2024, "CFG++: Manifold-constrained Classifier Free Guidance"): the step's
+  // denoised estimate x0 comes from `model_output` (the guided prediction), the direction back to
+  // the next noise level from `renoise_output` (the unconditional one), keeping the sample on the
+  // data manifold. Only samplers whose update is "x0 plus a noise direction" have it (euler, ddim);
+  // the others throw. Noise is drawn as in step().
+  virtual bool supports_cfg_pp() const { return false; }
+  void step_cfg_pp(const Tensor& model_output, const Tensor& renoise_output, int index, Tensor& sample,
+                   NoiseGenerator& noise);
+
  protected:
   explicit Sampler(SchedulerConfig config) : config_(std::move(config)) {}
 
   virtual void do_scale_model_input(std::span<float> x, int index) const;
   virtual void do_step(std::span<const float> model_output, int index, std::span<float> sample,
                        NoiseGenerator& noise) = 0;
+  virtual void do_step_cfg_pp(std::span<const float> model_output, std::span<const float> renoise_output, int index,
+                              std::span<float> sample, NoiseGenerator& noise);
   // For set_timesteps(): installs the new schedule and restarts the step counter.
   void reset_schedule(std::vector<float> timesteps, std::vector<float> sigmas);
 

@@ -146,6 +146,7 @@ TEST_F(OtterGenerate, BadInputFailsCleanlyWithoutFiles) {
       {"--guidance fdg -W 72 -H 72", "frequency-decoupled guidance with 2 levels needs latents"},
       {"--guidance 'pag:layers=up.9'", "transformer layer 'up.9' matches none"},
       {"--guidance autoguidance:dropout=0.5", "otter supports dropout=1"},
+      {"--guidance cfg_pp --sampler dpmpp_2m", "CFG++ needs a sampler whose step is a denoised estimate"},
   };
   for (const BadCase& c : cases) {
     const CliRun r = generate(cat(model(), " -p a ", c.args, out));
