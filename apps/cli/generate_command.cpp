@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "commands.h"
+#include "generate_args.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -26,39 +27,6 @@
 
 namespace otter::cli {
 namespace {
-
-struct GenerateArgs {
-  std::string model;
-  std::vector<std::string> prompts;
-  std::vector<std::string> negatives;
-  std::string cfg_scale = "7.5";
-  std::string cfg_schedule;
-  std::string guidance;  // a guider recipe instead of classic CFG
-  float rescale = 0.0f;
-  std::string cfg_batch = "batched";
-  int steps = 20;
-  std::string sampler;
-  double eta = 0.0;
-  uint64_t seed = 0;
-  int width = 0, height = 0;
-  int images = 1;
-  std::string output = "out.png";
-  std::string save_latents;
-  bool quiet = false;
-  int threads = 0;
-  std::string precision = "auto";
-  std::vector<std::string> config;
-  std::string prediction;
-  std::string variant;
-  std::string tokenizer;
-  std::string long_prompt = "truncate";
-  int clip_skip = 1;
-  std::string rng = "cpu";
-  bool vae_tile = false;
-  double vae_memory_limit = 2.0;
-  double memory_limit = 0;  // GB; 0 = what the system and cgroup leave
-  int max_batch = 0;        // images per turn; 0 = as the memory plan decides
-};
 
 // Limits checked while parsing, so a typo fails at once (and --help states them).
 constexpr int kMaxSide = 16384;
@@ -107,6 +75,8 @@ void run_generate(const GenerateArgs& a) {
   request.prompts = a.prompts;
   request.negative_prompts = a.negatives;
   request.images_per_prompt = a.images;
+  request.noise_batch_rows = a.noise_batch_rows;
+  request.noise_first_row = a.noise_first_row;
   request.steps = a.steps;
   request.sampler = a.sampler;
   request.sampler_options.eta = a.eta;
@@ -239,7 +209,8 @@ void run_generate(const GenerateArgs& a) {
                       metadata);
     log(a.quiet, "otter: wrote " + a.save_latents);
   }
-  for (const auto& path : save_images(a.output, request, result, model->files().name))
+  for (const auto& path : save_images(a.output, request, result, model->files().name,
+                                     {{"Precision", precision_name(precision)}}))
     std::cout << path.string() << "\n";
 }
 
@@ -250,7 +221,10 @@ void add_generate_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "Generate images from a text prompt with classifier-free guidance");
   cmd->add_option("-m,--model", a->model,
                   "Diffusers folder or single-file .safetensors checkpoint (default: the bundled otter-shapes model)");
-  cmd->add_option("-p,--prompt", a->prompts, "Prompt; repeat for several prompts in one batch")->required();
+  cmd->add_option("-p,--prompt", a->prompts, "Prompt; repeat for several prompts in one batch (required unless --from)");
+  cmd->add_option("--from", a->from,
+                  "A PNG from otter generate (or the webui): its parameters are the defaults of every option not "
+                  "given, so the same command reproduces the image or varies what you give");
   cmd->add_option("-n,--negative", a->negatives,
                   "Negative prompt: the baseline guidance moves away from (default: the empty prompt); one for "
                   "all prompts or one per prompt");
@@ -311,7 +285,12 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.001, 1e6));
   cmd->add_option("--rng", a->rng, "Noise generator: cpu (torch's CPU generator)")->capture_default_str();
-  cmd->callback([a] { run_generate(*a); });
+  cmd->callback([a, cmd] {
+    if (!a->from.empty())
+      apply_png_parameters(*a, [cmd](const std::string& name) { return cmd->get_option("--" + name)->count() > 0; });
+    OTTER_CHECK(!a->prompts.empty(), "give a prompt with -p (or an image to start from with --from)");
+    run_generate(*a);
+  });
 }
 
 }  // namespace otter::cli

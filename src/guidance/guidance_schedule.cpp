@@ -99,11 +99,11 @@ void GuidanceSchedule::validate(int steps) const {
 }
 
 std::string GuidanceSchedule::describe() const {
+  // The shortest text that reads back as the same float (the PNG's schedule must reproduce the run).
   auto num = [](float v) {
-    std::string s = std::to_string(v);
-    s.erase(s.find_last_not_of('0') + 1);
-    if (!s.empty() && s.back() == '.') s.pop_back();
-    return s;
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
   };
   switch (kind_) {
     case Kind::Constant: return num(start_);

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <charconv>
 #include <map>
 #include <sstream>
 
@@ -14,21 +15,33 @@
 namespace otter {
 namespace {
 
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
+// The shortest text that reads back as the same value (so --from reproduces it exactly).
+template <class T>
+std::string number(T v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+const std::map<std::string, std::string>& webui_names() {
+  static const std::map<std::string, std::string> names = {
+      {"pndm", "PLMS"},   {"lms", "LMS"},   {"ddim", "DDIM"},         {"ddpm", "DDPM"},
+      {"euler", "Euler"}, {"euler_a", "Euler a"}, {"heun", "Heun"}, {"dpmpp_2m", "DPM++ 2M"},
+      {"dpmpp_2m_karras", "DPM++ 2M Karras"}, {"unipc", "UniPC"}};
+  return names;
 }
 
 }  // namespace
 
 std::string webui_sampler_name(const std::string& sampler) {
-  static const std::map<std::string, std::string> names = {
-      {"pndm", "PLMS"},   {"lms", "LMS"},   {"ddim", "DDIM"},         {"ddpm", "DDPM"},
-      {"euler", "Euler"}, {"euler_a", "Euler a"}, {"heun", "Heun"}, {"dpmpp_2m", "DPM++ 2M"},
-      {"dpmpp_2m_karras", "DPM++ 2M Karras"}, {"unipc", "UniPC"}};
-  const auto it = names.find(sampler);
-  return it == names.end() ? sampler : it->second;
+  const auto it = webui_names().find(sampler);
+  return it == webui_names().end() ? sampler : it->second;
+}
+
+std::string sampler_from_webui_name(const std::string& webui_name) {
+  for (const auto& [otter_name, webui] : webui_names())
+    if (webui == webui_name || otter_name == webui_name) return otter_name;
+  return "";
 }
 
 GenerationParameters describe_generation(const Txt2ImgRequest& request, const Txt2ImgResult& result,
@@ -55,15 +68,18 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
   p.height = request.height;
   p.model = model_name;
   // One seeded draw covers the whole batch (as diffusers); the position says which image this is.
-  const int64_t batch = result.final_latents.defined() ? result.final_latents.dim(0) : 1;
+  const int64_t own_batch = result.final_latents.defined() ? result.final_latents.dim(0) : 1;
+  const int64_t batch = request.noise_batch_rows > 0 ? request.noise_batch_rows : own_batch;
   if (batch > 1) {
     p.extra.emplace_back("Batch size", std::to_string(batch));
-    p.extra.emplace_back("Batch pos", std::to_string(index));
+    p.extra.emplace_back("Batch pos", std::to_string((request.noise_batch_rows > 0 ? request.noise_first_row : 0) + index));
   }
   if (request.guidance.rescale > 0) p.extra.emplace_back("CFG Rescale phi", number(request.guidance.rescale));
   if (request.guider) p.extra.emplace_back("Guidance", request.guider->to_string());
   if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", number(request.sampler_options.eta));
   if (request.text.clip_skip != 1) p.extra.emplace_back("Clip skip", std::to_string(request.text.clip_skip));
+  if (request.text.long_prompt == LongPrompt::chunk) p.extra.emplace_back("Long prompt", "chunk");
+  if (result.vae_tiled) p.extra.emplace_back("VAE tiles", "64");
   return p;
 }
 
@@ -88,12 +104,14 @@ void check_output_writable(const std::filesystem::path& out) {
 }
 
 std::vector<std::filesystem::path> save_images(const std::filesystem::path& out, const Txt2ImgRequest& request,
-                                               const Txt2ImgResult& result, const std::string& model_name) {
+                                               const Txt2ImgResult& result, const std::string& model_name,
+                                               const std::vector<std::pair<std::string, std::string>>& extra) {
   const Tensor& images = result.image;
   const int64_t B = images.dim(0), H = images.dim(1), W = images.dim(2);
   const auto paths = output_paths(out, B);
   for (int64_t b = 0; b < B; ++b) {
-    const GenerationParameters params = describe_generation(request, result, model_name, static_cast<int>(b));
+    GenerationParameters params = describe_generation(request, result, model_name, static_cast<int>(b));
+    params.extra.insert(params.extra.end(), extra.begin(), extra.end());
     write_png(paths[static_cast<size_t>(b)], images.data<uint8_t>() + b * H * W * 3, static_cast<int>(W),
               static_cast<int>(H), {{"parameters", format_parameters(params)}});
   }

@@ -3,6 +3,7 @@
 // text chunk (AUTOMATIC1111 webui's format, which other tools read and `otter info` prints).
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/generation_parameters.h"
@@ -10,8 +11,9 @@
 
 namespace otter {
 
-// The webui's display name for an otter sampler ("euler_a" -> "Euler a").
+// The webui's display name for an otter sampler ("euler_a" -> "Euler a"), and back ("" if unknown).
 std::string webui_sampler_name(const std::string& sampler);
+std::string sampler_from_webui_name(const std::string& webui_name);
 
 // The parameters of image `index` of a txt2img run.
 GenerationParameters describe_generation(const Txt2ImgRequest& request, const Txt2ImgResult& result,
@@ -23,8 +25,10 @@ std::vector<std::filesystem::path> output_paths(const std::filesystem::path& out
 // Fails early (before any work) when the folder of `out` cannot be written.
 void check_output_writable(const std::filesystem::path& out);
 
-// Writes every image of `result` (atomically: temp file, then rename); returns the paths.
+// Writes every image of `result` (atomically: temp file, then rename); returns the paths. `extra`
+// parameters (e.g. the precision) are added to each image's.
 std::vector<std::filesystem::path> save_images(const std::filesystem::path& out, const Txt2ImgRequest& request,
-                                               const Txt2ImgResult& result, const std::string& model_name);
+                                               const Txt2ImgResult& result, const std::string& model_name,
+                                               const std::vector<std::pair<std::string, std::string>>& extra = {});
 
 }  // namespace otter

@@ -231,9 +231,17 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   const int64_t B = static_cast<int64_t>(request.prompts.size()) * request.images_per_prompt, h = request.height / 8,
                 w = request.width / 8;
   const int64_t latent_channels = model.unet().config().in_channels;
+  // With noise_batch_rows the images are rows [noise_first_row, +B) of a larger batch's draws.
+  const int64_t noise_rows = request.noise_batch_rows > 0 ? request.noise_batch_rows : B;
+  const int64_t first_row = request.noise_batch_rows > 0 ? request.noise_first_row : 0;
+  OTTER_CHECK(first_row >= 0 && first_row + B <= noise_rows, "images ", first_row, "..", first_row + B - 1,
+              " of a batch of ", noise_rows, " do not exist");
   TorchCpuGenerator rng(request.seed);
-  result.init_noise = Tensor::empty(Shape{B, latent_channels, h, w}, DType::F32);
-  rng.randn(result.init_noise.f32(), static_cast<size_t>(result.init_noise.numel()));
+  {
+    Tensor all = Tensor::empty(Shape{noise_rows, latent_channels, h, w}, DType::F32);
+    rng.randn(all.f32(), static_cast<size_t>(all.numel()));
+    result.init_noise = noise_rows == B ? all : all.slice(0, first_row, first_row + B).contiguous().clone();
+  }
 
   // The images run in turns of at most max_batch when asked (the memory plan's choice): each turn
   // starts from its rows of the one draw, and its ancestral noise is its rows of the whole
@@ -245,7 +253,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     const int64_t r0 = turn * per_turn, r1 = std::min(B, r0 + per_turn);
     std::unique_ptr<Sampler> sampler = make_sampler(result.sampler, scheduler, request.sampler_options);
     sampler->set_timesteps(request.steps);
-    TurnNoise noise(rng, B, r0, r1);  // a copy of the generator as it stands after the initial draw
+    // A copy of the generator as it stands after the initial draw.
+    TurnNoise noise(rng, noise_rows, first_row + r0, first_row + r1);
     Tensor latents = result.init_noise.slice(0, r0, r1).contiguous().clone();
     const float sigma0 = sampler->init_noise_sigma();
     for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;

@@ -49,6 +49,9 @@ struct Txt2ImgRequest {
   // those of the one-batch run (each turn's noise is its rows of the whole batch's draws).
   int max_batch = 0;
   bool keep_decoded = false;  // also return the f32 decoder output (B x 3 x H x W; parity tests)
+  // The images' noise is rows [noise_first_row, noise_first_row + B) of the draws a batch of
+  // noise_batch_rows images makes (0: their own batch): one image of an earlier batch again.
+  int64_t noise_batch_rows = 0, noise_first_row = 0;
 };
 
 struct StepReport {
