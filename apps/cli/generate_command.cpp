@@ -231,8 +231,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cfg-scale", a->cfg_scale, "Guidance scale s in eps = uncond + s*(cond - uncond)")
       ->capture_default_str();
   cmd->add_option("--guidance", a->guidance,
-                  "A guider instead of classic CFG: METHOD[:NAME=VALUE,...] with METHOD cfg, cfg_zero_star, apg, "
-                  "tcfg or mambo (or diffusers' class name) and diffusers' parameters, e.g. apg:scale=7.5,eta=0");
+                  "A guider instead of classic CFG: METHOD[:NAME=VALUE,...][;interval=LO..HI][;adaptive=GAMMA] with "
+                  "METHOD cfg, cfg_zero_star, apg, tcfg, mambo, apg_mix, fdg, cfg_pp, pag, seg, slg, autoguidance (or "
+                  "diffusers' class name) and diffusers' parameters, e.g. apg:scale=7.5,eta=0 or pag:layers=mid");
   cmd->add_option("--cfg-schedule", a->cfg_schedule,
                   "Scale per step: linear:START:END, cosine:START:END or list:S1,S2,... (overrides --cfg-scale)");
   cmd->add_option("--rescale", a->rescale, "Guidance rescale phi in [0, 1] (for v-prediction models; 0 = off)")

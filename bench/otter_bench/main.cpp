@@ -31,7 +31,9 @@
 #include "io/component_tensors.h"
 #include "io/safetensors.h"
 #include "io/safetensors_source.h"
+#include "guidance/guidance_recipe.h"
 #include "pipeline/memory_plan.h"
+#include "pipeline/txt2img.h"
 #include "pipeline/stable_diffusion.h"
 #include "io/model_configs.h"
 #include "models/clip_text_encoder.h"
@@ -123,6 +125,7 @@ struct Args {
   std::string family = "sd1";
   bool profile = false;
   std::string pag_layers = "mid";  // the CFG+PAG step's perturbed layers
+  std::string write_model;         // write the random-weight model as a diffusers folder, then stop
   int images = 1;  // images per CFG step (2x rows) and per decode
 };
 
@@ -171,6 +174,79 @@ class RandomCheckpoint {
   }
   std::filesystem::path dir_;
 };
+
+// The random-weight model as a diffusers folder that `otter generate -m DIR` loads (the same seeds
+// as the benchmark's): what the CLI runs at full size without a downloaded checkpoint.
+void write_random_model(const ModelConfigs& configs, DType storage, const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  const auto component = [&](const std::string& name, const std::string& file, const nlohmann::json& config,
+                             const std::vector<TensorSpec>& specs, uint32_t seed) {
+    fs::create_directories(dir / name);
+    std::ofstream(dir / name / "config.json") << config.dump(2) << "\n";
+    RandomWeights w(specs, storage, seed, "random " + name);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& n : w.names()) tensors.emplace_back(n, w.get(n));
+    write_safetensors(dir / name / file, tensors);
+  };
+  component("text_encoder", "model.safetensors", configs.text_encoder, text_encoder_tensor_specs(configs.text_encoder), 1);
+  component("unet", "diffusion_pytorch_model.safetensors", configs.unet, unet_tensor_specs(configs.unet), 2);
+  component("vae", "diffusion_pytorch_model.safetensors", configs.vae, vae_tensor_specs(configs.vae), 3);
+  fs::create_directories(dir / "scheduler");
+  std::ofstream(dir / "scheduler" / "scheduler_config.json") << configs.scheduler.dump(2) << "\n";
+  std::ofstream(dir / "model_index.json")
+      << nlohmann::json{{"_class_name", "StableDiffusionPipeline"},
+                        {"text_encoder", {"transformers", "CLIPTextModel"}},
+                        {"unet", {"diffusers", "UNet2DConditionModel"}},
+                        {"vae", {"diffusers", "AutoencoderKL"}},
+                        {"scheduler", {"diffusers", configs.scheduler.value("_class_name", "PNDMScheduler")}}}
+             .dump(2)
+      << "\n";
+}
+
+// What every guidance method costs in UNet rows for one image of `steps` steps with the model's
+// scheduler: counted from each method's needs at every evaluation (pipeline/txt2img.h), the same
+// count the CLI logs after a run. Adaptive skipping depends on the predictions: an upper bound.
+nlohmann::json guidance_rows(const ModelConfigs& configs, int steps) {
+  const SchedulerConfig scheduler = SchedulerConfig::from_json(configs.scheduler);
+  const std::pair<const char*, const char*> methods[] = {
+      {"classic CFG 7.5", ""},
+      {"cfg", "cfg"},
+      {"cfg_zero_star", "cfg_zero_star"},
+      {"apg", "apg"},
+      {"tcfg", "tcfg"},
+      {"mambo", "mambo"},
+      {"apg_mix", "apg_mix"},
+      {"fdg", "fdg"},
+      {"cfg_pp (ddim)", "cfg_pp"},
+      {"pag", "pag"},
+      {"PerturbedAttentionGuidance", "PerturbedAttentionGuidance"},
+      {"seg", "seg"},
+      {"slg", "slg"},
+      {"autoguidance", "autoguidance"},
+      {"cfg;interval=0.28..5.42", "cfg;interval=0.28..5.42"},
+      {"cfg;adaptive=0.99 (at most)", "cfg;adaptive=0.99"},
+      {"composable, 2 parts", "AND"},
+  };
+  nlohmann::json out = nlohmann::json::object();
+  std::printf("guidance rows per image, %d steps (%s):\n", steps, default_sampler_for(scheduler).c_str());
+  for (const auto& [label, recipe] : methods) {
+    Txt2ImgRequest r;
+    r.steps = steps;
+    const std::string m = recipe;
+    if (m == "AND") r.prompts = {"a AND b"};
+    else if (!m.empty()) r.guider = GuidanceRecipe::parse(m);
+    if (m == "cfg_pp") r.sampler = "ddim";
+    const PlannedRows rows = planned_unet_rows(r, scheduler);
+    const uint64_t cfg_rows = 2 * static_cast<uint64_t>(rows.evaluations);
+    std::printf("  %-30s %5llu rows (%llu perturbed, %+lld vs CFG)%s\n", label, static_cast<unsigned long long>(rows.rows),
+                static_cast<unsigned long long>(rows.perturbed),
+                static_cast<long long>(rows.rows) - static_cast<long long>(cfg_rows), rows.exact ? "" : ", an upper bound");
+    out[label] = {{"rows", rows.rows}, {"perturbed", rows.perturbed}, {"saved_vs_cfg", static_cast<int64_t>(cfg_rows) -
+                                                                                         static_cast<int64_t>(rows.rows)},
+                  {"exact", rows.exact}};
+  }
+  return out;
+}
 
 // The three networks the benchmark runs, from random weights or from --model.
 struct Networks {
@@ -228,6 +304,12 @@ int run(const Args& a) {
                    {"probe_f16_fma_gflops_per_core", probe.f16_gflops},
                    {"auto_precision", precision_name(probe.preferred)}};
 
+  if (!a.write_model.empty()) {
+    write_random_model(configs, storage, a.write_model);
+    std::printf("wrote a diffusers folder with the random weights to %s\n", a.write_model.c_str());
+    return 0;
+  }
+  report["guidance_rows"] = guidance_rows(configs, a.steps);
   std::unique_ptr<RandomCheckpoint> random;
   if (a.model.empty()) {
     const auto t_build = Clock::now();
@@ -407,6 +489,9 @@ int main(int argc, char** argv) {
   app.add_option("--model", a.model, "Benchmark this checkpoint (diffusers folder or single file) instead of random weights");
   app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
+  app.add_option("--write-model", a.write_model,
+                 "Write the random-weight model (--family, --weights) as a diffusers folder for otter generate -m, "
+                 "then stop");
   app.add_option("--pag-layers", a.pag_layers, "Layers of the CFG+PAG step (names or a pattern, as --guidance pag's)")
       ->capture_default_str();
   app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");

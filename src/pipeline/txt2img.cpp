@@ -141,6 +141,53 @@ int unet_rows_per_image(const Txt2ImgRequest& request) {
   return rows;
 }
 
+std::vector<Evaluation> plan_evaluations(const Sampler& sampler, int steps) {
+  const std::vector<float>& timesteps = sampler.timesteps();
+  // Each evaluation's k-diffusion sigma (guidance intervals): the sampler's own, or for the
+  // alpha-space samplers the training schedule's at the timestep.
+  const std::vector<float> training_sigmas =
+      sampler.sigmas().empty() ? sigmas_from_alphas_cumprod(make_training_schedule(sampler.config()).alphas_cumprod)
+                               : std::vector<float>{};
+  std::vector<Evaluation> plan;
+  int step = 0;
+  for (size_t k = 0; k < timesteps.size(); ++k) {
+    // Samplers with several evaluations per step (Heun) repeat the step's timestep; the guidance
+    // schedule is indexed by step, so count distinct consecutive timesteps.
+    if (k > 0 && timesteps[k] != timesteps[k - 1]) ++step;
+    const float sigma = !sampler.sigmas().empty() ? sampler.sigmas()[k]
+                                                  : static_cast<float>(numpy_interp(timesteps[k], training_sigmas));
+    plan.push_back({timesteps[k], std::min(step, steps - 1), sigma});
+  }
+  return plan;
+}
+
+PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConfig& scheduler) {
+  std::unique_ptr<Sampler> sampler =
+      make_sampler(request.sampler.empty() ? default_sampler_for(scheduler) : request.sampler, scheduler,
+                   request.sampler_options);
+  sampler->set_timesteps(request.steps);
+  PlannedRows rows;
+  rows.evaluations = sampler->num_evaluations();
+  const PromptParts parts = prompt_parts(request);
+  const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
+  const bool perturbs_uncond = guider && guider->perturbation() && guider->perturbation()->on_uncond;
+  rows.exact = !(request.guider && request.guider->adaptive);
+  for (const Evaluation& e : plan_evaluations(*sampler, request.steps)) {
+    if (parts.composable) {
+      size_t most = 1;
+      for (const auto& p : parts.per_prompt) most = std::max(most, p.size());
+      rows.rows += 1 + most;
+    } else if (guider) {
+      const Needs n = guider->needs(GuiderStep{e.step, request.steps, e.timestep, e.sigma});
+      rows.rows += 1 + n.uncond + n.perturbed;
+      rows.perturbed += n.perturbed || (n.uncond && perturbs_uncond);
+    } else {
+      rows.rows += request.guidance.schedule.at(e.step, request.steps) == 1.0f ? 1 : 2;
+    }
+  }
+  return rows;
+}
+
 std::string default_sampler_for(const SchedulerConfig& config) {
   if (config.class_name == "DPMSolverMultistepScheduler") return config.use_karras_sigmas ? "dpmpp_2m_karras" : "dpmpp_2m";
   for (std::string_view name : sampler_names())
@@ -296,32 +343,23 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     // schedule is indexed by step, so count distinct consecutive timesteps.
     const std::vector<float>& timesteps = sampler->timesteps();
     const int evaluations = sampler->num_evaluations();
-    // Each evaluation's k-diffusion sigma (guidance intervals): the sampler's own, or for the
-    // alpha-space samplers the training schedule's at the timestep.
-    const std::vector<float> training_sigmas =
-        sampler->sigmas().empty() ? sigmas_from_alphas_cumprod(make_training_schedule(sampler->config()).alphas_cumprod)
-                                  : std::vector<float>{};
-    const auto sigma_at = [&](int k) {
-      if (!sampler->sigmas().empty()) return sampler->sigmas()[static_cast<size_t>(k)];
-      return static_cast<float>(numpy_interp(timesteps[static_cast<size_t>(k)], training_sigmas));
-    };
+    const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
     // The scale the progress report shows: a guider's own, or the schedule's at each step.
     const float guider_scale =
         request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN)) : NAN;
     StepActivity where{0, evaluations, turn, turns, r1 - r0, w, h};
     t0 = Clock::now();
-    int step = 0;
     for (int k = 0; k < evaluations; ++k) {
       const auto step_start = Clock::now();
       where.k = k;
       const Activity activity(StepActivity::describe, &where);
-      if (k > 0 && timesteps[static_cast<size_t>(k)] != timesteps[static_cast<size_t>(k - 1)]) ++step;
-      const int schedule_step = std::min(step, request.steps - 1);
+      const int schedule_step = plan[static_cast<size_t>(k)].step;
       Tensor x = latents.clone();
       sampler->scale_model_input(x, k);
       const uint64_t skipped_before = guidance.skipped_uncond_steps();
       const Tensor eps =
-          guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps, sigma_at(k));
+          guidance.predict(unet, x, timesteps[static_cast<size_t>(k)], schedule_step, request.steps,
+                           plan[static_cast<size_t>(k)].sigma);
       if (const Tensor renoise = guidance.renoise_prediction(); renoise.defined())
         sampler->step_cfg_pp(eps, renoise, k, latents, noise);
       else

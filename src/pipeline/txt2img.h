@@ -101,6 +101,26 @@ bool has_composable_prompts(const Txt2ImgRequest& request);
 // or 3 (PAG, SEG, SLG: [uncond, cond, perturbed]); 1 + K for a prompt of K sub-prompts (AND).
 int unet_rows_per_image(const Txt2ImgRequest& request);
 
+// One UNet evaluation of a run: its timestep, the step it belongs to (guidance schedules and
+// windows count steps; Heun evaluates twice per step) and its k-diffusion sigma (the sampler's, or
+// the training schedule's at the timestep for the alpha-space samplers).
+struct Evaluation {
+  float timestep = 0;
+  int step = 0;
+  float sigma = 0;
+};
+std::vector<Evaluation> plan_evaluations(const Sampler& sampler, int steps);
+
+// The UNet rows one image of `request` takes, counted from the guidance's needs at every
+// evaluation without running anything (otter-bench's per-method table). Adaptive skipping
+// decides from the predictions, so for it the count is an upper bound (exact = false).
+struct PlannedRows {
+  uint64_t rows = 0, perturbed = 0;
+  int evaluations = 0;
+  bool exact = true;
+};
+PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConfig& scheduler);
+
 // [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.
 Tensor to_uint8_image(const Tensor& decoded);
 

@@ -29,15 +29,17 @@ def find_otter(explicit: str | None = None) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def generate(otter: Path, prompts: list[str], seed: int, scale: float, negative: str | None = None,
+def generate(otter: Path, prompts: list[str], seed: int, scale: float | None, negative: str | None = None,
              steps: int = 20, model: str | None = None, sampler: str | None = None,
-             images_per_prompt: int = 1) -> list[np.ndarray]:
+             images_per_prompt: int = 1, guidance: str | None = None, log: list | None = None) -> list[np.ndarray]:
+    """`guidance`: a recipe for --guidance (then `scale` is not passed); `log`: receives stderr."""
     from PIL import Image
 
     with tempfile.TemporaryDirectory(prefix="otter-eval-") as tmp:
         # f32 pinned so the measured numbers do not depend on which precision `auto` picks here.
-        cmd = [str(otter), "generate", "-q", "--precision", "f32", "--seed", str(seed), "--steps", str(steps),
-               "--cfg-scale", repr(float(scale)), "-o", str(Path(tmp) / "img.png")]
+        cmd = [str(otter), "generate", "--precision", "f32", "--seed", str(seed), "--steps", str(steps),
+               "-o", str(Path(tmp) / "img.png")]
+        cmd += ["--guidance", guidance] if guidance else ["--cfg-scale", repr(float(scale))]
         if images_per_prompt != 1:
             cmd += ["--images", str(images_per_prompt)]
         if model:
@@ -51,5 +53,7 @@ def generate(otter: Path, prompts: list[str], seed: int, scale: float, negative:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"otter failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr}")
+        if log is not None:
+            log.append(res.stderr)
         paths = [Path(line) for line in res.stdout.split("\n") if line.strip()]
         return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
