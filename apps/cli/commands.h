@@ -9,5 +9,6 @@ namespace otter::cli {
 
 void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_lab_command(CLI::App& app);
 
 }  // namespace otter::cli

@@ -1,0 +1,170 @@
+// `otter lab`: what guidance does, from one noise — every experiment of guidance/lab_experiments.h
+// run together (one UNet call per step over all of them, shared rows once), each final image
+// written as a PNG with its `otter generate` parameters, and every number in lab.json.
+#include <omp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "commands.h"
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "pipeline/default_model.h"
+#include "pipeline/image_output.h"
+#include "pipeline/lab.h"
+#include "pipeline/txt2img.h"
+
+namespace otter::cli {
+namespace {
+
+struct LabArgs {
+  std::string model, prompt, negative = "solar system with 9 planets", output = "lab", sampler, precision = "auto";
+  std::string experiments;
+  std::vector<float> scales{15.0f};
+  float cfg_scale = 7.5f;
+  uint64_t seed = 0;
+  int steps = 20, width = 0, height = 0, threads = 0;
+  bool quiet = false;
+};
+
+void log(bool quiet, const std::string& line) {
+  if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+std::vector<std::string> split_names(const std::string& list) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : list + ",") {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  return out;
+}
+
+nlohmann::json step_json(const LabStep& s) {
+  return {{"timestep", s.timestep}, {"sigma", s.sigma}, {"scale", s.scale}, {"norm_cond", s.norm_cond},
+          {"norm_uncond", s.norm_uncond}, {"norm_delta", s.norm_delta}, {"norm_guided", s.norm_guided},
+          {"cosine_cond_uncond", s.cosine}};
+}
+
+std::string file_name(const std::string& experiment) {
+  std::string out;
+  for (char c : experiment) out.push_back(c == ' ' ? '_' : c);
+  return out + ".png";
+}
+
+void run_lab_command(const LabArgs& a) {
+  const Precision precision = parse_precision(a.precision);
+  LabSettings settings;
+  settings.cfg_scale = a.cfg_scale;
+  settings.negative = a.negative;
+  settings.scales = a.scales;
+  settings.only = split_names(a.experiments);
+  LabRequest request;
+  request.prompt = a.prompt;
+  request.experiments = lab_experiments(settings);
+  request.steps = a.steps;
+  request.sampler = a.sampler;
+  request.seed = a.seed;
+  const std::filesystem::path dir(a.output);
+  std::filesystem::create_directories(dir);
+  check_output_writable(dir / "lab.json");
+
+  const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
+  auto backend = make_cpu_backend(precision, a.threads);
+  auto model = StableDiffusion::load(model_path, *backend);
+  const int native = model->files().configs.unet.value("sample_size", 64) * 8;
+  request.width = a.width ? a.width : native;
+  request.height = a.height ? a.height : native;
+  log(a.quiet, cat("otter: lab: ", request.experiments.size(), " experiments from one noise (seed ", a.seed, "), ",
+                   a.steps, " steps, ", request.width, "x", request.height, ", ", model->files().name, " (",
+                   backend->name(), ")"));
+
+  const LabResult result = run_lab(*model, request, [&](int k, int n, int64_t rows) {
+    if (!a.quiet) std::fprintf(stderr, "step %3d/%d: one UNet call, %lld rows\n", k + 1, n, static_cast<long long>(rows));
+  });
+  const uint64_t alone = [&] {  // what running each experiment as otter generate would take
+    uint64_t rows = 0;
+    for (const LabExperiment& e : request.experiments) {
+      Txt2ImgRequest r;
+      r.steps = a.steps;
+      r.sampler = result.sampler;
+      r.guidance.schedule = e.schedule;
+      rows += planned_unet_rows(r, model->scheduler_config()).rows;
+    }
+    return rows;
+  }();
+  log(a.quiet, cat("otter: lab: ", result.unet_rows, " UNet rows in ", result.experiments[0].steps.size(),
+                   " calls (", result.rows_asked - result.unet_rows, " shared rows computed once; the experiments run "
+                   "one by one would take ", alone, "); text ", result.seconds_text, " s, denoise ",
+                   result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
+
+  nlohmann::json report = {{"prompt", a.prompt}, {"seed", a.seed}, {"steps", a.steps}, {"sampler", result.sampler},
+                           {"width", request.width}, {"height", request.height}, {"model", model->files().name},
+                           {"precision", precision_name(precision)}, {"unet_rows", result.unet_rows},
+                           {"rows_asked", result.rows_asked}, {"rows_one_by_one", alone},
+                           {"seconds", {{"text", result.seconds_text}, {"denoise", result.seconds_denoise},
+                                        {"decode", result.seconds_decode}}}};
+  for (size_t e = 0; e < request.experiments.size(); ++e) {
+    const LabExperiment& x = request.experiments[e];
+    Txt2ImgRequest same;
+    same.prompts = {a.prompt};
+    if (!x.negative.empty()) same.negative_prompts = {x.negative};
+    same.steps = a.steps;
+    same.seed = a.seed;
+    same.width = request.width;
+    same.height = request.height;
+    same.guidance.schedule = x.schedule;
+    Txt2ImgResult r;
+    r.sampler = result.sampler;
+    r.image = result.experiments[e].image;
+    r.final_latents = result.experiments[e].final_latents;
+    const auto png = save_images(dir / file_name(x.name), same, r, model->files().name,
+                                 {{"Precision", precision_name(precision)}});
+    nlohmann::json steps = nlohmann::json::array();
+    for (const LabStep& s : result.experiments[e].steps) steps.push_back(step_json(s));
+    report["experiments"].push_back({{"name", x.name}, {"caption", x.caption}, {"image", file_name(x.name)},
+                                     {"generate_options", x.generate_options()}, {"negative", x.negative},
+                                     {"schedule", x.schedule.describe()}, {"steps", steps}});
+    std::cout << png[0].string() << "\n";
+  }
+  write_file_atomically(dir / "lab.json", report.dump(1) + "\n");
+  std::cout << (dir / "lab.json").string() << "\n";
+}
+
+}  // namespace
+
+void add_lab_command(CLI::App& app) {
+  auto a = std::make_shared<LabArgs>();
+  CLI::App* cmd = app.add_subcommand("lab", "See what guidance does: every experiment from one noise, in one batched pass");
+  cmd->add_option("-p,--prompt", a->prompt, "Prompt")->required();
+  cmd->add_option("-n,--negative", a->negative, "The negative experiment's baseline text")->capture_default_str();
+  cmd->add_option("-m,--model", a->model, "Model (default: the bundled otter-shapes)");
+  cmd->add_option("-o,--output", a->output, "Report folder")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the one initial noise")->capture_default_str();
+  cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--cfg-scale", a->cfg_scale, "The scale of cfg, negative, reversed and scheduled")->capture_default_str();
+  cmd->add_option("--scales", a->scales, "The scale sweep (scales already run by a named experiment are not repeated)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--experiments", a->experiments,
+                  "Comma-separated names to run (default all: cond, uncond, cfg, negative, reversed, scheduled, "
+                  "scale X for each sweep scale)");
+  cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
+  cmd->add_option("-W,--width", a->width, "Image width (default: the model's native size)")->check(CLI::Range(8, 16384));
+  cmd->add_option("-H,--height", a->height, "Image height")->check(CLI::Range(8, 16384));
+  cmd->add_option("--precision", a->precision, "f32, bf16, f16 or auto")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "CPU threads")->check(CLI::Range(0, 1024));
+  cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
+  cmd->callback([a] { run_lab_command(*a); });
+}
+
+}  // namespace otter::cli
