@@ -3,6 +3,9 @@
 // written as a PNG with its `otter generate` parameters, and every number in lab.json.
 #include <omp.h>
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,9 +16,11 @@
 #include "commands.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
+#include "io/png.h"
 #include "pipeline/default_model.h"
 #include "pipeline/image_output.h"
 #include "pipeline/lab.h"
+#include "pipeline/lab_report.h"
 #include "pipeline/txt2img.h"
 
 namespace otter::cli {
@@ -28,6 +33,7 @@ struct LabArgs {
   float cfg_scale = 7.5f;
   uint64_t seed = 0;
   int steps = 20, width = 0, height = 0, threads = 0;
+  std::vector<int> decode_steps;
   bool quiet = false;
 };
 
@@ -55,10 +61,21 @@ nlohmann::json step_json(const LabStep& s) {
           {"cosine_cond_uncond", s.cosine}};
 }
 
-std::string file_name(const std::string& experiment) {
-  std::string out;
-  for (char c : experiment) out.push_back(c == ' ' ? '_' : c);
-  return out + ".png";
+std::string file_name(const std::string& experiment) { return lab_image_name(experiment); }
+
+// The evaluations the filmstrips show: the 1-based steps given, or five spread from first to last.
+std::vector<int> filmstrip_steps(const std::vector<int>& given, int evaluations) {
+  std::vector<int> out;
+  if (!given.empty()) {
+    for (int s : given) {
+      OTTER_CHECK(s >= 1 && s <= evaluations, "--decode-steps: step ", s, " is not in 1..", evaluations);
+      out.push_back(s - 1);
+    }
+    return out;
+  }
+  const int n = std::min(5, evaluations);
+  for (int i = 0; i < n; ++i) out.push_back(n == 1 ? evaluations - 1 : i * (evaluations - 1) / (n - 1));
+  return out;
 }
 
 void run_lab_command(const LabArgs& a) {
@@ -138,6 +155,50 @@ void run_lab_command(const LabArgs& a) {
   }
   write_file_atomically(dir / "lab.json", report.dump(1) + "\n");
   std::cout << (dir / "lab.json").string() << "\n";
+
+  // The report: x̂0 of each branch decoded by the real VAE at the filmstrip's steps.
+  const auto t_report = std::chrono::steady_clock::now();
+  LabReportInput in;
+  in.request = &request;
+  in.result = &result;
+  in.model_name = model->files().name;
+  in.precision = precision_name(precision);
+  in.filmstrip_steps = filmstrip_steps(a.decode_steps, static_cast<int>(result.experiments[0].steps.size()));
+  for (const LabExperimentResult& r : result.experiments) {
+    in.decoded.emplace_back();
+    for (int k : in.filmstrip_steps) {
+      const LabStep& s = r.steps[static_cast<size_t>(k)];
+      std::array<Tensor, 3> pictures;
+      const Tensor* x0[3] = {&s.x0_cond, &s.x0_uncond, &s.x0_guided};
+      for (int b = 0; b < 3; ++b) {
+        const Tensor z = x0[b]->reshape(Shape{1, x0[b]->dim(0), x0[b]->dim(1), x0[b]->dim(2)});
+        pictures[static_cast<size_t>(b)] = to_uint8_image(model->vae().decode(*backend, z)).squeeze_front();
+      }
+      in.decoded.back().push_back(pictures);
+    }
+  }
+  write_file_atomically(dir / "index.html", lab_report_html(in));
+  // The contact sheet: the final images side by side, in the report's (and lab.json's) order.
+  {
+    const int64_t H = request.height, W = request.width, gap = 4, n = static_cast<int64_t>(result.experiments.size());
+    const int64_t sheet_w = n * W + (n + 1) * gap, sheet_h = H + 2 * gap;
+    std::vector<uint8_t> sheet(static_cast<size_t>(sheet_w * sheet_h * 3), 255);
+    for (int64_t e = 0; e < n; ++e) {
+      const uint8_t* px = result.experiments[static_cast<size_t>(e)].image.data<uint8_t>();
+      for (int64_t y = 0; y < H; ++y)
+        std::copy(px + y * W * 3, px + (y + 1) * W * 3,
+                  sheet.begin() + ((y + gap) * sheet_w + gap + e * (W + gap)) * 3);
+    }
+    std::string order;
+    for (const LabExperiment& x : request.experiments) order += (order.empty() ? "" : ", ") + x.name;
+    write_png(dir / "contact_sheet.png", sheet.data(), static_cast<int>(sheet_w), static_cast<int>(sheet_h),
+              {{"Description", "otter lab: " + order + " (left to right); prompt: " + a.prompt}});
+  }
+  std::cout << (dir / "contact_sheet.png").string() << "\n";
+  log(a.quiet, cat("otter: lab: report with ", in.filmstrip_steps.size(), " decoded steps per filmstrip (",
+                   3 * in.filmstrip_steps.size() * result.experiments.size(), " VAE decodes) in ",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_report).count(), " s"));
+  std::cout << (dir / "index.html").string() << "\n";
 }
 
 }  // namespace
@@ -159,6 +220,10 @@ void add_lab_command(CLI::App& app) {
                   "Comma-separated names to run (default all: cond, uncond, cfg, negative, reversed, scheduled, "
                   "scale X for each sweep scale)");
   cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
+  cmd->add_option("--decode-steps", a->decode_steps,
+                  "Steps (1-based) whose predicted clean images the filmstrips show, decoded by the VAE (default: 5 "
+                  "spread from first to last)")
+      ->delimiter(',');
   cmd->add_option("-W,--width", a->width, "Image width (default: the model's native size)")->check(CLI::Range(8, 16384));
   cmd->add_option("-H,--height", a->height, "Image height")->check(CLI::Range(8, 16384));
   cmd->add_option("--precision", a->precision, "f32, bf16, f16 or auto")->capture_default_str();
