@@ -34,7 +34,8 @@ struct LabArgs {
   uint64_t seed = 0;
   int steps = 20, width = 0, height = 0, threads = 0;
   std::vector<int> decode_steps;
-  bool quiet = false;
+  std::vector<std::string> guidance;
+  bool quiet = false, no_previews = false;
 };
 
 void log(bool quiet, const std::string& line) {
@@ -85,6 +86,7 @@ void run_lab_command(const LabArgs& a) {
   settings.negative = a.negative;
   settings.scales = a.scales;
   settings.only = split_names(a.experiments);
+  settings.guidance = a.guidance;
   LabRequest request;
   request.prompt = a.prompt;
   request.experiments = lab_experiments(settings);
@@ -115,6 +117,7 @@ void run_lab_command(const LabArgs& a) {
       r.steps = a.steps;
       r.sampler = result.sampler;
       r.guidance.schedule = e.schedule;
+      r.guider = e.guider;
       rows += planned_unet_rows(r, model->scheduler_config()).rows;
     }
     return rows;
@@ -140,6 +143,7 @@ void run_lab_command(const LabArgs& a) {
     same.width = request.width;
     same.height = request.height;
     same.guidance.schedule = x.schedule;
+    same.guider = x.guider;
     Txt2ImgResult r;
     r.sampler = result.sampler;
     r.image = result.experiments[e].image;
@@ -166,6 +170,7 @@ void run_lab_command(const LabArgs& a) {
   in.filmstrip_steps = filmstrip_steps(a.decode_steps, static_cast<int>(result.experiments[0].steps.size()));
   for (const LabExperimentResult& r : result.experiments) {
     in.decoded.emplace_back();
+    if (a.no_previews) continue;
     for (int k : in.filmstrip_steps) {
       const LabStep& s = r.steps[static_cast<size_t>(k)];
       std::array<Tensor, 3> pictures;
@@ -195,8 +200,8 @@ void run_lab_command(const LabArgs& a) {
               {{"Description", "otter lab: " + order + " (left to right); prompt: " + a.prompt}});
   }
   std::cout << (dir / "contact_sheet.png").string() << "\n";
-  log(a.quiet, cat("otter: lab: report with ", in.filmstrip_steps.size(), " decoded steps per filmstrip (",
-                   3 * in.filmstrip_steps.size() * result.experiments.size(), " VAE decodes) in ",
+  log(a.quiet, cat("otter: lab: report with ", in.filmstrip_steps.size(), " steps per filmstrip (",
+                   a.no_previews ? 0 : 3 * in.filmstrip_steps.size() * result.experiments.size(), " VAE decodes) in ",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_report).count(), " s"));
   std::cout << (dir / "index.html").string() << "\n";
 }
@@ -219,6 +224,9 @@ void add_lab_command(CLI::App& app) {
   cmd->add_option("--experiments", a->experiments,
                   "Comma-separated names to run (default all: cond, uncond, cfg, negative, reversed, scheduled, "
                   "scale X for each sweep scale)");
+  cmd->add_option("--guidance", a->guidance,
+                  "Also run this guider recipe as an experiment (as otter generate --guidance; repeatable; not the "
+                  "perturbed ones yet)");
   cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
   cmd->add_option("--decode-steps", a->decode_steps,
                   "Steps (1-based) whose predicted clean images the filmstrips show, decoded by the VAE (default: 5 "
@@ -228,6 +236,8 @@ void add_lab_command(CLI::App& app) {
   cmd->add_option("-H,--height", a->height, "Image height")->check(CLI::Range(8, 16384));
   cmd->add_option("--precision", a->precision, "f32, bf16, f16 or auto")->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--no-previews", a->no_previews,
+                "No VAE decodes of the predicted clean images: the filmstrips show the difference heat maps only");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
   cmd->callback([a] { run_lab_command(*a); });
 }

@@ -16,12 +16,13 @@ std::string number(float v) {
 }
 
 bool same_settings(const LabExperiment& a, const LabExperiment& b) {
-  return a.negative == b.negative && a.schedule.describe() == b.schedule.describe();
+  return !a.guider && !b.guider && a.negative == b.negative && a.schedule.describe() == b.schedule.describe();
 }
 
 }  // namespace
 
 std::string LabExperiment::generate_options() const {
+  if (guider) return "--guidance '" + guider->to_string() + "'";
   std::string out = schedule.kind() == GuidanceSchedule::Kind::Constant ? "--cfg-scale " + schedule.describe()
                                                                          : "--cfg-schedule " + schedule.describe();
   if (!negative.empty()) out += " -n \"" + negative + "\"";
@@ -56,8 +57,7 @@ std::vector<LabExperiment> lab_experiments(const LabSettings& s) {
     if (std::none_of(all.begin(), all.end(), [&](const LabExperiment& x) { return same_settings(x, e); }))
       all.push_back(e);
   }
-  if (s.only.empty()) return all;
-  std::vector<LabExperiment> chosen;
+  std::vector<LabExperiment> chosen = s.only.empty() ? all : std::vector<LabExperiment>{};
   for (const std::string& name : s.only) {
     const auto it = std::find_if(all.begin(), all.end(), [&](const LabExperiment& e) { return e.name == name; });
     if (it == all.end()) {
@@ -66,6 +66,15 @@ std::vector<LabExperiment> lab_experiments(const LabSettings& s) {
       throw Error(cat("--experiments: no experiment '", name, "'; they are: ", known));
     }
     chosen.push_back(*it);
+  }
+  // --guidance experiments are always run (their recipes hold commas, so --experiments does not name them).
+  for (const std::string& text : s.guidance) {
+    LabExperiment e{text, "", GuidanceSchedule::constant(1.0f),
+                    "The guider " + text + " (otter generate --guidance), from the same noise as the others.",
+                    GuidanceRecipe::parse(text)};
+    OTTER_CHECK(!e.guider->make()->perturbation(), "otter lab runs guiders without a perturbed prediction; ", text,
+                " needs one (pag, seg, slg and autoguidance are not in the lab yet): run it with otter generate");
+    chosen.push_back(std::move(e));
   }
   return chosen;
 }

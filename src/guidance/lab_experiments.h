@@ -11,10 +11,14 @@
 //   reversed   guidance away from the prompt, u + s·(u − c) (= scale −s)
 //   scheduled  the scale lowered over the steps (linear:s:1)
 //   scale X    the sweep (--scales)
+//   RECIPE     any guider without a perturbed prediction (--guidance, repeatable), as
+//              `otter generate --guidance RECIPE`
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "guidance/guidance_recipe.h"
 #include "guidance/guidance_schedule.h"
 
 namespace otter {
@@ -24,6 +28,7 @@ struct LabExperiment {
   std::string negative;   // the baseline's text ("" = the empty prompt)
   GuidanceSchedule schedule = GuidanceSchedule::constant(7.5f);
   std::string caption;    // what it shows, in plain language
+  std::optional<GuidanceRecipe> guider = std::nullopt;  // a --guidance experiment (then schedule is unused)
   // The equivalent `otter generate` options (besides prompt, seed, steps, sampler, size).
   std::string generate_options() const;
 };
@@ -32,7 +37,8 @@ struct LabSettings {
   float cfg_scale = 7.5f;
   std::string negative = "solar system with 9 planets";  // the original experiment's baseline
   std::vector<float> scales{15.0f};                       // the sweep, beyond the named experiments
-  std::vector<std::string> only;                          // --experiments: names to run (empty = all)
+  std::vector<std::string> only;                          // --experiments: named ones to run (empty = all)
+  std::vector<std::string> guidance;                      // --guidance recipes, each an experiment (always run)
 };
 
 // The experiments, in the report's order; a sweep scale equal to a named experiment's is not

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "guidance/guider.h"
 #include "guidance/noise_prediction.h"
 #include "models/vae_tiling.h"
 #include "pipeline/txt2img.h"
@@ -100,6 +101,17 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
     for (int64_t i = 0; i < l.numel(); ++i) l.f32()[i] *= sigma0;
     latents.push_back(l);
   }
+  // Guider experiments keep their own guider (state such as APG's momentum is per experiment).
+  std::vector<std::unique_ptr<Guider>> guiders;
+  for (const LabExperiment& e : request.experiments) {
+    guiders.push_back(e.guider ? e.guider->make() : nullptr);
+    if (guiders.back()) {
+      guiders.back()->check_latent_size(h, w);
+      OTTER_CHECK(!guiders.back()->renoises_with_uncond() || samplers[0]->supports_cfg_pp(), e.name,
+                  ": CFG++ needs --sampler euler or ddim, not ", result.sampler);
+      guiders.back()->reset();
+    }
+  }
   const std::vector<Evaluation> plan = plan_evaluations(*samplers[0], request.steps);
   const PredictionType prediction = samplers[0]->prediction_type();
 
@@ -141,11 +153,25 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
     for (size_t e = 0; e < E; ++e) {
       const Tensor u = out.slice(0, rows_of[e].first, rows_of[e].first + 1).contiguous();
       const Tensor c = out.slice(0, rows_of[e].second, rows_of[e].second + 1).contiguous();
-      const Tensor eps = lab_guided(request.experiments[e], u, c, plan[k].step, request.steps);
+      // A guider sees exactly what otter generate hands it: the uncond prediction only where it asks.
+      Tensor eps;
+      bool renoise = false;
+      if (guiders[e]) {
+        const GuiderStep gs{plan[k].step, request.steps, plan[k].timestep, plan[k].sigma};
+        Predictions p;
+        p.cond = c;
+        if (guiders[e]->needs(gs).uncond) p.uncond = u;
+        renoise = guiders[e]->renoises_with_uncond() && p.uncond.defined();
+        eps = guiders[e]->combine(gs, p);
+      } else {
+        eps = lab_guided(request.experiments[e], u, c, plan[k].step, request.steps);
+      }
       LabStep s;
       s.timestep = plan[k].timestep;
       s.sigma = plan[k].sigma;
-      s.scale = request.experiments[e].schedule.at(plan[k].step, request.steps);
+      s.scale = request.experiments[e].guider
+                    ? static_cast<float>(request.experiments[e].guider->params.value("guidance_scale", NAN))
+                    : request.experiments[e].schedule.at(plan[k].step, request.steps);
       s.delta = difference(c, u).squeeze_front();
       s.norm_cond = norm(c), s.norm_uncond = norm(u), s.norm_delta = norm(s.delta), s.norm_guided = norm(eps);
       double dot = 0;
@@ -155,7 +181,10 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
       s.x0_uncond = predicted_clean(prediction, s.sigma, inputs[e], u).squeeze_front();
       s.x0_guided = predicted_clean(prediction, s.sigma, inputs[e], eps).squeeze_front();
       result.experiments[e].steps.push_back(std::move(s));
-      samplers[e]->step(eps, static_cast<int>(k), latents[e], noises[e]);
+      if (renoise)
+        samplers[e]->step_cfg_pp(eps, u, static_cast<int>(k), latents[e], noises[e]);
+      else
+        samplers[e]->step(eps, static_cast<int>(k), latents[e], noises[e]);
     }
     if (progress) progress(static_cast<int>(k), static_cast<int>(plan.size()), static_cast<int64_t>(rows.size()));
   }

@@ -165,6 +165,7 @@ std::string lab_report_html(const LabReportInput& in) {
     h += "</tr>\n";
     const char* rows[] = {"x&#770;0 (cond)", "x&#770;0 (uncond)", "&Delta; = c &minus; u", "x&#770;0 (guided)"};
     for (int row = 0; row < 4; ++row) {
+      if (row != 2 && in.decoded[e].empty()) continue;  // --no-previews: Δ only
       h += std::string("<tr><th>") + rows[row] + "</th>";
       for (size_t j = 0; j < in.filmstrip_steps.size(); ++j) {
         const int k = in.filmstrip_steps[j];

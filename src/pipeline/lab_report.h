@@ -17,7 +17,7 @@ struct LabReportInput {
   std::string model_name, precision;
   std::vector<int> filmstrip_steps;  // evaluations shown in the filmstrips
   // Per experiment, per filmstrip step: the VAE's decode of x̂0(cond), x̂0(uncond), x̂0(guided),
-  // each [H, W, 3] bytes.
+  // each [H, W, 3] bytes; empty for an experiment when previews are off (the filmstrip shows Δ only).
   std::vector<std::vector<std::array<Tensor, 3>>> decoded;
 };
 

@@ -75,6 +75,42 @@ TEST(Lab, EveryExperimentIsItsOtterGenerateRunBitForBit) {
   for (const LabStep& s : lab.experiments[1].steps) EXPECT_EQ(testing::max_abs_diff(s.x0_guided, s.x0_uncond), 0.0);
 }
 
+// Guider experiments (--guidance): stateful APG, a step window, CFG++ with its own sampler step:
+// each equals otter generate --guidance RECIPE bit for bit.
+TEST(Lab, GuiderExperimentsAreTheirGenerateRuns) {
+  auto backend = make_cpu_backend(Precision::F32);
+  auto model = StableDiffusion::load(find_default_model(), *backend);
+  LabSettings settings;
+  settings.only = {"cfg"};
+  settings.guidance = {"apg:scale=5,momentum=-0.5,eta=0", "cfg:scale=9,start=0.3", "cfg_pp:scale=0.6"};
+  LabRequest request;
+  request.prompt = "a green square";
+  request.experiments = lab_experiments(settings);
+  ASSERT_EQ(request.experiments.size(), 4u);
+  request.width = request.height = 64;
+  request.steps = 5;
+  request.sampler = "ddim";
+  request.seed = 4;
+  request.decode = false;
+  const LabResult lab = run_lab(*model, request);
+  for (size_t e = 0; e < request.experiments.size(); ++e) {
+    Txt2ImgRequest r;
+    r.prompts = {request.prompt};
+    r.width = r.height = 64;
+    r.steps = request.steps;
+    r.sampler = request.sampler;
+    r.seed = request.seed;
+    r.decode = false;
+    r.guidance.schedule = request.experiments[e].schedule;
+    r.guider = request.experiments[e].guider;
+    const Txt2ImgResult alone = txt2img(*model, r);
+    EXPECT_EQ(testing::max_abs_diff(lab.experiments[e].final_latents, alone.final_latents), 0.0)
+        << request.experiments[e].name;
+  }
+  settings.guidance = {"pag:layers=mid"};
+  EXPECT_THROW((void)lab_experiments(settings), Error);
+}
+
 TEST(Lab, ExperimentsArePickedByNameAndUnknownNamesListTheKnownOnes) {
   LabSettings s;
   s.only = {"cfg", "reversed"};
