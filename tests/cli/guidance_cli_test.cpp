@@ -93,6 +93,44 @@ TEST(OtterGuidance, ComposablePromptsTakeOneRowPerSubPrompt) {
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
+// Every method runs from the CLI on tiny-sd1 (3 DDIM steps), and the rows it logs are the rows
+// otter-bench's table plans for it.
+TEST(OtterGuidance, EveryMethodRunsOnTinySd1) {
+  OTTER_REQUIRE_SHARED(shared);
+  const std::string out = (std::filesystem::temp_directory_path() / cat("otter_methods_", ::getpid(), ".png")).string();
+  const struct {
+    const char* options;
+    int rows;  // for 3 DDIM steps
+  } methods[] = {
+      {"--cfg-scale 7.5", 6},
+      {"--guidance cfg", 6},
+      {"--guidance cfg_zero_star", 6},
+      {"--guidance apg", 6},
+      {"--guidance tcfg", 6},
+      {"--guidance mambo", 6},
+      {"--guidance apg_mix", 6},
+      {"--guidance fdg", 6},
+      {"--guidance cfg_pp", 6},
+      {"--guidance pag:layers=mid", 9},
+      {"--guidance PerturbedAttentionGuidance:perturbed_guidance_stop=1,layers=down.1", 8},
+      {"--guidance seg:layers=up.1", 8},
+      {"--guidance slg:skip_layer_guidance_stop=1,layers=mid", 8},
+      {"--guidance autoguidance:layers=mid", 6},
+      {"--guidance 'cfg;interval=0.5..5'", 5},
+      {"AND", 9},  // the prompt "an otter AND a hat :0.5"
+  };
+  for (const auto& m : methods) {
+    const bool composable = std::string(m.options) == "AND";
+    const testing::OtterRun r = testing::run_otter(
+        cat("generate -m '", (shared / "models" / "tiny-sd1").string(), "' -p '",
+            composable ? "an otter AND a hat :0.5" : "an otter", "' --steps 3 --sampler ddim ", composable ? "" : m.options,
+            " -o '", out, "'"));
+    EXPECT_EQ(r.status, 0) << m.options << "\n" << r.err;
+    EXPECT_TRUE(testing::contains(r.err, cat("sampler ddim, ", m.rows, " UNet rows"))) << m.options << "\n" << r.err;
+  }
+  std::filesystem::remove(out);
+}
+
 // A layer name that matches nothing fails before any work, listing the layers.
 TEST(OtterGuidance, UnknownLayerListsTheModelsLayers) {
   OTTER_REQUIRE_SHARED(shared);
