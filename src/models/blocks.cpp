@@ -1,5 +1,6 @@
 #include "models/blocks.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -113,35 +114,44 @@ MultiHeadAttention::MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t
 }
 
 Tensor MultiHeadAttention::forward(Backend& be, const Tensor& x, const Tensor* context, const Tensor* residual,
-                                  const RowPerturbation* perturbed) {
+                                  const BlockPerturbations* perturbed) {
   const Tensor& ctx = context ? *context : x;
   OTTER_CHECK(ctx.dim(0) == x.dim(0), "attention: context batch ", ctx.dim(0), " does not match the input batch ",
               x.dim(0), " (", ctx.describe(), " vs ", x.describe(), ")");
   Tensor q = be.linear(x, to_q_);
   const Tensor k = be.linear(ctx, to_k_);
   const Tensor v = be.linear(ctx, to_v_);
+  // PAG's rows (identity attention), in row order; SEG's rows get their queries blurred first.
+  std::vector<std::pair<int64_t, int64_t>> identity;
+  if (perturbed)
+    for (const RowPerturbation* p : *perturbed) {
+      OTTER_CHECK(!context, "attention: PAG's and SEG's perturbations apply to self-attention only");
+      if (p->kind == BlockPerturbation::IdentitySelfAttention) identity.emplace_back(p->row_begin, p->row_end);
+      if (p->kind == BlockPerturbation::BlurredQueries) {
+        q = q.contiguous();
+        blur_query_rows(q, p->row_begin, p->row_end, p->blur_sigma, p->blur_threshold_inf);
+      }
+    }
   Tensor attended;
-  if (perturbed && perturbed->kind == BlockPerturbation::IdentitySelfAttention) {
-    OTTER_CHECK(!context, "attention: PAG's identity attention applies to self-attention only");
-    // PAG: the perturbed rows' attention output is their value projection; the other rows attend
-    // as usual, in the groups before and after them.
-    const int64_t B = x.dim(0), r0 = perturbed->row_begin, r1 = perturbed->row_end;
+  if (identity.empty()) {
+    attended = be.attention(q, k, v, heads_, scale_);
+  } else {
+    // The identity rows' attention output is their value projection; the rows between them attend
+    // as usual, run by run.
+    std::sort(identity.begin(), identity.end());
     attended = Tensor::empty(v.shape(), DType::F32);
     const auto attend_rows = [&](int64_t a, int64_t b) {
       if (a < b)
         attended.slice(0, a, b).copy_from(
             be.attention(q.slice(0, a, b), k.slice(0, a, b), v.slice(0, a, b), heads_, scale_));
     };
-    attend_rows(0, r0);
-    attended.slice(0, r0, r1).copy_from(v.slice(0, r0, r1));
-    attend_rows(r1, B);
-  } else {
-    if (perturbed && perturbed->kind == BlockPerturbation::BlurredQueries) {
-      OTTER_CHECK(!context, "attention: SEG's query blur applies to self-attention only");
-      q = q.contiguous();
-      blur_query_rows(q, perturbed->row_begin, perturbed->row_end, perturbed->blur_sigma, perturbed->blur_threshold_inf);
+    int64_t row = 0;
+    for (const auto& [r0, r1] : identity) {
+      attend_rows(row, r0);
+      attended.slice(0, r0, r1).copy_from(v.slice(0, r0, r1));
+      row = r1;
     }
-    attended = be.attention(q, k, v, heads_, scale_);
+    attend_rows(row, x.dim(0));
   }
   return residual ? be.linear(attended, to_out_, *residual) : be.linear(attended, to_out_);
 }

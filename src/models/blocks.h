@@ -103,10 +103,10 @@ class MultiHeadAttention {
   MultiHeadAttention(ParamLoader p, int64_t query_dim, int64_t context_dim, int heads);
   // x [B, N, query_dim], context [B, M, context_dim] or null for self-attention; `residual` (the
   // output's shape, or null) is added by the output projection. `perturbed` (self-attention only):
-  // its rows get PAG's identity attention or SEG's blurred queries (row_perturbation.h); the other
-  // rows are computed as without it.
+  // their rows get PAG's identity attention or SEG's blurred queries (row_perturbation.h); the
+  // other rows are computed as without them.
   Tensor forward(Backend& be, const Tensor& x, const Tensor* context = nullptr, const Tensor* residual = nullptr,
-                 const RowPerturbation* perturbed = nullptr);
+                 const BlockPerturbations* perturbed = nullptr);
 
  private:
   int heads_;

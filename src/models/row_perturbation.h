@@ -26,11 +26,18 @@ struct RowPerturbation {
   // SEG's blur (diffusers' seg_blur_sigma, seg_blur_threshold_inf).
   double blur_sigma = 9999999.0, blur_threshold_inf = 9999.0;
 
+  // Further perturbations of other rows (disjoint ranges), each with its own kind and blocks: what
+  // one call over several experiments needs (otter lab). Not owned.
+  const RowPerturbation* next = nullptr;
+
   bool applies_to_block(int block) const {
     for (int b : blocks)
       if (b == block) return true;
     return false;
   }
 };
+
+// The perturbations of a chain that apply to one transformer block.
+using BlockPerturbations = std::vector<const RowPerturbation*>;
 
 }  // namespace otter

@@ -1,6 +1,8 @@
 #include "models/transformer2d.h"
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -19,16 +21,38 @@ BasicTransformerBlock::BasicTransformerBlock(ParamLoader p, int64_t dim, int64_t
       ff_in_(load_linear(p, "ff.net.0.proj", dim, 2 * 4 * dim)),
       ff_out_(load_linear(p, "ff.net.2", 4 * dim, dim)) {}
 
-void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& context, const RowPerturbation* perturbed) {
-  if (perturbed && perturbed->kind == BlockPerturbation::SkipBlock) {
-    // The skipped rows keep their input; the rows before and after them run the block alone.
-    const int64_t B = x.dim(0), r0 = perturbed->row_begin, r1 = perturbed->row_end;
-    for (const auto& [a, b] : {std::pair{int64_t{0}, r0}, std::pair{r1, B}}) {
-      if (a >= b) continue;
+void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& context, const BlockPerturbations* perturbed) {
+  std::vector<std::pair<int64_t, int64_t>> skipped;
+  if (perturbed)
+    for (const RowPerturbation* p : *perturbed)
+      if (p->kind == BlockPerturbation::SkipBlock) skipped.emplace_back(p->row_begin, p->row_end);
+  if (!skipped.empty()) {
+    // The skipped rows keep their input; the runs of rows between them run the block alone, with
+    // the other perturbations that fall on them moved to their rows.
+    std::sort(skipped.begin(), skipped.end());
+    const auto run = [&](int64_t a, int64_t b) {
+      if (a >= b) return;
+      std::vector<RowPerturbation> moved;
+      for (const RowPerturbation* p : *perturbed) {
+        if (p->kind == BlockPerturbation::SkipBlock || p->row_end <= a || p->row_begin >= b) continue;
+        RowPerturbation m = *p;
+        m.row_begin = std::max(p->row_begin, a) - a;
+        m.row_end = std::min(p->row_end, b) - a;
+        m.next = nullptr;
+        moved.push_back(m);
+      }
+      BlockPerturbations inner;
+      for (const RowPerturbation& m : moved) inner.push_back(&m);
       Tensor rows = x.slice(0, a, b).clone();
-      forward(be, rows, context.slice(0, a, b).contiguous());
+      forward(be, rows, context.slice(0, a, b).contiguous(), inner.empty() ? nullptr : &inner);
       x.slice(0, a, b).copy_from(rows);
+    };
+    int64_t row = 0;
+    for (const auto& [r0, r1] : skipped) {
+      run(row, r0);
+      row = r1;
     }
+    run(row, x.dim(0));
     return;
   }
   // Each skip connection is added by the output projection as it writes its result.
@@ -69,9 +93,12 @@ Tensor Transformer2D::forward(Backend& be, const Tensor& x, const Tensor& contex
   const int64_t height = x.dim(2), width = x.dim(3);
   // The projection's output is owned here, so the transformer blocks may update it in place.
   Tensor tokens = be.linear(to_tokens(be, be.group_norm(x, groups_, norm_)), proj_in_);
+  BlockPerturbations here;
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    const bool perturbed = perturbation && perturbation->applies_to_block(first_block_ + static_cast<int>(i));
-    blocks_[i].forward(be, tokens, context, perturbed ? perturbation : nullptr);
+    here.clear();
+    for (const RowPerturbation* p = perturbation; p; p = p->next)
+      if (p->applies_to_block(first_block_ + static_cast<int>(i))) here.push_back(p);
+    blocks_[i].forward(be, tokens, context, here.empty() ? nullptr : &here);
   }
   Tensor out = to_nchw(be, be.linear(tokens, proj_out_), height, width);
   be.add_inplace(out, x);

@@ -13,8 +13,8 @@ class BasicTransformerBlock {
  public:
   BasicTransformerBlock(ParamLoader p, int64_t dim, int64_t context_dim, int heads);
   // x [B, N, dim] is updated in place (it must be a tensor the caller owns, not a shared view).
-  // `perturbed` (this block is one of its blocks): its rows are computed with its change.
-  void forward(Backend& be, Tensor& x, const Tensor& context, const RowPerturbation* perturbed = nullptr);
+  // `perturbed`: the perturbations that apply to this block (disjoint rows), each computed on its rows.
+  void forward(Backend& be, Tensor& x, const Tensor& context, const BlockPerturbations* perturbed = nullptr);
 
  private:
   NormWeights norm1_, norm2_, norm3_;

@@ -128,12 +128,13 @@ Tensor UNet::forward(Backend& be, const Tensor& sample_in, float timestep, const
 Tensor UNet::forward(Backend& be, const Tensor& sample_in, const Tensor& timesteps, const Tensor& context_in,
                      const DebugHook& hook, const RowPerturbation* perturbation) {
   check_inputs(sample_in, context_in);
-  if (perturbation) {
-    OTTER_CHECK(0 <= perturbation->row_begin && perturbation->row_begin <= perturbation->row_end &&
-                    perturbation->row_end <= sample_in.dim(0),
-                "UNet: perturbed rows [", perturbation->row_begin, ", ", perturbation->row_end, ") outside a batch of ",
-                sample_in.dim(0));
-    for (int b : perturbation->blocks)
+  for (const RowPerturbation* p = perturbation; p; p = p->next) {
+    OTTER_CHECK(0 <= p->row_begin && p->row_begin <= p->row_end && p->row_end <= sample_in.dim(0), "UNet: perturbed rows [",
+                p->row_begin, ", ", p->row_end, ") outside a batch of ", sample_in.dim(0));
+    for (const RowPerturbation* q = p->next; q; q = q->next)
+      OTTER_CHECK(q->row_end <= p->row_begin || q->row_begin >= p->row_end, "UNet: perturbed rows [", p->row_begin, ", ",
+                  p->row_end, ") and [", q->row_begin, ", ", q->row_end, ") overlap");
+    for (int b : p->blocks)
       OTTER_CHECK(b >= 0 && b < static_cast<int>(block_names_.size()), "UNet: no transformer block ", b, " (it has ",
                   block_names_.size(), ")");
   }

@@ -163,7 +163,8 @@ TEST(RowPerturbation, AttentionVariantsMatchNaiveReferences) {
       p.kind = v.kind;
       p.row_begin = 2, p.row_end = 3;
       p.blur_sigma = v.sigma, p.blur_threshold_inf = v.threshold;
-      const Tensor out = attn.forward(*be, x, nullptr, nullptr, &p).contiguous();
+      const BlockPerturbations list{&p};
+      const Tensor out = attn.forward(*be, x, nullptr, nullptr, &list).contiguous();
       for (int64_t b = 0; b < 3; ++b) {
         const std::vector<double> xr = row_of(x, b);
         std::vector<double> q = naive_linear(xr, f.wq, nullptr);
@@ -209,7 +210,8 @@ TEST(RowPerturbation, SkippedBlockPassesItsInputThrough) {
   RowPerturbation p;
   p.kind = BlockPerturbation::SkipBlock;
   p.row_begin = 1, p.row_end = 2;  // the middle row: groups before and after it run
-  block.forward(*be, skipped, context, &p);
+  const BlockPerturbations list{&p};
+  block.forward(*be, skipped, context, &list);
   EXPECT_EQ(testing::max_abs_diff(skipped.slice(0, 1, 2), x.slice(0, 1, 2)), 0.0);
   EXPECT_LE(testing::max_abs_diff(skipped.slice(0, 0, 1), plain.slice(0, 0, 1)), 1e-5);
   EXPECT_LE(testing::max_abs_diff(skipped.slice(0, 2, 3), plain.slice(0, 2, 3)), 1e-5);
@@ -273,6 +275,43 @@ TEST(RowPerturbation, UNetRowsOutsideThePerturbationAreUnchanged) {
         << static_cast<int>(kind);
     EXPECT_GT(testing::max_abs_diff(out.slice(0, 2, 3), plain.slice(0, 2, 3)), 1e-3) << static_cast<int>(kind);
   }
+}
+
+// Several perturbations in one call (otter lab's experiments): a chain over disjoint rows, each
+// with its own kind and layers, gives every row what a call with that row's perturbation alone
+// gives (PAG, SEG and SLG rows between ordinary ones).
+TEST(RowPerturbation, AChainGivesEachRowItsOwnPerturbation) {
+  OTTER_REQUIRE_SHARED(shared);
+  auto be = make_cpu_backend(Precision::F32);
+  auto model = StableDiffusion::load(shared / "models" / "tiny-sd1", *be);
+  UNet& unet = model->unet();
+  const Tensor x = random_normal_tensor(Shape{5, 4, 16, 16}, 80), context = random_normal_tensor(Shape{5, 77, 32}, 81);
+  const auto& names = unet.transformer_block_names();
+  RowPerturbation pag, seg, slg;
+  pag.kind = BlockPerturbation::IdentitySelfAttention, pag.blocks = choose_transformer_blocks(names, "mid");
+  seg.kind = BlockPerturbation::BlurredQueries, seg.blocks = choose_transformer_blocks(names, "down.0");
+  slg.kind = BlockPerturbation::SkipBlock, slg.blocks = choose_transformer_blocks(names, nlohmann::json::array({"mid", "up.3"}));
+  pag.row_begin = 1, pag.row_end = 2;
+  seg.row_begin = 3, seg.row_end = 4;
+  slg.row_begin = 4, slg.row_end = 5;
+  pag.next = &slg;  // any order
+  slg.next = &seg;
+  const Tensor chained = unet.forward(*be, x, 500.0f, context, {}, &pag);
+  const Tensor plain = unet.forward(*be, x, 500.0f, context);
+  const double tol = 1e-5 * testing::max_abs(plain);
+  for (int64_t r : {0, 2}) EXPECT_LE(testing::max_abs_diff(chained.slice(0, r, r + 1), plain.slice(0, r, r + 1)), tol) << r;
+  for (RowPerturbation* p : {&pag, &seg, &slg}) {
+    RowPerturbation alone = *p;
+    alone.next = nullptr;
+    const Tensor single = unet.forward(*be, x, 500.0f, context, {}, &alone);
+    const int64_t r = p->row_begin;
+    EXPECT_LE(testing::max_abs_diff(chained.slice(0, r, r + 1), single.slice(0, r, r + 1)), tol) << static_cast<int>(p->kind);
+    EXPECT_GT(testing::max_abs_diff(chained.slice(0, r, r + 1), plain.slice(0, r, r + 1)), 1e-3) << static_cast<int>(p->kind);
+  }
+  RowPerturbation overlapping = seg;
+  overlapping.row_begin = 1, overlapping.row_end = 3, overlapping.next = nullptr;
+  slg.next = &overlapping;
+  EXPECT_THROW((void)unet.forward(*be, x, 500.0f, context, {}, &pag), Error);
 }
 
 }  // namespace
