@@ -226,8 +226,8 @@ void add_lab_command(CLI::App& app) {
                   "Comma-separated names to run (default all: cond, uncond, cfg, negative, reversed, scheduled, "
                   "scale X for each sweep scale)");
   cmd->add_option("--guidance", a->guidance,
-                  "Also run this guider recipe as an experiment (as otter generate --guidance; repeatable; not the "
-                  "perturbed ones yet)");
+                  "Also run this guider recipe as an experiment, as otter generate --guidance runs it (repeatable; "
+                  "perturbed guiders included)");
   cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
   cmd->add_option("--decode-steps", a->decode_steps,
                   "Steps (1-based) whose predicted clean images the filmstrips show, decoded by the VAE (default: 5 "

@@ -11,8 +11,9 @@
 //   reversed   guidance away from the prompt, u + s·(u − c) (= scale −s)
 //   scheduled  the scale lowered over the steps (linear:s:1)
 //   scale X    the sweep (--scales)
-//   RECIPE     any guider without a perturbed prediction (--guidance, repeatable), as
-//              `otter generate --guidance RECIPE`
+//   RECIPE     any guider (--guidance, repeatable), as `otter generate --guidance RECIPE`; the
+//              perturbed ones (PAG, SEG, SLG, auto-guidance) get their own perturbed rows in the
+//              shared call
 #include <optional>
 #include <string>
 #include <vector>

@@ -4,10 +4,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <array>
 #include <map>
+#include <optional>
 
 #include "core/error.h"
 #include "guidance/guider.h"
+#include "guidance/guider_prediction.h"
 #include "guidance/noise_prediction.h"
 #include "models/vae_tiling.h"
 #include "pipeline/txt2img.h"
@@ -47,10 +50,12 @@ Tensor difference(const Tensor& a, const Tensor& b) {
   return d;
 }
 
-// One row the UNet evaluates: text `text` on the latents of experiment `latents_of`.
+// One row the UNet evaluates: text `text` on the latents of experiment `latents_of`, with the
+// perturbation of experiment `perturbed_by` (-1: none; such rows are never shared).
 struct Row {
   int text;
   int latents_of;
+  int perturbed_by = -1;
 };
 
 }  // namespace
@@ -101,10 +106,16 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
     for (int64_t i = 0; i < l.numel(); ++i) l.f32()[i] *= sigma0;
     latents.push_back(l);
   }
-  // Guider experiments keep their own guider (state such as APG's momentum is per experiment).
+  // Guider experiments keep their own guider (state such as APG's momentum is per experiment), and
+  // the perturbed ones their perturbation (PAG, SEG, SLG: a third row; auto-guidance: its uncond row).
   std::vector<std::unique_ptr<Guider>> guiders;
+  std::vector<std::optional<RowPerturbation>> perturbations;
+  std::vector<bool> perturbs_uncond;
   for (const LabExperiment& e : request.experiments) {
     guiders.push_back(e.guider ? e.guider->make() : nullptr);
+    perturbations.push_back(guiders.back() ? resolve_perturbation(*guiders.back(), model.unet().transformer_block_names())
+                                           : std::nullopt);
+    perturbs_uncond.push_back(perturbations.back() && guiders.back()->perturbation()->on_uncond);
     if (guiders.back()) {
       guiders.back()->check_latent_size(h, w);
       OTTER_CHECK(!guiders.back()->renoises_with_uncond() || samplers[0]->supports_cfg_pp(), e.name,
@@ -125,20 +136,36 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
       inputs.push_back(x);
     }
     std::vector<Row> rows;
-    std::vector<std::pair<int, int>> rows_of(E);  // (uncond row, cond row)
-    const auto row_for = [&](int text, size_t e) {
-      for (size_t r = 0; r < rows.size(); ++r) {
-        const Tensor& other = inputs[static_cast<size_t>(rows[r].latents_of)];
-        if (rows[r].text == text &&
-            std::memcmp(other.raw(), inputs[e].raw(), inputs[e].nbytes()) == 0)
-          return static_cast<int>(r);
-      }
-      rows.push_back({text, static_cast<int>(e)});
+    std::vector<std::array<int, 3>> rows_of(E, {-1, -1, -1});  // (uncond, cond, perturbed) rows
+    const auto row_for = [&](int text, size_t e, bool perturbed) {
+      if (!perturbed)
+        for (size_t r = 0; r < rows.size(); ++r) {
+          const Tensor& other = inputs[static_cast<size_t>(rows[r].latents_of)];
+          if (rows[r].perturbed_by < 0 && rows[r].text == text &&
+              std::memcmp(other.raw(), inputs[e].raw(), inputs[e].nbytes()) == 0)
+            return static_cast<int>(r);
+        }
+      rows.push_back({text, static_cast<int>(e), perturbed ? static_cast<int>(e) : -1});
       return static_cast<int>(rows.size() - 1);
     };
-    for (size_t e = 0; e < E; ++e) rows_of[e] = {row_for(baseline_of[e], e), row_for(0, e)};
-    result.rows_asked += 2 * E;
+    std::vector<Needs> needs(E);
+    for (size_t e = 0; e < E; ++e) {
+      if (guiders[e]) needs[e] = guiders[e]->needs(GuiderStep{plan[k].step, request.steps, plan[k].timestep, plan[k].sigma});
+      rows_of[e][0] = row_for(baseline_of[e], e, perturbs_uncond[e]);
+      rows_of[e][1] = row_for(0, e, false);
+      if (needs[e].perturbed) rows_of[e][2] = row_for(0, e, true);
+      result.rows_asked += 2 + needs[e].perturbed;
+    }
     result.unet_rows += rows.size();
+    // The perturbed rows' chain: each row its experiment's perturbation.
+    std::vector<RowPerturbation> chain;
+    for (size_t r = 0; r < rows.size(); ++r)
+      if (rows[r].perturbed_by >= 0) {
+        RowPerturbation p = *perturbations[static_cast<size_t>(rows[r].perturbed_by)];
+        p.row_begin = static_cast<int64_t>(r), p.row_end = static_cast<int64_t>(r) + 1;
+        chain.push_back(p);
+      }
+    for (size_t i = 0; i + 1 < chain.size(); ++i) chain[i].next = &chain[i + 1];
 
     // One UNet call on every row (uncond rows are not forced first: each row is independent).
     Tensor x_all = Tensor::empty(Shape{static_cast<int64_t>(rows.size()), C, h, w}, DType::F32);
@@ -148,11 +175,12 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
       const Tensor& text = states[static_cast<size_t>(rows[r].text)];
       ctx_all = ctx_all.defined() ? concat_rows(ctx_all, text) : text.contiguous().clone();
     }
-    const Tensor out = model.unet().forward(be, x_all, plan[k].timestep, ctx_all).contiguous();
+    const Tensor out =
+        model.unet().forward(be, x_all, plan[k].timestep, ctx_all, {}, chain.empty() ? nullptr : chain.data()).contiguous();
 
     for (size_t e = 0; e < E; ++e) {
-      const Tensor u = out.slice(0, rows_of[e].first, rows_of[e].first + 1).contiguous();
-      const Tensor c = out.slice(0, rows_of[e].second, rows_of[e].second + 1).contiguous();
+      const Tensor u = out.slice(0, rows_of[e][0], rows_of[e][0] + 1).contiguous();
+      const Tensor c = out.slice(0, rows_of[e][1], rows_of[e][1] + 1).contiguous();
       // A guider sees exactly what otter generate hands it: the uncond prediction only where it asks.
       Tensor eps;
       bool renoise = false;
@@ -160,7 +188,8 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
         const GuiderStep gs{plan[k].step, request.steps, plan[k].timestep, plan[k].sigma};
         Predictions p;
         p.cond = c;
-        if (guiders[e]->needs(gs).uncond) p.uncond = u;
+        if (needs[e].uncond) p.uncond = u;
+        if (needs[e].perturbed) p.perturbed = out.slice(0, rows_of[e][2], rows_of[e][2] + 1).contiguous();
         renoise = guiders[e]->renoises_with_uncond() && p.uncond.defined();
         eps = guiders[e]->combine(gs, p);
       } else {
