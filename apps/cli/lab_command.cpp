@@ -124,8 +124,11 @@ void run_lab_command(const LabArgs& a) {
   }();
   log(a.quiet, cat("otter: lab: ", result.unet_rows, " UNet rows in ", result.experiments[0].steps.size(),
                    " calls (", result.rows_asked - result.unet_rows, " shared rows computed once; otter generate "
-                   "would take ", alone, " for the same images, but the lab also evaluates the uncond rows of scale-1 "
-                   "steps for its statistics); text ", result.seconds_text, " s, denoise ",
+                   "would take ", alone, " for the same images",
+                   result.unet_rows > alone ? ": the lab also evaluates the uncond rows of scale-1 steps, for its "
+                                              "statistics"
+                                            : "",
+                   "); text ", result.seconds_text, " s, denoise ",
                    result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
 
   nlohmann::json report = {{"prompt", a.prompt}, {"seed", a.seed}, {"steps", a.steps}, {"sampler", result.sampler},
