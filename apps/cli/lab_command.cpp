@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -33,7 +34,7 @@ struct LabArgs {
   float cfg_scale = 7.5f;
   uint64_t seed = 0;
   int steps = 20, width = 0, height = 0, threads = 0;
-  std::vector<int> decode_steps;
+  std::string decode_steps;  // "" (five spread), "all", or 1-based steps "1,5,10"
   std::vector<std::string> guidance;
   bool quiet = false, no_previews = false;
 };
@@ -64,11 +65,23 @@ nlohmann::json step_json(const LabStep& s) {
 
 std::string file_name(const std::string& experiment) { return lab_image_name(experiment); }
 
-// The evaluations the filmstrips show: the 1-based steps given, or five spread from first to last.
-std::vector<int> filmstrip_steps(const std::vector<int>& given, int evaluations) {
+// The evaluations the filmstrips show: "all", the 1-based steps given, or five spread from first to last.
+std::vector<int> filmstrip_steps(const std::string& given, int evaluations) {
   std::vector<int> out;
+  if (given == "all") {
+    for (int k = 0; k < evaluations; ++k) out.push_back(k);
+    return out;
+  }
   if (!given.empty()) {
-    for (int s : given) {
+    for (const std::string& item : split_names(given)) {
+      int s = 0;
+      try {
+        size_t used = 0;
+        s = std::stoi(item, &used);
+        OTTER_CHECK(used == item.size(), "");
+      } catch (const std::exception&) {
+        throw Error(cat("--decode-steps: '", item, "' is not a step number; give steps like 1,10,20 or all"));
+      }
       OTTER_CHECK(s >= 1 && s <= evaluations, "--decode-steps: step ", s, " is not in 1..", evaluations);
       out.push_back(s - 1);
     }
@@ -93,6 +106,8 @@ void run_lab_command(const LabArgs& a) {
   request.steps = a.steps;
   request.sampler = a.sampler;
   request.seed = a.seed;
+  // A malformed --decode-steps fails before any work (its range is checked once the steps are known).
+  if (a.decode_steps != "all") (void)filmstrip_steps(a.decode_steps, std::numeric_limits<int>::max());
   const std::filesystem::path dir(a.output);
   std::filesystem::create_directories(dir);
   check_output_writable(dir / "lab.json");
@@ -233,9 +248,8 @@ void add_lab_command(CLI::App& app) {
                   "perturbed guiders included)");
   cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
   cmd->add_option("--decode-steps", a->decode_steps,
-                  "Steps (1-based) whose predicted clean images the filmstrips show, decoded by the VAE (default: 5 "
-                  "spread from first to last)")
-      ->delimiter(',');
+                  "Steps (1-based, e.g. 1,10,20, or all) whose predicted clean images the filmstrips show, decoded by "
+                  "the VAE (default: 5 spread from first to last)");
   cmd->add_option("-W,--width", a->width, "Image width (default: the model's native size)")->check(CLI::Range(8, 16384));
   cmd->add_option("-H,--height", a->height, "Image height")->check(CLI::Range(8, 16384));
   cmd->add_option("--precision", a->precision, "f32, bf16, f16 or auto")->capture_default_str();

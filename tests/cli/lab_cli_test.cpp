@@ -110,5 +110,24 @@ TEST(OtterLab, WritesImagesNumbersAndASelfContainedReport) {
   fs::remove_all(dir);
 }
 
+TEST(OtterLab, BadOptionsFailBeforeAnyWork) {
+  const fs::path dir = fs::temp_directory_path() / cat("otter_lab_bad_", ::getpid());
+  fs::remove_all(dir);
+  const struct {
+    const char* options;
+    const char* message;
+  } cases[] = {
+      {"--decode-steps 1,x", "--decode-steps: 'x' is not a step number"},
+      {"--experiments cfg,nonsense", "--experiments: no experiment 'nonsense'"},
+      {"--guidance 'apg:sigma=1'", "AdaptiveProjectedGuidance has no parameter sigma"},
+  };
+  for (const auto& c : cases) {
+    const testing::OtterRun r = testing::run_otter(cat("lab -p x --steps 2 ", c.options, " -o '", dir.string(), "'"));
+    EXPECT_NE(r.status, 0) << c.options;
+    EXPECT_TRUE(testing::contains(r.err, c.message)) << c.options << ": " << r.err;
+    EXPECT_FALSE(fs::exists(dir)) << c.options;
+  }
+}
+
 }  // namespace
 }  // namespace otter
