@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "generate_args.h"
 #include "io/generation_parameters.h"
 #include "io/png.h"
@@ -28,12 +29,6 @@ T number(const std::string& from, const std::string& key, const std::string& tex
   OTTER_CHECK(r.ec == std::errc() && r.ptr == text.data() + text.size(), from, ": parameter '", key, "' is '", text,
               "', not a number");
   return value;
-}
-
-std::string shortest(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
 }
 
 }  // namespace
@@ -70,7 +65,7 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
       a.guidance = *recipe;
     } else {
       if (const auto schedule = extra(p, "CFG schedule")) a.cfg_schedule = *schedule;
-      else if (p.cfg_scale) a.cfg_scale = shortest(*p.cfg_scale);
+      else if (p.cfg_scale) a.cfg_scale = shortest_text(*p.cfg_scale);
       if (const auto phi = extra(p, "CFG Rescale phi")) a.rescale = number<float>(a.from, "CFG Rescale phi", *phi);
     }
   }

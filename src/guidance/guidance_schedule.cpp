@@ -1,9 +1,9 @@
 #include "guidance/guidance_schedule.h"
 
-#include <charconv>
 #include <cmath>
 
 #include "core/error.h"
+#include "core/number_text.h"
 
 namespace otter {
 namespace {
@@ -99,23 +99,18 @@ void GuidanceSchedule::validate(int steps) const {
 }
 
 std::string GuidanceSchedule::describe() const {
-  // The shortest text that reads back as the same float (the PNG's schedule must reproduce the run).
-  auto num = [](float v) {
-    char buf[32];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v);
-    return std::string(buf, r.ptr);
-  };
+  // Each number in its shortest exact form: the PNG's schedule must reproduce the run.
   switch (kind_) {
-    case Kind::Constant: return num(start_);
-    case Kind::Linear: return "linear:" + num(start_) + ":" + num(end_);
-    case Kind::Cosine: return "cosine:" + num(start_) + ":" + num(end_);
+    case Kind::Constant: return shortest_text(start_);
+    case Kind::Linear: return "linear:" + shortest_text(start_) + ":" + shortest_text(end_);
+    case Kind::Cosine: return "cosine:" + shortest_text(start_) + ":" + shortest_text(end_);
     case Kind::List: {
       std::string s = "list:";
       for (size_t i = 0; i < list_.size(); ++i) {
-        // Appended piece by piece: `"," + num(...)` made GCC 12 warn falsely (-Wrestrict) in
+        // Appended piece by piece: `"," + shortest_text(...)` made GCC 12 warn falsely (-Wrestrict) in
         // the inlined std::string::insert.
         if (i) s += ',';
-        s += num(list_[i]);
+        s += shortest_text(list_[i]);
       }
       return s;
     }

@@ -1,19 +1,13 @@
 #include "guidance/lab_experiments.h"
 
 #include <algorithm>
-#include <charconv>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "guidance/classifier_free_guidance.h"
 
 namespace otter {
 namespace {
-
-std::string number(float v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
 
 bool same_settings(const LabExperiment& a, const LabExperiment& b) {
   return !a.guider && !b.guider && a.negative == b.negative && a.schedule.describe() == b.schedule.describe();
@@ -30,7 +24,7 @@ std::string LabExperiment::generate_options() const {
 }
 
 std::vector<LabExperiment> lab_experiments(const LabSettings& s) {
-  const std::string scale = number(s.cfg_scale);
+  const std::string scale = shortest_text(s.cfg_scale);
   std::vector<LabExperiment> all = {
       {"cond", "", GuidanceSchedule::constant(1.0f),
        "The prompt's prediction alone (scale 1): what the model makes of the prompt without guidance. Often "
@@ -52,8 +46,8 @@ std::vector<LabExperiment> lab_experiments(const LabSettings& s) {
        "layout forms, none while details settle."},
   };
   for (float v : s.scales) {
-    LabExperiment e{"scale " + number(v), "", GuidanceSchedule::constant(v),
-                    "Guidance at scale " + number(v) + ", for the sweep over scales."};
+    LabExperiment e{"scale " + shortest_text(v), "", GuidanceSchedule::constant(v),
+                    "Guidance at scale " + shortest_text(v) + ", for the sweep over scales."};
     if (std::none_of(all.begin(), all.end(), [&](const LabExperiment& x) { return same_settings(x, e); }))
       all.push_back(e);
   }

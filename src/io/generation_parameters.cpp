@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/number_text.h"
 
 namespace otter {
 namespace {
@@ -65,12 +66,6 @@ void check_extra_key(const std::string& key) {
     OTTER_CHECK(key != known, "generation parameters: '", key,
                 "' is a field of GenerationParameters; set the field instead of adding it to extra");
   }
-}
-
-std::string shortest(double value) {
-  std::array<char, 64> buf{};
-  const auto result = std::to_chars(buf.data(), buf.data() + buf.size(), value);
-  return std::string(buf.data(), result.ptr);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ std::string format_parameters(const GenerationParameters& params) {
   std::vector<std::pair<std::string, std::string>> fields;
   if (params.steps) fields.emplace_back("Steps", std::to_string(*params.steps));
   if (!params.sampler.empty()) fields.emplace_back("Sampler", params.sampler);
-  if (params.cfg_scale) fields.emplace_back("CFG scale", shortest(*params.cfg_scale));
+  if (params.cfg_scale) fields.emplace_back("CFG scale", shortest_text(*params.cfg_scale));
   if (params.seed) fields.emplace_back("Seed", std::to_string(*params.seed));
   if (params.width && params.height) fields.emplace_back("Size", cat(*params.width, "x", *params.height));
   if (!params.model.empty()) fields.emplace_back("Model", params.model);

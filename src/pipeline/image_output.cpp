@@ -5,23 +5,15 @@
 
 #include <cerrno>
 #include <cstring>
-#include <charconv>
 #include <map>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/png.h"
 
 namespace otter {
 namespace {
-
-// The shortest text that reads back as the same value (so --from reproduces it exactly).
-template <class T>
-std::string number(T v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
 
 const std::map<std::string, std::string>& webui_names() {
   static const std::map<std::string, std::string> names = {
@@ -74,9 +66,9 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
     p.extra.emplace_back("Batch size", std::to_string(batch));
     p.extra.emplace_back("Batch pos", std::to_string((request.noise_batch_rows > 0 ? request.noise_first_row : 0) + index));
   }
-  if (request.guidance.rescale > 0) p.extra.emplace_back("CFG Rescale phi", number(request.guidance.rescale));
+  if (request.guidance.rescale > 0) p.extra.emplace_back("CFG Rescale phi", shortest_text(request.guidance.rescale));
   if (request.guider) p.extra.emplace_back("Guidance", request.guider->to_string());
-  if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", number(request.sampler_options.eta));
+  if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", shortest_text(request.sampler_options.eta));
   if (request.text.clip_skip != 1) p.extra.emplace_back("Clip skip", std::to_string(request.text.clip_skip));
   if (request.text.long_prompt == LongPrompt::chunk) p.extra.emplace_back("Long prompt", "chunk");
   if (result.vae_tiled) p.extra.emplace_back("VAE tiles", "64");
