@@ -1,6 +1,6 @@
 #include "guidance/guider_prediction.h"
 
-#include <array>
+#include <vector>
 
 #include "core/error.h"
 #include "models/transformer_block_choice.h"
@@ -22,9 +22,17 @@ std::optional<RowPerturbation> resolve_perturbation(const Guider& guider,
 
 namespace {
 
+// [a; b; c] along dim 0, in one allocation.
 Tensor concat_all(std::initializer_list<Tensor> parts) {
-  Tensor out;
-  for (const Tensor& t : parts) out = out.defined() ? concat_rows(out, t) : t;
+  std::vector<int64_t> shape = parts.begin()->shape().to_vector();
+  shape[0] = 0;
+  for (const Tensor& t : parts) shape[0] += t.dim(0);
+  Tensor out = Tensor::empty(Shape(shape), parts.begin()->dtype());
+  int64_t row = 0;
+  for (const Tensor& t : parts) {
+    out.slice(0, row, row + t.dim(0)).copy_from(t);
+    row += t.dim(0);
+  }
   return out;
 }
 
@@ -62,18 +70,18 @@ Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float t
   const int perturbed_group = needs.perturbed ? groups - 1 : (needs.uncond && perturb_uncond_ ? 0 : -1);
   if (perturbed_group >= 0) perturbed_rows_ += static_cast<uint64_t>(B);
 
+  // The perturbation's rows are set in place for this call (no copy of its block list per step).
+  const auto perturb_rows = [&](int64_t begin) {
+    perturbation_->row_begin = begin;
+    perturbation_->row_end = begin + B;
+    return &*perturbation_;
+  };
   Predictions p;
   if (batching_ == CfgBatching::Split || groups == 1) {
     // One call per group, each with its own rows perturbed or not.
-    RowPerturbation all_rows;
-    if (perturbation_) {
-      all_rows = *perturbation_;
-      all_rows.row_begin = 0;
-      all_rows.row_end = B;
-    }
     int g = 0;
     const auto call = [&](const Tensor& context) {
-      const Tensor out = model(x, timestep, context, g == perturbed_group ? &all_rows : nullptr);
+      const Tensor out = model(x, timestep, context, g == perturbed_group ? perturb_rows(0) : nullptr);
       ++g;
       return out;
     };
@@ -84,13 +92,7 @@ Tensor GuiderPrediction::predict(const Denoiser& model, const Tensor& x, float t
   }
   const Tensor& context = groups == 3 ? context_ucp_ : needs.uncond ? context_uc_ : context_cp_;
   const Tensor xs = groups == 3 ? concat_all({x, x, x}) : concat_rows(x, x);
-  RowPerturbation rows;
-  if (perturbed_group >= 0) {
-    rows = *perturbation_;
-    rows.row_begin = perturbed_group * B;
-    rows.row_end = rows.row_begin + B;
-  }
-  const Tensor out = model(xs, timestep, context, perturbed_group >= 0 ? &rows : nullptr);
+  const Tensor out = model(xs, timestep, context, perturbed_group >= 0 ? perturb_rows(perturbed_group * B) : nullptr);
   int g = 0;
   if (needs.uncond) p.uncond = out.slice(0, B * g, B * (g + 1)), ++g;
   p.cond = out.slice(0, B * g, B * (g + 1)), ++g;
