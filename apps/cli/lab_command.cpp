@@ -63,8 +63,6 @@ nlohmann::json step_json(const LabStep& s) {
           {"cosine_cond_uncond", s.cosine}};
 }
 
-std::string file_name(const std::string& experiment) { return lab_image_name(experiment); }
-
 // The evaluations the filmstrips show: "all", the 1-based steps given, or five spread from first to last.
 std::vector<int> filmstrip_steps(const std::string& given, int evaluations) {
   std::vector<int> out;
@@ -167,11 +165,11 @@ void run_lab_command(const LabArgs& a) {
     r.sampler = result.sampler;
     r.image = result.experiments[e].image;
     r.final_latents = result.experiments[e].final_latents;
-    const auto png = save_images(dir / file_name(x.name), same, r, model->files().name,
+    const auto png = save_images(dir / lab_image_name(x.name), same, r, model->files().name,
                                  {{"Precision", precision_name(precision)}});
     nlohmann::json steps = nlohmann::json::array();
     for (const LabStep& s : result.experiments[e].steps) steps.push_back(step_json(s));
-    report["experiments"].push_back({{"name", x.name}, {"caption", x.caption}, {"image", file_name(x.name)},
+    report["experiments"].push_back({{"name", x.name}, {"caption", x.caption}, {"image", lab_image_name(x.name)},
                                      {"generate_options", x.generate_options()}, {"negative", x.negative},
                                      {"schedule", x.schedule.describe()}, {"steps", steps}});
     std::cout << png[0].string() << "\n";

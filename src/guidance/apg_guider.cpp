@@ -59,12 +59,7 @@ class ApgGuider : public CfgFamilyGuider {
     Tensor d = difference(c, u);
     const int64_t n = d.numel();
     if (momentum_) {
-      if (!running_.defined()) running_ = Tensor::zeros(d.shape(), DType::F32);
-      const float m = static_cast<float>(*momentum_);
-      for (int64_t i = 0; i < n; ++i) {
-        const float decayed = m * running_.f32()[i];
-        running_.f32()[i] = d.f32()[i] + decayed;
-      }
+      accumulate_momentum(running_, d, *momentum_);
       d = running_.clone();
     }
     prepare_groups(d.shape());

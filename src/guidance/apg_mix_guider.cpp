@@ -33,17 +33,10 @@ class ApgMixGuider : public CfgFamilyGuider {
  protected:
   Tensor guide(const GuiderStep& s, const Tensor& c, const Tensor& u) override {
     Tensor d = difference(c, u);
-    if (m_.momentum) {
-      if (!running_.defined()) running_ = Tensor::zeros(d.shape(), DType::F32);
-      const float m = static_cast<float>(*m_.momentum);
-      for (int64_t i = 0; i < d.numel(); ++i) {
-        const float decayed = m * running_.f32()[i];
-        running_.f32()[i] = d.f32()[i] + decayed;
-      }
-    }
+    if (m_.momentum) accumulate_momentum(running_, d, *m_.momentum);
     const bool apg = s.step > m_.start_step &&
                      !is_close(m_.apg_scale, p_.use_original_formulation ? 0.0 : 1.0);
-    if (!apg) return guided(u, c, difference(c, u), p_.guidance_scale, p_.use_original_formulation);
+    if (!apg) return CfgFamilyGuider::guide(s, c, u);
     if (m_.momentum) d = running_.clone();
     const int64_t rows = d.dim(0), n = d.numel() / rows;
     if (m_.norm_threshold > 0)

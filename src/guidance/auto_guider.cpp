@@ -16,11 +16,6 @@ class AutoGuider : public CfgFamilyGuider {
   std::string name() const override { return "AutoGuidance"; }
   std::optional<Perturbation> perturbation() const override { return degraded_; }
 
- protected:
-  Tensor guide(const GuiderStep&, const Tensor& c, const Tensor& u) override {
-    return guided(u, c, difference(c, u), p_.guidance_scale, p_.use_original_formulation);
-  }
-
  private:
   Perturbation degraded_;
 };

@@ -12,11 +12,6 @@ class CfgGuider : public CfgFamilyGuider {
  public:
   using CfgFamilyGuider::CfgFamilyGuider;
   std::string name() const override { return "ClassifierFreeGuidance"; }
-
- protected:
-  Tensor guide(const GuiderStep&, const Tensor& c, const Tensor& u) override {
-    return guided(u, c, difference(c, u), p_.guidance_scale, p_.use_original_formulation);
-  }
 };
 
 }  // namespace

@@ -29,6 +29,19 @@ void project(const Tensor& v0, const Tensor& v1, Tensor& parallel, Tensor& ortho
   }
 }
 
+Tensor CfgFamilyGuider::guide(const GuiderStep&, const Tensor& c, const Tensor& u) {
+  return guided(u, c, difference(c, u), p_.guidance_scale, p_.use_original_formulation);
+}
+
+void accumulate_momentum(Tensor& running, const Tensor& d, double momentum) {
+  if (!running.defined()) running = Tensor::zeros(d.shape(), DType::F32);
+  const float m = static_cast<float>(momentum);
+  for (int64_t i = 0; i < d.numel(); ++i) {
+    const float decayed = m * running.f32()[i];
+    running.f32()[i] = d.f32()[i] + decayed;
+  }
+}
+
 CfgParams read_cfg_params(const nlohmann::json& params, nlohmann::json& rest, double default_scale) {
   OTTER_CHECK(params.is_object() || params.is_null(), "guider parameters must be an object, got ", params.dump());
   rest = params.is_null() ? nlohmann::json::object() : params;

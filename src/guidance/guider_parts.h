@@ -77,8 +77,9 @@ class CfgFamilyGuider : public Guider {
   }
 
  protected:
-  // The guided prediction on a step where guidance is on; c and u contiguous f32.
-  virtual Tensor guide(const GuiderStep& s, const Tensor& c, const Tensor& u) = 0;
+  // The guided prediction on a step where guidance is on; c and u contiguous f32. By default the
+  // classic formula (ClassifierFreeGuidance, AutoGuidance); the other methods replace it.
+  virtual Tensor guide(const GuiderStep& s, const Tensor& c, const Tensor& u);
   Tensor finish(const Tensor& pred, const Tensor& cond) const {
     return p_.guidance_rescale > 0 ? rescale(pred, cond, p_.guidance_rescale) : pred;
   }
@@ -124,6 +125,9 @@ bool is_close(double a, double b);
 // par = <v0, v1n>·v1n, orth = v0 − par, computed in double, each rounded to f32 separately.
 // Inputs contiguous f32 of one shape.
 void project(const Tensor& v0, const Tensor& v1, Tensor& parallel, Tensor& orthogonal);
+
+// APG's momentum: running = d + m·running, elementwise in f32 (running made zero on first use).
+void accumulate_momentum(Tensor& running, const Tensor& d, double momentum);
 
 // (base + scale·(c − p)), elementwise in f32: the perturbed term added to a prediction.
 Tensor add_perturbed_term(const Tensor& base, const Tensor& c, const Tensor& p, double scale);

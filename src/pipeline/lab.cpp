@@ -117,9 +117,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
                                            : std::nullopt);
     perturbs_uncond.push_back(perturbations.back() && guiders.back()->perturbation()->on_uncond);
     if (guiders.back()) {
-      guiders.back()->check_latent_size(h, w);
-      OTTER_CHECK(!guiders.back()->renoises_with_uncond() || samplers[0]->supports_cfg_pp(), e.name,
-                  ": CFG++ needs --sampler euler or ddim, not ", result.sampler);
+      check_guider_fits(*guiders.back(), *samplers[0], h, w);
       guiders.back()->reset();
     }
   }

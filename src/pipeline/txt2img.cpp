@@ -115,29 +115,47 @@ PromptParts prompt_parts(const Txt2ImgRequest& r) {
 
 bool has_composable_prompts(const Txt2ImgRequest& request) { return prompt_parts(request).composable; }
 
+namespace {
+
+// The UNet rows one image takes at one evaluation, the one place that decides it: composable
+// prompts 1 + K; a guider what it needs; classic CFG 2, or 1 at scale 1.
+struct EvaluationRows {
+  int rows = 1;
+  bool uncond = false, perturbed = false;
+};
+
+EvaluationRows rows_at(const Txt2ImgRequest& r, const PromptParts& parts, const Guider* guider, const GuiderStep& s) {
+  if (parts.composable) {
+    size_t most = 1;
+    for (const auto& p : parts.per_prompt) most = std::max(most, p.size());
+    return {1 + static_cast<int>(most), true, false};
+  }
+  if (guider) {
+    const Needs n = guider->needs(s);
+    const bool perturbs_uncond = n.uncond && guider->perturbation() && guider->perturbation()->on_uncond;
+    return {1 + n.uncond + n.perturbed, n.uncond, n.perturbed || perturbs_uncond};
+  }
+  const bool guided = r.guidance.schedule.at(s.step, r.steps) != 1.0f;
+  return {1 + guided, guided, false};
+}
+
+}  // namespace
+
 int steps_without_uncond(const Txt2ImgRequest& request) {
-  if (has_composable_prompts(request)) return 0;  // the sum of sub-prompt directions needs u every step
+  const PromptParts parts = prompt_parts(request);
   const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
   int steps = 0;
   for (int s = 0; s < request.steps; ++s)
-    steps += guider ? !guider->needs(GuiderStep{s, request.steps, 0.0f}).uncond
-                    : request.guidance.schedule.at(s, request.steps) == 1.0f;
+    steps += !rows_at(request, parts, guider.get(), GuiderStep{s, request.steps, 0.0f}).uncond;
   return steps;
 }
 
 int unet_rows_per_image(const Txt2ImgRequest& request) {
-  if (const PromptParts parts = prompt_parts(request); parts.composable) {
-    size_t most = 1;
-    for (const auto& p : parts.per_prompt) most = std::max(most, p.size());
-    return 1 + static_cast<int>(most);
-  }
-  if (!request.guider) return steps_without_uncond(request) < request.steps ? 2 : 1;
-  const std::unique_ptr<Guider> guider = request.guider->make();
+  const PromptParts parts = prompt_parts(request);
+  const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
   int rows = 1;
-  for (int s = 0; s < request.steps; ++s) {
-    const Needs n = guider->needs(GuiderStep{s, request.steps, 0.0f});
-    rows = std::max(rows, 1 + n.uncond + n.perturbed);
-  }
+  for (int s = 0; s < request.steps; ++s)
+    rows = std::max(rows, rows_at(request, parts, guider.get(), GuiderStep{s, request.steps, 0.0f}).rows);
   return rows;
 }
 
@@ -170,22 +188,20 @@ PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConf
   rows.evaluations = sampler->num_evaluations();
   const PromptParts parts = prompt_parts(request);
   const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
-  const bool perturbs_uncond = guider && guider->perturbation() && guider->perturbation()->on_uncond;
   rows.exact = !(request.guider && request.guider->adaptive);
   for (const Evaluation& e : plan_evaluations(*sampler, request.steps)) {
-    if (parts.composable) {
-      size_t most = 1;
-      for (const auto& p : parts.per_prompt) most = std::max(most, p.size());
-      rows.rows += 1 + most;
-    } else if (guider) {
-      const Needs n = guider->needs(GuiderStep{e.step, request.steps, e.timestep, e.sigma});
-      rows.rows += 1 + n.uncond + n.perturbed;
-      rows.perturbed += n.perturbed || (n.uncond && perturbs_uncond);
-    } else {
-      rows.rows += request.guidance.schedule.at(e.step, request.steps) == 1.0f ? 1 : 2;
-    }
+    const EvaluationRows at = rows_at(request, parts, guider.get(), GuiderStep{e.step, request.steps, e.timestep, e.sigma});
+    rows.rows += static_cast<uint64_t>(at.rows);
+    rows.perturbed += at.perturbed;
   }
   return rows;
+}
+
+void check_guider_fits(const Guider& guider, const Sampler& sampler, int64_t h, int64_t w) {
+  guider.check_latent_size(h, w);
+  OTTER_CHECK(!guider.renoises_with_uncond() || sampler.supports_cfg_pp(),
+              "CFG++ needs a sampler whose step is a denoised estimate plus a noise direction: --sampler euler or "
+              "ddim, not ", sampler.name());
 }
 
 std::string default_sampler_for(const SchedulerConfig& config) {
@@ -222,14 +238,9 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // An unknown sampler or a bad step count fails here, before any work; each turn makes its own.
   make_sampler(result.sampler, scheduler, request.sampler_options)->set_timesteps(request.steps);
   request.guidance.schedule.validate(request.steps);
-  if (request.guider) {
-    const std::unique_ptr<Guider> g = request.guider->make();
-    g->check_latent_size(request.height / 8, request.width / 8);
-    OTTER_CHECK(!g->renoises_with_uncond() ||
-                    make_sampler(result.sampler, scheduler, request.sampler_options)->supports_cfg_pp(),
-                "CFG++ needs a sampler whose step is a denoised estimate plus a noise direction: --sampler euler or "
-                "ddim, not ", result.sampler);
-  }
+  if (request.guider)
+    check_guider_fits(*request.guider->make(), *make_sampler(result.sampler, scheduler, request.sampler_options),
+                      request.height / 8, request.width / 8);
 
   // Text: cond rows per prompt; uncond from the negative prompt(s), "" by default. Both padded to
   // the same number of 77-token windows so they can share one batch.

@@ -121,6 +121,10 @@ struct PlannedRows {
 };
 PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConfig& scheduler);
 
+// Throws, before any work, if `guider` cannot run on h x w latents (FDG's pyramid) or with this
+// sampler (CFG++ needs euler or ddim).
+void check_guider_fits(const Guider& guider, const Sampler& sampler, int64_t h, int64_t w);
+
 // [B, 3, H, W] decoded VAE output -> [B, H, W, 3] bytes, as diffusers' "pil" output does.
 Tensor to_uint8_image(const Tensor& decoded);
 
