@@ -5,10 +5,18 @@
 // thrown there is printed by main() as "otter: error: <message>" with exit status 1.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+#include <string>
+
 namespace otter::cli {
 
 void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_lab_command(CLI::App& app);
+
+// A line of the commands' log on stderr, unless -q.
+inline void log(bool quiet, const std::string& line) {
+  if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
+}
 
 }  // namespace otter::cli

@@ -60,10 +60,6 @@ class ProgressBar {
   double total_seconds_ = 0;
 };
 
-void log(bool quiet, const std::string& line) {
-  if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
-}
-
 void run_generate(const GenerateArgs& a) {
   OTTER_CHECK(a.rng == "cpu", "--rng ", a.rng, " is not available; otter reproduces torch's CPU generator (--rng cpu)");
   OTTER_CHECK(a.cfg_batch == "batched" || a.cfg_batch == "split", "--cfg-batch must be 'batched' or 'split', got '",

@@ -39,10 +39,6 @@ struct LabArgs {
   bool quiet = false, no_previews = false;
 };
 
-void log(bool quiet, const std::string& line) {
-  if (!quiet) std::fprintf(stderr, "%s\n", line.c_str());
-}
-
 std::vector<std::string> split_names(const std::string& list) {
   std::vector<std::string> out;
   std::string cur;
