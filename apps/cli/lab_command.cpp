@@ -10,6 +10,8 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <optional>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +24,7 @@
 #include "pipeline/image_output.h"
 #include "pipeline/lab.h"
 #include "pipeline/lab_report.h"
+#include "pipeline/latent_preview.h"
 #include "pipeline/txt2img.h"
 
 namespace otter::cli {
@@ -140,12 +143,19 @@ void run_lab_command(const LabArgs& a) {
                    "); text ", result.seconds_text, " s, denoise ",
                    result.seconds_denoise, " s, decode ", result.seconds_decode, " s"));
 
+  // The cheap preview map (read from its cache beside the model, or fitted once now).
+  std::optional<LatentPreview> map;
+  if (!a.no_previews) map = latent_preview_for(*model, [&](const std::string& line) { log(a.quiet, "otter: lab: " + line); });
   nlohmann::json report = {{"prompt", a.prompt}, {"seed", a.seed}, {"steps", a.steps}, {"sampler", result.sampler},
                            {"width", request.width}, {"height", request.height}, {"model", model->files().name},
                            {"precision", precision_name(precision)}, {"unet_rows", result.unet_rows},
                            {"rows_asked", result.rows_asked}, {"rows_one_by_one", alone},
                            {"seconds", {{"text", result.seconds_text}, {"denoise", result.seconds_denoise},
                                         {"decode", result.seconds_decode}}}};
+  if (map)
+    report["preview_map"] = {{"map", map->map.to_json()}, {"file", map->file.string()},
+                             {"held_out_mean_abs_error", map->held_out.mean_abs},
+                             {"held_out_p99_abs_error", map->held_out.p99_abs}};
   for (size_t e = 0; e < request.experiments.size(); ++e) {
     const LabExperiment& x = request.experiments[e];
     Txt2ImgRequest same;
@@ -173,18 +183,38 @@ void run_lab_command(const LabArgs& a) {
   write_file_atomically(dir / "lab.json", report.dump(1) + "\n");
   std::cout << (dir / "lab.json").string() << "\n";
 
-  // The report: x̂0 of each branch decoded by the real VAE at the filmstrip's steps.
+  // The report: x̂0 of each branch at every step through the cheap latent->RGB map, and decoded by
+  // the real VAE at the chosen steps.
   const auto t_report = std::chrono::steady_clock::now();
   LabReportInput in;
   in.request = &request;
   in.result = &result;
   in.model_name = model->files().name;
   in.precision = precision_name(precision);
-  in.filmstrip_steps = filmstrip_steps(a.decode_steps, static_cast<int>(result.experiments[0].steps.size()));
+  const int evaluations = static_cast<int>(result.experiments[0].steps.size());
+  in.decode_steps = filmstrip_steps(a.decode_steps, evaluations);
+  if (map) {
+    std::ostringstream note;
+    note.precision(3);
+    note << "pictures from a linear latent->RGB map (no VAE call; mean error " << map->held_out.mean_abs
+         << " levels of 255 against this VAE's decodes of held-out pictures)";
+    in.preview_note = note.str();
+  }
+  size_t previews = 0;
   for (const LabExperimentResult& r : result.experiments) {
+    in.previews.emplace_back();
     in.decoded.emplace_back();
     if (a.no_previews) continue;
-    for (int k : in.filmstrip_steps) {
+    if (map) {
+      const int64_t side = std::max(r.steps[0].x0_cond.dim(1), r.steps[0].x0_cond.dim(2));
+      const int scale = static_cast<int>(std::clamp<int64_t>(32 / side, 1, model->vae().config().downscale_factor()));
+      for (const LabStep& s : r.steps) {
+        in.previews.back().push_back(
+            {map->map.preview(s.x0_cond, scale), map->map.preview(s.x0_uncond, scale), map->map.preview(s.x0_guided, scale)});
+        previews += 3;
+      }
+    }
+    for (int k : in.decode_steps) {
       const LabStep& s = r.steps[static_cast<size_t>(k)];
       std::array<Tensor, 3> pictures;
       const Tensor* x0[3] = {&s.x0_cond, &s.x0_uncond, &s.x0_guided};
@@ -213,8 +243,9 @@ void run_lab_command(const LabArgs& a) {
               {{"Description", "otter lab: " + order + " (left to right); prompt: " + a.prompt}});
   }
   std::cout << (dir / "contact_sheet.png").string() << "\n";
-  log(a.quiet, cat("otter: lab: report with ", in.filmstrip_steps.size(), " steps per filmstrip (",
-                   a.no_previews ? 0 : 3 * in.filmstrip_steps.size() * result.experiments.size(), " VAE decodes) in ",
+  log(a.quiet, cat("otter: lab: report with ", previews, " latent->RGB previews and ",
+                   a.no_previews ? 0 : 3 * in.decode_steps.size() * result.experiments.size(), " VAE decodes (",
+                   in.decode_steps.size(), " steps) in ",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_report).count(), " s"));
   std::cout << (dir / "index.html").string() << "\n";
 }
@@ -242,14 +273,15 @@ void add_lab_command(CLI::App& app) {
                   "perturbed guiders included)");
   cmd->add_option("--sampler", a->sampler, "Sampler (default: the model's own)");
   cmd->add_option("--decode-steps", a->decode_steps,
-                  "Steps (1-based, e.g. 1,10,20, or all) whose predicted clean images the filmstrips show, decoded by "
-                  "the VAE (default: 5 spread from first to last)");
+                  "Steps (1-based, e.g. 1,10,20, or all) whose predicted clean images are also decoded by the VAE "
+                  "(default: 5 spread from first to last; every step has the cheap latent->RGB preview)");
   cmd->add_option("-W,--width", a->width, "Image width (default: the model's native size)")->check(CLI::Range(8, 16384));
   cmd->add_option("-H,--height", a->height, "Image height")->check(CLI::Range(8, 16384));
   cmd->add_option("--precision", a->precision, "f32, bf16, f16 or auto")->capture_default_str();
   cmd->add_option("--threads", a->threads, "CPU threads")->check(CLI::Range(0, 1024));
   cmd->add_flag("--no-previews", a->no_previews,
-                "No VAE decodes of the predicted clean images: the filmstrips show the difference heat maps only");
+                "No pictures of the predicted clean images (neither previews nor VAE decodes): the filmstrips show "
+                "the difference heat maps only");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress or log on stderr");
   cmd->callback([a] { run_lab_command(*a); });
 }

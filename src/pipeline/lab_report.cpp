@@ -123,14 +123,16 @@ Tensor delta_heat_map(const Tensor& delta_in, double max_norm) {
 std::string lab_report_html(const LabReportInput& in) {
   const LabRequest& rq = *in.request;
   const LabResult& rs = *in.result;
-  OTTER_CHECK(rs.experiments.size() == rq.experiments.size() && in.decoded.size() == rq.experiments.size(),
+  OTTER_CHECK(rs.experiments.size() == rq.experiments.size() && in.decoded.size() == rq.experiments.size() &&
+                  in.previews.size() == rq.experiments.size(),
               "lab report: results for ", rs.experiments.size(), " experiments, ", rq.experiments.size(), " asked");
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>otter lab: " +
                   escape(rq.prompt) + "</title>\n<style>\n"
                   "body{font-family:sans-serif;margin:1.5em;max-width:1100px}img{image-rendering:pixelated}"
                   "figure{display:inline-block;margin:0 .6em .8em 0;vertical-align:top;width:140px}"
                   "figcaption{font-size:11px}table{border-collapse:collapse}td,th{padding:2px 4px;font-size:11px}"
-                  "section{border-top:1px solid #ccc;margin-top:1.2em}.caption{max-width:760px}\n</style>\n</head>\n<body>\n";
+                  "section{border-top:1px solid #ccc;margin-top:1.2em}.caption{max-width:760px}"
+                  ".strip{overflow-x:auto}.note{font-size:12px;color:#444;margin:.3em 0}\n</style>\n</head>\n<body>\n";
   h += "<h1>otter lab</h1>\n<p>Prompt <b>" + escape(rq.prompt) + "</b>; seed " + std::to_string(rq.seed) + ", " +
        std::to_string(rq.steps) + " steps (" + escape(rs.sampler) + "), " + std::to_string(rq.width) + "x" +
        std::to_string(rq.height) + ", model " + escape(in.model_name) + ", " + escape(in.precision) + ". Every experiment "
@@ -150,7 +152,7 @@ std::string lab_report_html(const LabReportInput& in) {
     const LabExperimentResult& r = rs.experiments[e];
     h += "<section id=\"" + lab_image_name(x.name).substr(0, lab_image_name(x.name).size() - 4) + "\">\n<h2>" +
          escape(x.name) + "</h2>\n<p class=\"caption\">" + escape(x.caption) + " (<code>otter generate " +
-         escape(x.generate_options()) + "</code>)</p>\n<table>\n<tr><th></th>";
+         escape(x.generate_options()) + "</code>)</p>\n";
     double max_delta = 0;
     for (const LabStep& s : r.steps)
       for (int64_t i = 0; i < s.delta.dim(1) * s.delta.dim(2); ++i) {
@@ -161,21 +163,32 @@ std::string lab_report_html(const LabReportInput& in) {
         }
         max_delta = std::max(max_delta, std::sqrt(q));
       }
-    for (int k : in.filmstrip_steps) h += "<th>step " + std::to_string(k + 1) + "</th>";
-    h += "</tr>\n";
     const char* rows[] = {"x&#770;0 (cond)", "x&#770;0 (uncond)", "&Delta; = c &minus; u", "x&#770;0 (guided)"};
-    for (int row = 0; row < 4; ++row) {
-      if (row != 2 && in.decoded[e].empty()) continue;  // --no-previews: Δ only
-      h += std::string("<tr><th>") + rows[row] + "</th>";
-      for (size_t j = 0; j < in.filmstrip_steps.size(); ++j) {
-        const int k = in.filmstrip_steps[j];
-        const Tensor picture = row == 2 ? delta_heat_map(r.steps[static_cast<size_t>(k)].delta, max_delta)
-                                        : in.decoded[e][j][row == 3 ? 2 : static_cast<size_t>(row)];
-        h += "<td>" + img(picture, 72, rows[row]) + "</td>";
+    // A filmstrip: the four rows over `steps`, pictures from `pictures` (empty: Δ only).
+    const auto filmstrip = [&](const std::vector<int>& steps, const std::vector<std::array<Tensor, 3>>& pictures,
+                               int width) {
+      std::string t = "<div class=\"strip\"><table>\n<tr><th></th>";
+      for (int k : steps) t += "<th>" + std::to_string(k + 1) + "</th>";
+      t += "</tr>\n";
+      for (int row = 0; row < 4; ++row) {
+        if (row != 2 && pictures.empty()) continue;
+        t += std::string("<tr><th>") + rows[row] + "</th>";
+        for (size_t j = 0; j < steps.size(); ++j) {
+          const Tensor picture = row == 2 ? delta_heat_map(r.steps[static_cast<size_t>(steps[j])].delta, max_delta)
+                                          : pictures[j][row == 3 ? 2 : static_cast<size_t>(row)];
+          t += "<td>" + img(picture, width, rows[row]) + "</td>";
+        }
+        t += "</tr>\n";
       }
-      h += "</tr>\n";
-    }
-    h += "</table>\n";
+      return t + "</table></div>\n";
+    };
+    std::vector<int> every;
+    for (size_t k = 0; k < r.steps.size(); ++k) every.push_back(static_cast<int>(k));
+    h += "<p class=\"note\">Every step" + std::string(in.previews[e].empty() ? " (&Delta; only: previews off)" : ", " + escape(in.preview_note)) +
+         ":</p>\n" + filmstrip(every, in.previews[e], 40);
+    if (!in.decoded[e].empty())
+      h += "<p class=\"note\">Decoded by the VAE at the steps above each column:</p>\n" +
+           filmstrip(in.decode_steps, in.decoded[e], 72);
     std::vector<double> nc, nu, nd, ng, cos, scale;
     for (const LabStep& s : r.steps) {
       nc.push_back(s.norm_cond), nu.push_back(s.norm_uncond), nd.push_back(s.norm_delta), ng.push_back(s.norm_guided);

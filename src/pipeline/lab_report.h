@@ -1,9 +1,11 @@
 #pragma once
 // otter lab's report: ONE self-contained index.html (images inline as data: URIs, plots as inline
 // SVG drawn here, no script, no network) readable without otter — the experiments' final images
-// with their parameters; per experiment a caption, a filmstrip over the chosen steps of x̂0(cond),
-// x̂0(uncond), the difference Δ = c − u as a heat map and the guided x̂0, and plots of the
+// with their parameters; per experiment a caption, a filmstrip over EVERY step of x̂0(cond),
+// x̂0(uncond), the difference Δ = c − u as a heat map and the guided x̂0 (pictures from the cheap
+// latent->RGB map), the same decoded by the real VAE at a few chosen steps, and plots of the
 // predictions' norms and of cos(cond, uncond) over the steps.
+#include <array>
 #include <string>
 #include <vector>
 
@@ -15,9 +17,14 @@ struct LabReportInput {
   const LabRequest* request = nullptr;
   const LabResult* result = nullptr;
   std::string model_name, precision;
-  std::vector<int> filmstrip_steps;  // evaluations shown in the filmstrips
-  // Per experiment, per filmstrip step: the VAE's decode of x̂0(cond), x̂0(uncond), x̂0(guided),
-  // each [H, W, 3] bytes; empty for an experiment when previews are off (the filmstrip shows Δ only).
+  // Per experiment, per step (every step): the cheap map's pictures of x̂0(cond), x̂0(uncond),
+  // x̂0(guided), each [h', w', 3] bytes; empty when previews are off or the VAE has no map (the
+  // every-step filmstrip then shows Δ only). `preview_note` says what the map is and its error.
+  std::vector<std::vector<std::array<Tensor, 3>>> previews;
+  std::string preview_note;
+  std::vector<int> decode_steps;  // evaluations the VAE decoded
+  // Per experiment, per decode step: the VAE's decode of x̂0(cond), x̂0(uncond), x̂0(guided),
+  // each [H, W, 3] bytes; empty for an experiment when previews are off.
   std::vector<std::vector<std::array<Tensor, 3>>> decoded;
 };
 

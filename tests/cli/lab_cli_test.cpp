@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "io/png.h"
+#include "models/latent_rgb_map.h"
 #include "run_otter.h"
 
 namespace otter {
@@ -78,13 +79,20 @@ TEST(OtterLab, WritesImagesNumbersAndASelfContainedReport) {
   for (const char* n : {"cond", "uncond", "cfg", "negative", "reversed", "scheduled", "scale 15"})
     EXPECT_TRUE(testing::contains(html, cat("<h2>", n, "</h2>"))) << n;
   EXPECT_TRUE(testing::contains(html, "<div id=\"grid\">"));
-  // 7 grid images + per experiment 4 rows x 3 filmstrip steps.
+  // 7 grid images + per experiment 4 rows x 8 steps (the every-step filmstrip, from the cheap
+  // latent->RGB map) + 4 rows x 3 steps (the VAE's decodes).
   const auto count = [&](const std::string& what) {
     size_t n = 0;
     for (size_t at = html.find(what); at != std::string::npos; at = html.find(what, at + 1)) ++n;
     return n;
   };
-  EXPECT_EQ(count("<img "), 7u + 7u * 4u * 3u);
+  EXPECT_EQ(count("<img "), 7u + 7u * 4u * 8u + 7u * 4u * 3u);
+  EXPECT_TRUE(testing::contains(r.err, "168 latent->RGB previews and 63 VAE decodes")) << r.err;
+  EXPECT_TRUE(testing::contains(html, "levels of 255 against this VAE's decodes"));
+  // lab.json has the map used and its error, as in the cache file beside the model.
+  const LatentRgbMap map = LatentRgbMap::from_json(lab.at("preview_map").at("map"), "lab.json");
+  EXPECT_EQ(map.channels, 4);
+  EXPECT_GT(lab["preview_map"]["held_out_mean_abs_error"].get<double>(), 0.0);
   EXPECT_EQ(count("<svg "), 14u);
 
   // Rendered by a real browser, where one is installed (Debian's chromium; CI may lack it).
@@ -107,6 +115,22 @@ TEST(OtterLab, WritesImagesNumbersAndASelfContainedReport) {
   } else {
     std::printf("[ lab      ] chromium not installed: the page was checked but not rendered\n");
   }
+  fs::remove_all(dir);
+}
+
+// --no-previews: neither map pictures nor VAE decodes, the filmstrips show Δ only.
+TEST(OtterLab, NoPreviewsShowsTheDifferenceOnly) {
+  const fs::path dir = fs::temp_directory_path() / cat("otter_lab_np_", ::getpid());
+  fs::remove_all(dir);
+  const testing::OtterRun r = testing::run_otter(cat("lab -p 'a red circle' --seed 1 --steps 4 --experiments cfg,uncond "
+                                                     "--no-previews -o '", dir.string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(testing::contains(r.err, "0 latent->RGB previews and 0 VAE decodes")) << r.err;
+  const std::string html = read(dir / "index.html");
+  size_t images = 0;
+  for (size_t at = html.find("<img "); at != std::string::npos; at = html.find("<img ", at + 1)) ++images;
+  EXPECT_EQ(images, 2u + 2u * 4u);  // the grid, then Δ at each of 4 steps per experiment
+  expect_balanced(html);
   fs::remove_all(dir);
 }
 
