@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "models/query_blur.h"
@@ -75,7 +76,7 @@ Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_s
   Tensor h = be.conv2d(x, group_norm_silu(norm1_, groups_), conv1_);
   if (has_time_) {
     OTTER_CHECK(temb_silu != nullptr, "ResnetBlock2D with a time projection called without a time embedding");
-    const Tensor t = be.linear(*temb_silu, time_proj_);  // [1 or B, out]
+    const Tensor t = linear_per_distinct_row(be, *temb_silu, time_proj_);  // [1 or B, out]
     OTTER_CHECK(t.dim(0) == 1 || t.dim(0) == h.dim(0), "time embedding has ", t.dim(0), " rows for a batch of ",
                 h.dim(0));
     be.add_inplace(h, t.reshape(Shape{t.dim(0), t.dim(1), 1, 1}));  // broadcast over H, W (and batch if 1 row)
@@ -84,6 +85,24 @@ Tensor ResnetBlock2D::forward(Backend& be, const Tensor& x, const Tensor* temb_s
   Tensor out = be.conv2d(h, group_norm_silu(norm2_, groups_), conv2_, has_shortcut_ ? be.conv2d(x, shortcut_) : x);
   if (output_scale_ != 1.0f) out = be.scale(out, 1.0f / output_scale_);
   return out;
+}
+
+Tensor linear_per_distinct_row(Backend& be, const Tensor& x_in, LinearWeights& w) {
+  if (x_in.dim(0) == 1) return be.linear(x_in, w);
+  const Tensor x = x_in.contiguous();
+  const int64_t B = x.dim(0);
+  const size_t row_bytes = x.nbytes() / static_cast<size_t>(B);
+  const auto* bytes = static_cast<const unsigned char*>(x.raw());
+  std::vector<Tensor> rows;
+  rows.reserve(static_cast<size_t>(B));
+  for (int64_t r = 0; r < B; ++r) {
+    if (r > 0 && std::memcmp(bytes + r * row_bytes, bytes + (r - 1) * row_bytes, row_bytes) == 0) {
+      rows.push_back(rows.back());
+      continue;
+    }
+    rows.push_back(be.linear(x.slice(0, r, r + 1), w));
+  }
+  return be.concat(rows, 0);
 }
 
 // ---- Downsample2D / Upsample2D ----

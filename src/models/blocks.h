@@ -41,6 +41,12 @@ Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int
                         int stride = 1);
 // `name.weight` [out, in] and, when `bias`, `name.bias`.
 LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, int64_t out, bool bias = true);
+
+// x [B, in] -> [B, out], each run of identical rows computed as ONE row (a GEMM of M = 1) and
+// repeated: per-row timestep embeddings then have the bits of a batch where every row has the same
+// timestep (embedded once, M = 1) — what lets rows of different requests share a UNet call (otter
+// serve's continuous batching) with each row as when its request runs alone.
+Tensor linear_per_distinct_row(Backend& be, const Tensor& x, LinearWeights& w);
 // A GroupNorm's or LayerNorm's `name.weight` / `name.bias` [channels].
 NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels, float eps);
 

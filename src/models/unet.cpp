@@ -114,8 +114,10 @@ Tensor UNet::time_embedding(Backend& be, const Tensor& timesteps, int64_t batch,
   const Tensor proj = be.timestep_embedding(t, config_.block_out_channels[0], config_.flip_sin_to_cos,
                                             config_.freq_shift);
   if (hook) hook("time_proj", proj);
-  const Tensor emb =
-      be.linear(be.activation(be.linear(proj, time_linear_1_), Activation::SiLU), time_linear_2_);
+  // Several distinct timesteps (rows of different requests in one call): each row's embedding as
+  // when its timestep is embedded alone, bit for bit (linear_per_distinct_row).
+  const Tensor emb = linear_per_distinct_row(
+      be, be.activation(linear_per_distinct_row(be, proj, time_linear_1_), Activation::SiLU), time_linear_2_);
   if (hook) hook("time_embedding", emb);
   return be.activation(emb, Activation::SiLU);
 }

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/number_text.h"
+#include "io/atomic_file.h"
 #include "io/png.h"
 
 namespace otter {
@@ -95,18 +96,24 @@ void check_output_writable(const std::filesystem::path& out) {
   ::unlink(probe.c_str());
 }
 
+std::vector<uint8_t> encode_image_png(const Txt2ImgRequest& request, const Txt2ImgResult& result,
+                                      const std::string& model_name, int index,
+                                      const std::vector<std::pair<std::string, std::string>>& extra) {
+  const Tensor& images = result.image;
+  const int64_t H = images.dim(1), W = images.dim(2);
+  GenerationParameters params = describe_generation(request, result, model_name, index);
+  params.extra.insert(params.extra.end(), extra.begin(), extra.end());
+  return encode_png(images.data<uint8_t>() + index * H * W * 3, static_cast<int>(W), static_cast<int>(H),
+                    {{"parameters", format_parameters(params)}});
+}
+
 std::vector<std::filesystem::path> save_images(const std::filesystem::path& out, const Txt2ImgRequest& request,
                                                const Txt2ImgResult& result, const std::string& model_name,
                                                const std::vector<std::pair<std::string, std::string>>& extra) {
-  const Tensor& images = result.image;
-  const int64_t B = images.dim(0), H = images.dim(1), W = images.dim(2);
+  const int64_t B = result.image.dim(0);
   const auto paths = output_paths(out, B);
-  for (int64_t b = 0; b < B; ++b) {
-    GenerationParameters params = describe_generation(request, result, model_name, static_cast<int>(b));
-    params.extra.insert(params.extra.end(), extra.begin(), extra.end());
-    write_png(paths[static_cast<size_t>(b)], images.data<uint8_t>() + b * H * W * 3, static_cast<int>(W),
-              static_cast<int>(H), {{"parameters", format_parameters(params)}});
-  }
+  for (int64_t b = 0; b < B; ++b)
+    write_file_atomically(paths[static_cast<size_t>(b)], encode_image_png(request, result, model_name, static_cast<int>(b), extra));
   return paths;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Writing generated images as PNG files with their generation parameters in a `parameters`
 // text chunk (AUTOMATIC1111 webui's format, which other tools read and `otter info` prints).
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -24,6 +25,12 @@ std::vector<std::filesystem::path> output_paths(const std::filesystem::path& out
 
 // Fails early (before any work) when the folder of `out` cannot be written.
 void check_output_writable(const std::filesystem::path& out);
+
+// Image `index` of `result` as PNG bytes with its `parameters` chunk: the bytes save_images writes
+// (otter serve sends these, so a server image is the CLI's file).
+std::vector<uint8_t> encode_image_png(const Txt2ImgRequest& request, const Txt2ImgResult& result,
+                                      const std::string& model_name, int index,
+                                      const std::vector<std::pair<std::string, std::string>>& extra = {});
 
 // Writes every image of `result` (atomically: temp file, then rename); returns the paths. `extra`
 // parameters (e.g. the precision) are added to each image's.

@@ -29,21 +29,6 @@ double norm(const Tensor& t) {
   return std::sqrt(s);
 }
 
-// x̂0 from a prediction at k-diffusion level sigma, given the model input x_in (x_in·sqrt(σ²+1) is
-// the latent in sigma space for every sampler: the sigma samplers scale their latents by
-// 1/sqrt(σ²+1), the alpha ones hold sqrt(ᾱ)·x_sigma with σ² = (1−ᾱ)/ᾱ).
-Tensor predicted_clean(PredictionType type, float sigma, const Tensor& x_in, const Tensor& prediction) {
-  Tensor x_sigma = x_in.contiguous().clone();
-  const float up = std::sqrt(sigma * sigma + 1.0f);
-  for (int64_t i = 0; i < x_sigma.numel(); ++i) x_sigma.f32()[i] *= up;
-  Tensor x0 = Tensor::empty(x_sigma.shape(), DType::F32);
-  const Tensor p = prediction.contiguous();
-  const auto n = static_cast<size_t>(x0.numel());
-  detail::denoised_from_sigma(type, sigma, std::span<const float>(p.f32(), n), std::span<const float>(x_sigma.f32(), n),
-                              std::span<float>(x0.f32(), n));
-  return x0;
-}
-
 Tensor difference(const Tensor& a, const Tensor& b) {
   Tensor d = Tensor::empty(a.shape(), DType::F32);
   for (int64_t i = 0; i < a.numel(); ++i) d.f32()[i] = a.f32()[i] - b.f32()[i];

@@ -6,28 +6,11 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/base64.h"
 #include "io/png.h"
 
 namespace otter {
 namespace {
-
-std::string base64(const std::vector<uint8_t>& bytes) {
-  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    for (int k = 3; k >= 0; --k) out.push_back(table[(v >> (6 * k)) & 63]);
-  }
-  if (i + 1 == bytes.size()) {
-    const uint32_t v = bytes[i] << 16;
-    out += {table[(v >> 18) & 63], table[(v >> 12) & 63], '=', '='};
-  } else if (i + 2 == bytes.size()) {
-    const uint32_t v = (bytes[i] << 16) | (bytes[i + 1] << 8);
-    out += {table[(v >> 18) & 63], table[(v >> 12) & 63], table[(v >> 6) & 63], '='};
-  }
-  return out;
-}
 
 std::string escape(const std::string& s) {
   std::string out;
@@ -48,7 +31,7 @@ std::string img(const Tensor& rgb, int width, const std::string& alt) {
   const Tensor t = rgb.contiguous();
   const std::vector<uint8_t> png =
       encode_png(t.data<uint8_t>(), static_cast<int>(t.dim(1)), static_cast<int>(t.dim(0)), {});
-  return "<img src=\"data:image/png;base64," + base64(png) + "\" width=\"" + std::to_string(width) + "\" alt=\"" +
+  return "<img src=\"data:image/png;base64," + base64_encode(png) + "\" width=\"" + std::to_string(width) + "\" alt=\"" +
          escape(alt) + "\">";
 }
 

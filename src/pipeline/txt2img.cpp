@@ -346,9 +346,20 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       guidance_owner = std::make_unique<ClassifierFreeGuidance>(
           turn_uncond, prompt_rows(cond, r0, r1, request.images_per_prompt), request.guidance);
     NoisePrediction& guidance = *guidance_owner;
-    const Denoiser unet = [&](const Tensor& x, float t, const Tensor& context, const RowPerturbation* perturbation) {
-      return model.unet().forward(be, x, t, context, {}, perturbation);
+    const Denoiser unet = trace.unet ? trace.unet
+                                     : Denoiser([&](const Tensor& x, float t, const Tensor& context,
+                                                    const RowPerturbation* perturbation) {
+                                         return model.unet().forward(be, x, t, context, {}, perturbation);
+                                       });
+    // The caller hears when this turn's loop is over, however it ends.
+    struct LoopEnd {
+      const std::function<void()>& f;
+      ~LoopEnd() {
+        if (f) f();
+      }
     };
+    std::optional<LoopEnd> loop_end;
+    loop_end.emplace(LoopEnd{trace.denoise_end});
 
     // Samplers with several evaluations per step (Heun) repeat the step's timestep; the guidance
     // schedule is indexed by step, so count distinct consecutive timesteps.
@@ -386,6 +397,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       }
     }
     result.seconds_denoise += since(t0);
+    loop_end.reset();
     copy_rows_into(result.final_latents, latents, r0, B);
     result.unet_rows += guidance.unet_rows();
     result.perturbed_rows += guidance.perturbed_rows();

@@ -80,10 +80,15 @@ struct Txt2ImgResult {
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
 };
 
-// Per-evaluation observer for parity tests: called after each sampler step with the model input,
-// the guided prediction and the new latents.
+// Per-evaluation observer (parity tests, the server's previews): called after each sampler step
+// with the model input, the guided prediction and the new latents. And how a caller other than the
+// CLI runs the loop: `unet` replaces the model's UNet call (otter serve's batcher merges the rows
+// of several requests into one call there); `denoise_end` is called when a turn's denoising loop
+// has ended (before its decode), and when the loop is left by an exception.
 struct Txt2ImgTrace {
   std::function<void(int k, const Tensor& model_input, const Tensor& noise_pred, const Tensor& latents)> on_step;
+  Denoiser unet;
+  std::function<void()> denoise_end;
 };
 
 Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, const StepCallback& progress = {},

@@ -1,6 +1,9 @@
 #include "sampling/sampler.h"
 
+#include <cmath>
+
 #include "core/error.h"
+#include "sampling/sampler_common.h"
 
 namespace otter {
 
@@ -68,6 +71,18 @@ void Sampler::step(const Tensor& model_output, int index, Tensor& sample, NoiseG
   Tensor out = model_output.contiguous();
   OTTER_CHECK(out.dtype() == DType::F32, name(), ": model output must be F32, got ", out.describe());
   step(std::span<const float>(out.f32(), static_cast<size_t>(out.numel())), index, f32_span(sample, "sample"), noise);
+}
+
+Tensor predicted_clean(PredictionType type, float sigma, const Tensor& x_in, const Tensor& prediction) {
+  Tensor x_sigma = x_in.contiguous().clone();
+  const float up = std::sqrt(sigma * sigma + 1.0f);
+  for (int64_t i = 0; i < x_sigma.numel(); ++i) x_sigma.f32()[i] *= up;
+  Tensor x0 = Tensor::empty(x_sigma.shape(), DType::F32);
+  const Tensor p = prediction.contiguous();
+  const auto n = static_cast<size_t>(x0.numel());
+  detail::denoised_from_sigma(type, sigma, std::span<const float>(p.f32(), n), std::span<const float>(x_sigma.f32(), n),
+                              std::span<float>(x0.f32(), n));
+  return x0;
 }
 
 }  // namespace otter

@@ -111,4 +111,10 @@ std::string_view diffusers_class_of(std::string_view sampler_name);
 std::unique_ptr<Sampler> make_sampler(std::string_view name, const SchedulerConfig& model_config,
                                       const SamplerOptions& options = {});
 
+// x̂0, the clean latent a prediction points to at k-diffusion level sigma, given the UNet input
+// x_in (x_in·sqrt(σ²+1) is the latent in sigma space for every sampler: the sigma samplers scale
+// their latents by 1/sqrt(σ²+1), the alpha ones hold sqrt(ᾱ)·x_sigma with σ² = (1−ᾱ)/ᾱ). What
+// otter lab pictures and the server previews.
+Tensor predicted_clean(PredictionType type, float sigma, const Tensor& x_in, const Tensor& prediction);
+
 }  // namespace otter
