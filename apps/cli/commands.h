@@ -13,6 +13,7 @@ namespace otter::cli {
 void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_lab_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 // A line of the commands' log on stderr, unless -q.
 inline void log(bool quiet, const std::string& line) {

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   otter::cli::add_generate_command(app);
   otter::cli::add_lab_command(app);
+  otter::cli::add_serve_command(app);
   otter::cli::add_info_command(app);
   // The chosen subcommand's callback runs inside parse(), so its errors are caught here too.
   try {

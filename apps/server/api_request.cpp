@@ -1,0 +1,240 @@
+#include "api_request.h"
+
+#include <random>
+
+#include "core/error.h"
+#include "guidance/guidance_recipe.h"
+#include "model_registry.h"
+#include "pipeline/image_output.h"
+#include "sampling/sampler.h"
+
+namespace otter::serve {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& field, const std::string& message) { throw ApiError{400, message, field}; }
+
+const json* field(const json& body, const char* name) {
+  const auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string get_string(const json& body, const char* name, std::string fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_string()) bad(name, cat("'", name, "' must be a string, got ", v->type_name()));
+  return v->get<std::string>();
+}
+
+int64_t get_int(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  int64_t x = 0;
+  if (v->is_number_integer()) {
+    x = v->get<int64_t>();
+  } else if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>()))) {
+    x = static_cast<int64_t>(v->get<double>());  // 20.0 is 20
+  } else {
+    bad(name, cat("'", name, "' must be an integer, got ", v->is_number() ? v->dump() : v->type_name()));
+  }
+  if (x < lo || x > hi) bad(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
+  return x;
+}
+
+double get_number(const json& body, const char* name, double fallback, double lo, double hi) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_number()) bad(name, cat("'", name, "' must be a number, got ", v->type_name()));
+  const double x = v->get<double>();
+  if (!(x >= lo && x <= hi)) bad(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
+  return x;
+}
+
+void check_object(const json& body) {
+  if (!body.is_object()) bad("", cat("the request body must be a JSON object, got ", body.type_name()));
+}
+
+void check_size(const char* name, int64_t v) {
+  if (v % 8 != 0) bad(name, cat("'", name, "' is ", v, "; it must be a multiple of 8"));
+}
+
+// A sampler by the webui's display name ("DPM++ 2M", "Euler a") or otter's ("dpmpp_2m", "euler_a"),
+// with the webui's separate scheduler field ("Karras") folded in.
+std::string sampler_of(const std::string& name, const std::string& scheduler, const char* field_name) {
+  if (name.empty()) return "";
+  std::string otter = sampler_from_webui_name(name);
+  if (otter.empty()) {
+    std::string known;
+    for (std::string_view s : sampler_names()) known += (known.empty() ? "" : ", ") + webui_sampler_name(std::string(s));
+    bad(field_name, cat("unknown sampler '", name, "'; samplers: ", known));
+  }
+  if (scheduler.empty() || scheduler == "Automatic" || scheduler == "automatic") return otter;
+  if (scheduler == "Karras" || scheduler == "karras") {
+    const std::string karras = otter + "_karras";
+    for (std::string_view s : sampler_names())
+      if (s == karras) return karras;
+    if (otter.size() > 7 && otter.ends_with("_karras")) return otter;
+    bad("scheduler", cat("the Karras schedule is available for DPM++ 2M only; '", name, "' runs its own schedule"));
+  }
+  bad("scheduler", cat("unknown scheduler '", scheduler, "'; otter's are Automatic and Karras"));
+}
+
+uint64_t seed_of(const json& body) {
+  const int64_t seed = get_int(body, "seed", -1, -1, (int64_t{1} << 53));
+  return seed == -1 ? random_seed() : static_cast<uint64_t>(seed);
+}
+
+std::string model_of(const std::string& name, const ModelRegistry& models, const char* field_name) {
+  if (name.empty()) return "";
+  if (!models.has(name)) {
+    std::string known;
+    for (const auto& m : models.list()) known += (known.empty() ? "" : ", ") + m.name;
+    throw ApiError{400, cat("no model '", name, "'; this server has: ", known), field_name};
+  }
+  return name;
+}
+
+// cfg_scale, otter's guidance fields (a recipe, or a schedule and rescale) into the request.
+void guidance_of(const json& body, Txt2ImgRequest& r, double default_scale, const char* scale_field,
+                 const char* recipe_field, const char* schedule_field, const char* rescale_field) {
+  const double scale = get_number(body, scale_field, default_scale, -100, 100);
+  const std::string recipe = get_string(body, recipe_field, "");
+  const std::string schedule = get_string(body, schedule_field, "");
+  const double rescale = get_number(body, rescale_field, 0, 0, 1);
+  try {
+    r.guidance.schedule = schedule.empty() ? GuidanceSchedule::constant(static_cast<float>(scale))
+                                           : GuidanceSchedule::parse(schedule);
+  } catch (const Error& e) {
+    bad(schedule_field, e.what());
+  }
+  try {
+    r.guidance.schedule.validate(r.steps);
+  } catch (const Error& e) {
+    bad(schedule_field, e.what());
+  }
+  r.guidance.rescale = static_cast<float>(rescale);
+  if (!recipe.empty()) {
+    if (!schedule.empty() || rescale != 0)
+      bad(recipe_field, cat("'", recipe_field, "' takes the method's own parameters: give the scale and rescale in "
+                            "the recipe (e.g. cfg:scale=7,rescale=0.7) instead of '", schedule_field, "' or '",
+                            rescale_field, "'"));
+    try {
+      r.guider = GuidanceRecipe::parse(recipe);
+      (void)r.guider->make();
+    } catch (const Error& e) {
+      bad(recipe_field, e.what());
+    }
+  }
+  if (has_composable_prompts(r) && r.guider)
+    bad(recipe_field, "a prompt with AND (composable prompts) is guided by its own sum of directions; drop the AND or "
+                      "the recipe");
+}
+
+}  // namespace
+
+uint64_t random_seed() {
+  static std::mutex m;
+  static std::random_device device;
+  std::lock_guard lock(m);
+  return device();
+}
+
+json parse_body(const std::string& body) {
+  try {
+    return json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError{400, cat("the request body is not valid JSON: ", e.what()), ""};
+  }
+}
+
+GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const ModelRegistry& models,
+                                   const std::string& webui_model) {
+  check_object(body);
+  GenerationSpec spec;
+  spec.api = "webui";
+  Txt2ImgRequest& r = spec.request;
+  r.prompts = {get_string(body, "prompt", "")};
+  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
+  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
+  std::string sampler = get_string(body, "sampler_name", "");
+  if (sampler.empty()) sampler = get_string(body, "sampler_index", "");
+  r.sampler = sampler_of(sampler, get_string(body, "scheduler", ""), "sampler_name");
+  r.seed = seed_of(body);
+  r.width = static_cast<int>(get_int(body, "width", 0, 0, limits.max_side));
+  r.height = static_cast<int>(get_int(body, "height", 0, 0, limits.max_side));
+  check_size("width", r.width);
+  check_size("height", r.height);
+  r.images_per_prompt = static_cast<int>(get_int(body, "batch_size", 1, 1, limits.max_images));
+  spec.iterations = static_cast<int>(get_int(body, "n_iter", 1, 1, limits.max_images));
+  if (r.images_per_prompt * spec.iterations > limits.max_images)
+    bad("n_iter", cat("batch_size ", r.images_per_prompt, " x n_iter ", spec.iterations, " = ",
+                      r.images_per_prompt * spec.iterations, " images; at most ", limits.max_images, " per request"));
+  r.sampler_options.eta = static_cast<float>(get_number(body, "eta", 0, 0, 1));
+  guidance_of(body, r, 7.0, "cfg_scale", "otter_guidance", "otter_cfg_schedule", "otter_rescale");
+  spec.model = webui_model;
+  if (const json* o = field(body, "override_settings")) {
+    if (!o->is_object()) bad("override_settings", "'override_settings' must be an object");
+    spec.model = model_of(get_string(*o, "sd_model_checkpoint", webui_model), models, "override_settings.sd_model_checkpoint");
+    r.text.clip_skip = static_cast<int>(get_int(*o, "CLIP_stop_at_last_layers", 1, 1, 12));
+  }
+  return spec;
+}
+
+GenerationSpec parse_openai_generation(const json& body, const Limits& limits, const ModelRegistry& models) {
+  check_object(body);
+  GenerationSpec spec;
+  spec.api = "openai";
+  Txt2ImgRequest& r = spec.request;
+  const json* prompt = field(body, "prompt");
+  if (!prompt) bad("prompt", "'prompt' is required");
+  r.prompts = {get_string(body, "prompt", "")};
+  if (r.prompts[0].empty()) bad("prompt", "'prompt' must not be empty");
+  r.images_per_prompt = static_cast<int>(get_int(body, "n", 1, 1, limits.max_images));
+  const std::string size = get_string(body, "size", "auto");
+  if (size != "auto") {
+    int w = 0, h = 0;
+    char x = 0, extra = 0;
+    if (std::sscanf(size.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || x != 'x' || w < 8 || h < 8 ||
+        w > limits.max_side || h > limits.max_side || w % 8 || h % 8)
+      bad("size", cat("'size' is '", size, "'; give WIDTHxHEIGHT in pixels, multiples of 8 up to ", limits.max_side,
+                      " (e.g. 512x512), or auto for the model's own size"));
+    r.width = w;
+    r.height = h;
+  }
+  const std::string format = get_string(body, "response_format", "b64_json");
+  if (format != "b64_json")
+    bad("response_format", cat("'response_format' '", format, "' is not served: this server returns b64_json only "
+                               "(it keeps no image files to link to)"));
+  spec.model = model_of(get_string(body, "model", ""), models, "model");
+  // otter's own fields, for clients that want them.
+  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
+  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
+  r.seed = seed_of(body);
+  guidance_of(body, r, 7.5, "guidance_scale", "guidance", "cfg_schedule", "rescale");
+  return spec;
+}
+
+GenerationSpec parse_native_job(const json& body, const Limits& limits, const ModelRegistry& models) {
+  check_object(body);
+  GenerationSpec spec;
+  spec.api = "jobs";
+  Txt2ImgRequest& r = spec.request;
+  r.prompts = {get_string(body, "prompt", "")};
+  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
+  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
+  r.sampler = sampler_of(get_string(body, "sampler", ""), get_string(body, "scheduler", ""), "sampler");
+  r.seed = seed_of(body);
+  r.width = static_cast<int>(get_int(body, "width", 0, 0, limits.max_side));
+  r.height = static_cast<int>(get_int(body, "height", 0, 0, limits.max_side));
+  check_size("width", r.width);
+  check_size("height", r.height);
+  r.images_per_prompt = static_cast<int>(get_int(body, "batch_size", 1, 1, limits.max_images));
+  r.sampler_options.eta = static_cast<float>(get_number(body, "eta", 0, 0, 1));
+  r.text.clip_skip = static_cast<int>(get_int(body, "clip_skip", 1, 1, 12));
+  guidance_of(body, r, 7.5, "cfg_scale", "guidance", "cfg_schedule", "rescale");
+  spec.model = model_of(get_string(body, "model", ""), models, "model");
+  return spec;
+}
+
+}  // namespace otter::serve
