@@ -35,6 +35,18 @@ GenerationSpec parse_openai_generation(const nlohmann::json& body, const Limits&
 // POST /v1/jobs (otter's own names; see the README).
 GenerationSpec parse_native_job(const nlohmann::json& body, const Limits& limits, const ModelRegistry& models);
 
+// The checks that need the model, before the job is queued: the size's divisibility by the UNet's,
+// the sampler with the model's scheduler, the guider's layers and latent size. Fills in the
+// model's own size where none was asked. Field names are the API's.
+struct ModelFields {
+  const char* width = "width";
+  const char* height = "height";
+  const char* sampler = "sampler";
+  const char* guidance = "guidance";
+};
+struct LoadedModel;
+void check_against_model(GenerationSpec& spec, const LoadedModel& model, const ModelFields& fields);
+
 // The body as JSON, or an ApiError saying where it is malformed.
 nlohmann::json parse_body(const std::string& body);
 

@@ -211,7 +211,9 @@ void HttpServer::routes() {
         model = webui_model_;
       }
       const json body = parse_body(req.body);
-      const GenerationSpec spec = parse_webui_txt2img(body, options_.limits, service_.models(), model);
+      GenerationSpec spec = parse_webui_txt2img(body, options_.limits, service_.models(), model);
+      check_against_model(spec, *service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model),
+                          {"width", "height", "sampler_name", "otter_guidance"});
       const auto job = service_.submit(spec);
       const JobSnapshot done = wait_for(*job, req);
       if (done.state != JobState::Succeeded)
@@ -265,7 +267,9 @@ void HttpServer::routes() {
   s.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(Api::OpenAi, res, [&] {
       const json body = parse_body(req.body);
-      const GenerationSpec spec = parse_openai_generation(body, options_.limits, service_.models());
+      GenerationSpec spec = parse_openai_generation(body, options_.limits, service_.models());
+      check_against_model(spec, *service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model),
+                          {"size", "size", "sampler", "guidance"});
       const auto job = service_.submit(spec);
       const JobSnapshot done = wait_for(*job, req);
       if (done.state != JobState::Succeeded) throw ApiError{500, done.error.empty() ? "cancelled" : done.error, ""};
@@ -282,7 +286,9 @@ void HttpServer::routes() {
   // ---- otter's asynchronous jobs ----
   s.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(Api::Native, res, [&] {
-      const GenerationSpec spec = parse_native_job(parse_body(req.body), options_.limits, service_.models());
+      GenerationSpec spec = parse_native_job(parse_body(req.body), options_.limits, service_.models());
+      check_against_model(spec, *service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model),
+                          {"width", "height", "sampler", "guidance"});
       const auto job = service_.submit(spec);
       send_json(res, 202, job_json(*job, false));
     });
@@ -325,7 +331,13 @@ void HttpServer::routes() {
       }
       *version = snap.version;
       std::string out;
-      if (snap.step != *last_step && snap.state == JobState::Running) {
+      // A client that connects late still hears the job start and its latest step.
+      if (snap.state != JobState::Queued && *last_step < 0 && snap.steps > 0) {
+        *last_step = 0;
+        out += sse("running", {{"id", job->id()}, {"state", "running"}, {"steps", snap.steps}, {"model", snap.model},
+                               {"sampler", snap.sampler}, {"width", snap.width}, {"height", snap.height}});
+      }
+      if (snap.step > *last_step && *last_step >= 0) {
         *last_step = snap.step;
         json p = {{"id", job->id()},           {"state", job_state_name(snap.state)}, {"step", snap.step},
                   {"steps", snap.steps},       {"progress", snap.progress},           {"eta_seconds", snap.eta_seconds}};
