@@ -20,7 +20,7 @@ struct GenerateArgs {
   int steps = 20;
   std::string sampler;
   double eta = 0.0;
-  uint64_t seed = 0;
+  int64_t seed = 0;  // -1: a random seed (recorded in the PNG, as the webui does)
   int width = 0, height = 0;
   int images = 1;
   std::string output = "out.png";

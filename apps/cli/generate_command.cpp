@@ -76,7 +76,7 @@ void run_generate(const GenerateArgs& a) {
   request.steps = a.steps;
   request.sampler = a.sampler;
   request.sampler_options.eta = a.eta;
-  request.seed = a.seed;
+  request.seed = resolve_seed(a.seed, a.quiet);
   request.guidance.schedule = GuidanceSchedule::parse(a.cfg_schedule.empty() ? a.cfg_scale : a.cfg_schedule);
   request.guidance.schedule.validate(a.steps);
   request.guidance.rescale = a.rescale;
@@ -241,7 +241,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--sampler", a->sampler,
                   "pndm lms ddim ddpm euler euler_a heun dpmpp_2m dpmpp_2m_karras unipc (default: the model's own)");
   cmd->add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed of torch's CPU generator (same seed = same noise as diffusers)")
+  cmd->add_option("--seed", a->seed, "Seed of torch's CPU generator (same seed = same noise as diffusers); -1 draws a random one, recorded in the PNG")
       ->capture_default_str();
   cmd->add_option("-W,--width", a->width, "Image width, a multiple of 8 (default: the model's native size)")
       ->check(CLI::Range(8, kMaxSide));

@@ -44,7 +44,7 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
   if (!given("negative") && !p.negative_prompt.empty()) a.negatives = {p.negative_prompt};
   if (!given("steps") && p.steps) a.steps = *p.steps;
   if (!given("seed") && p.seed) {
-    a.seed = *p.seed;
+    a.seed = static_cast<int64_t>(*p.seed);
     // One image of a batch: its noise is its row of the batch's draws. A different seed, prompt
     // count or image count starts a batch of its own.
     const std::optional<std::string> size = extra(p, "Batch size"), pos = extra(p, "Batch pos");

@@ -35,7 +35,7 @@ struct LabArgs {
   std::string experiments;
   std::vector<float> scales{15.0f};
   float cfg_scale = 7.5f;
-  uint64_t seed = 0;
+  int64_t seed = 0;  // -1: random
   int steps = 20, width = 0, height = 0, threads = 0;
   std::string decode_steps;  // "" (five spread), "all", or 1-based steps "1,5,10"
   std::vector<std::string> guidance;
@@ -102,7 +102,7 @@ void run_lab_command(const LabArgs& a) {
   request.experiments = lab_experiments(settings);
   request.steps = a.steps;
   request.sampler = a.sampler;
-  request.seed = a.seed;
+  request.seed = resolve_seed(a.seed, a.quiet);
   // A malformed --decode-steps fails before any work (its range is checked once the steps are known).
   if (a.decode_steps != "all") (void)filmstrip_steps(a.decode_steps, std::numeric_limits<int>::max());
   const std::filesystem::path dir(a.output);
@@ -115,7 +115,7 @@ void run_lab_command(const LabArgs& a) {
   const int native = model->files().configs.unet.value("sample_size", 64) * 8;
   request.width = a.width ? a.width : native;
   request.height = a.height ? a.height : native;
-  log(a.quiet, cat("otter: lab: ", request.experiments.size(), " experiments from one noise (seed ", a.seed, "), ",
+  log(a.quiet, cat("otter: lab: ", request.experiments.size(), " experiments from one noise (seed ", request.seed, "), ",
                    a.steps, " steps, ", request.width, "x", request.height, ", ", model->files().name, " (",
                    backend->name(), ")"));
 
@@ -146,7 +146,7 @@ void run_lab_command(const LabArgs& a) {
   // The cheap preview map (read from its cache beside the model, or fitted once now).
   std::optional<LatentPreview> map;
   if (!a.no_previews) map = latent_preview_for(*model, [&](const std::string& line) { log(a.quiet, "otter: lab: " + line); });
-  nlohmann::json report = {{"prompt", a.prompt}, {"seed", a.seed}, {"steps", a.steps}, {"sampler", result.sampler},
+  nlohmann::json report = {{"prompt", a.prompt}, {"seed", request.seed}, {"steps", a.steps}, {"sampler", result.sampler},
                            {"width", request.width}, {"height", request.height}, {"model", model->files().name},
                            {"precision", precision_name(precision)}, {"unet_rows", result.unet_rows},
                            {"rows_asked", result.rows_asked}, {"rows_one_by_one", alone},
@@ -162,7 +162,7 @@ void run_lab_command(const LabArgs& a) {
     same.prompts = {a.prompt};
     if (!x.negative.empty()) same.negative_prompts = {x.negative};
     same.steps = a.steps;
-    same.seed = a.seed;
+    same.seed = request.seed;
     same.width = request.width;
     same.height = request.height;
     same.guidance.schedule = x.schedule;
@@ -259,7 +259,7 @@ void add_lab_command(CLI::App& app) {
   cmd->add_option("-n,--negative", a->negative, "The negative experiment's baseline text")->capture_default_str();
   cmd->add_option("-m,--model", a->model, "Model (default: the bundled otter-shapes)");
   cmd->add_option("-o,--output", a->output, "Report folder")->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed of the one initial noise")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the one initial noise (-1: a random one)")->capture_default_str();
   cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--cfg-scale", a->cfg_scale, "The scale of cfg, negative, reversed and scheduled")->capture_default_str();
   cmd->add_option("--scales", a->scales, "The scale sweep (scales already run by a named experiment are not repeated)")

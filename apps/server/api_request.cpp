@@ -1,11 +1,10 @@
 #include "api_request.h"
 
+#include <cmath>
 #include <random>
 
 #include "core/error.h"
 #include "guidance/guidance_recipe.h"
-#include "model_registry.h"
-#include "models/transformer_block_choice.h"
 #include "pipeline/image_output.h"
 #include "sampling/sampler.h"
 
@@ -32,10 +31,12 @@ int64_t get_int(const json& body, const char* name, int64_t fallback, int64_t lo
   const json* v = field(body, name);
   if (!v) return fallback;
   int64_t x = 0;
-  if (v->is_number_integer()) {
+  if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi)) {
+    bad(name, cat("'", name, "' is ", v->dump(), "; it must be in ", lo, "..", hi));
+  } else if (v->is_number_integer()) {
     x = v->get<int64_t>();
-  } else if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>()))) {
-    x = static_cast<int64_t>(v->get<double>());  // 20.0 is 20
+  } else if (v->is_number_float() && std::fabs(v->get<double>()) < 9e15 && v->get<double>() == std::trunc(v->get<double>())) {
+    x = static_cast<int64_t>(v->get<double>());  // 20.0 is 20 (checked in range first: a cast of 1e300 is undefined)
   } else {
     bad(name, cat("'", name, "' must be an integer, got ", v->is_number() ? v->dump() : v->type_name()));
   }
@@ -86,11 +87,11 @@ uint64_t seed_of(const json& body) {
   return seed == -1 ? random_seed() : static_cast<uint64_t>(seed);
 }
 
-std::string model_of(const std::string& name, const ModelRegistry& models, const char* field_name) {
+std::string model_of(const std::string& name, const ModelCatalog& models, const char* field_name) {
   if (name.empty()) return "";
   if (!models.has(name)) {
     std::string known;
-    for (const auto& m : models.list()) known += (known.empty() ? "" : ", ") + m.name;
+    for (const std::string& m : models.names()) known += (known.empty() ? "" : ", ") + m;
     throw ApiError{400, cat("no model '", name, "'; this server has: ", known), field_name};
   }
   return name;
@@ -134,35 +135,6 @@ void guidance_of(const json& body, Txt2ImgRequest& r, double default_scale, cons
 
 }  // namespace
 
-void check_against_model(GenerationSpec& spec, const LoadedModel& model, const ModelFields& fields) {
-  Txt2ImgRequest& r = spec.request;
-  StableDiffusion& sd = *model.model;
-  if (r.width == 0) r.width = model.native_size;
-  if (r.height == 0) r.height = model.native_size;
-  const int divisor = 8 * sd.unet().config().spatial_divisor();
-  if (r.width % divisor) bad(fields.width, cat("width ", r.width, ": this model needs multiples of ", divisor));
-  if (r.height % divisor) bad(fields.height, cat("height ", r.height, ": this model needs multiples of ", divisor));
-  std::unique_ptr<Sampler> sampler;
-  try {
-    sampler = make_sampler(r.sampler.empty() ? default_sampler_for(sd.scheduler_config()) : r.sampler,
-                           sd.scheduler_config(), r.sampler_options);
-    sampler->set_timesteps(r.steps);
-  } catch (const Error& e) {
-    bad(fields.sampler, e.what());
-  }
-  if (r.guider) {
-    try {
-      const auto guider = r.guider->make();
-      if (const std::optional<Perturbation> p = guider->perturbation())
-        (void)choose_transformer_blocks(sd.unet().transformer_block_names(), p->layers);
-      guider->check_latent_size(r.height / 8, r.width / 8);
-      check_guider_fits(*guider, *sampler, r.height / 8, r.width / 8);
-    } catch (const Error& e) {
-      bad(fields.guidance, e.what());
-    }
-  }
-}
-
 uint64_t random_seed() {
   static std::mutex m;
   static std::random_device device;
@@ -173,12 +145,12 @@ uint64_t random_seed() {
 json parse_body(const std::string& body) {
   try {
     return json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax errors, and numbers beyond a double (out_of_range, found by fuzzing)
     throw ApiError{400, cat("the request body is not valid JSON: ", e.what()), ""};
   }
 }
 
-GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const ModelRegistry& models,
+GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const ModelCatalog& models,
                                    const std::string& webui_model) {
   check_object(body);
   GenerationSpec spec;
@@ -211,7 +183,7 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
   return spec;
 }
 
-GenerationSpec parse_openai_generation(const json& body, const Limits& limits, const ModelRegistry& models) {
+GenerationSpec parse_openai_generation(const json& body, const Limits& limits, const ModelCatalog& models) {
   check_object(body);
   GenerationSpec spec;
   spec.api = "openai";
@@ -245,7 +217,7 @@ GenerationSpec parse_openai_generation(const json& body, const Limits& limits, c
   return spec;
 }
 
-GenerationSpec parse_native_job(const json& body, const Limits& limits, const ModelRegistry& models) {
+GenerationSpec parse_native_job(const json& body, const Limits& limits, const ModelCatalog& models) {
   check_object(body);
   GenerationSpec spec;
   spec.api = "jobs";

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/system_memory.h"
 #include "io/base64.h"
+#include "model_checks.h"
 #include "web_page.h"
 
 namespace otter::serve {

@@ -40,6 +40,13 @@ std::vector<ModelEntry> ModelRegistry::list() const {
   return out;
 }
 
+std::vector<std::string> ModelRegistry::names() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (const auto& [name, slot] : slots_) out.push_back(name);
+  return out;
+}
+
 bool ModelRegistry::has(const std::string& name) const {
   std::lock_guard lock(mutex_);
   return slots_.count(name) != 0;

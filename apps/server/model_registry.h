@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "api_request.h"
 #include "pipeline/latent_preview.h"
 #include "pipeline/stable_diffusion.h"
 
@@ -30,14 +31,15 @@ struct ModelEntry {
   bool loaded = false;
 };
 
-class ModelRegistry {
+class ModelRegistry : public ModelCatalog {
  public:
   ModelRegistry(std::filesystem::path default_model, std::optional<std::filesystem::path> models_dir, int max_loaded,
                 Backend& backend, std::mutex& device);
 
   const std::string& default_name() const { return default_name_; }
   std::vector<ModelEntry> list() const;
-  bool has(const std::string& name) const;
+  bool has(const std::string& name) const override;
+  std::vector<std::string> names() const override;
   // The model, loading it (under `device`) when it is not loaded. Throws for an unknown name.
   std::shared_ptr<LoadedModel> acquire(const std::string& name);
 

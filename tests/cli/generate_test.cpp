@@ -87,6 +87,22 @@ TEST_F(OtterGenerate, SeveralImagesAreNumbered) {
   EXPECT_EQ(p.prompt, "b");
 }
 
+// --seed -1 draws a seed (the webui's convention), says it, and records it: the same command with
+// that seed makes the same file.
+TEST_F(OtterGenerate, SeedMinusOneDrawsARecordedSeed) {
+  const fs::path a = dir_ / "a.png", b = dir_ / "b.png";
+  const CliRun r = generate(cat(model(), " -p a --steps 2 --sampler euler --precision f32 --seed -1 -o '", a.string(), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const size_t at = r.err.find("--seed -1: drew seed ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const uint64_t drawn = std::stoull(r.err.substr(at + 21));
+  const GenerationParameters p = parse_parameters(read_png(a).find_text("parameters").value());
+  EXPECT_EQ(p.seed, drawn);
+  ASSERT_EQ(generate(cat(model(), " -p a --steps 2 --sampler euler --precision f32 -q --seed ", drawn, " -o '", b.string(), "'")).status, 0);
+  EXPECT_EQ(testing::slurp(a), testing::slurp(b));
+  EXPECT_NE(generate(cat(model(), " -p a --steps 2 --seed -2 -o '", b.string(), "'")).status, 0);
+}
+
 TEST_F(OtterGenerate, ScaleOneSaysTheUncondPassIsSkipped) {
   const CliRun r = generate(cat(model(), " -p a --steps 2 --cfg-scale 1 -o '", (dir_ / "a.png").string(), "'"));
   ASSERT_EQ(r.status, 0) << r.err;

@@ -67,3 +67,29 @@ TEST(PythonJson, ModelFolderWithInfinityInSchedulerConfigOpens) {
 
 }  // namespace
 }  // namespace otter
+
+namespace otter {
+namespace {
+
+// A float where a config wants an integer: converted only when it is one (3.0); NaN, Infinity,
+// 2.5 and 1e300 are errors naming the key — nlohmann would cast them, undefined behaviour (found
+// by tests/fuzz/fuzz_model_config: NaN in block_out_channels).
+TEST(ConfigValue, FloatsWhereIntegersAreWantedAreCheckedFirst) {
+  const nlohmann::json j = parse_python_json(
+      R"({"a": 3.0, "b": NaN, "c": 2.5, "d": 1e300, "e": [320, NaN], "f": [1, 2.0], "g": Infinity})", "cfg");
+  EXPECT_EQ(config_value_or<int>(j, "a", 0, "cfg"), 3);
+  EXPECT_EQ(config_value_or<std::vector<int>>(j, "f", {}, "cfg"), (std::vector<int>{1, 2}));
+  for (const char* key : {"b", "c", "d", "g"}) {
+    try {
+      (void)config_value_or<int>(j, key, 0, "unet config");
+      ADD_FAILURE() << key << " was converted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(cat("unet config: key '", key, "' must hold integers")), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW((void)config_value_or<std::vector<int>>(j, "e", {}, "cfg"), Error);
+  EXPECT_EQ(config_value_or<float>(j, "c", 0.0f, "cfg"), 2.5f);
+}
+
+}  // namespace
+}  // namespace otter
