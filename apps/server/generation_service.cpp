@@ -89,6 +89,11 @@ ServiceCounters GenerationService::counters() const {
   return c;
 }
 
+void GenerationService::with_device(const std::function<void()>& f) {
+  std::lock_guard device(device_);
+  f();
+}
+
 void GenerationService::drop_old_results() {
   const auto now = std::chrono::steady_clock::now();
   std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> done;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,6 +56,8 @@ class GenerationService {
   void interrupt_all(const std::string& api);
 
   ServiceCounters counters() const;
+  // Runs `f` holding the device (the lab: one batched pass of its own between other jobs' steps).
+  void with_device(const std::function<void()>& f);
   ModelRegistry& models() { return models_; }
   const ServiceOptions& options() const { return options_; }
 

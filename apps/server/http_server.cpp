@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/system_memory.h"
 #include "io/base64.h"
+#include "lab_api.h"
 #include "model_checks.h"
 #include "web_page.h"
 
@@ -282,6 +283,17 @@ void HttpServer::routes() {
     for (const ModelEntry& m : service_.models().list())
       data.push_back({{"id", m.name}, {"object", "model"}, {"created", 0}, {"owned_by", "otter"}});
     send_json(res, 200, {{"object", "list"}, {"data", data}});
+  });
+
+  // ---- otter lab over HTTP (the page's lab view) ----
+  s.Post("/v1/lab", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(Api::Native, res, [&] {
+      LabSpec spec = parse_lab_request(parse_body(req.body), options_.limits, service_.models());
+      const auto model = service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model);
+      json out;
+      service_.with_device([&] { out = run_lab_request(*model, spec, service_.options().precision_name); });
+      send_json(res, 200, out);
+    });
   });
 
   // ---- otter's asynchronous jobs ----

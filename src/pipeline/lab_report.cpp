@@ -86,6 +86,20 @@ std::string lab_image_name(const std::string& experiment) {
   return out + ".png";
 }
 
+double max_delta_norm(const LabExperimentResult& r) {
+  double max_delta = 0;
+  for (const LabStep& s : r.steps)
+    for (int64_t i = 0; i < s.delta.dim(1) * s.delta.dim(2); ++i) {
+      double q = 0;
+      for (int64_t c = 0; c < s.delta.dim(0); ++c) {
+        const double v = s.delta.f32()[c * s.delta.dim(1) * s.delta.dim(2) + i];
+        q += v * v;
+      }
+      max_delta = std::max(max_delta, std::sqrt(q));
+    }
+  return max_delta;
+}
+
 Tensor delta_heat_map(const Tensor& delta_in, double max_norm) {
   const Tensor d = delta_in.contiguous();
   const int64_t C = d.dim(0), h = d.dim(1), w = d.dim(2);
@@ -136,16 +150,7 @@ std::string lab_report_html(const LabReportInput& in) {
     h += "<section id=\"" + lab_image_name(x.name).substr(0, lab_image_name(x.name).size() - 4) + "\">\n<h2>" +
          escape(x.name) + "</h2>\n<p class=\"caption\">" + escape(x.caption) + " (<code>otter generate " +
          escape(x.generate_options()) + "</code>)</p>\n";
-    double max_delta = 0;
-    for (const LabStep& s : r.steps)
-      for (int64_t i = 0; i < s.delta.dim(1) * s.delta.dim(2); ++i) {
-        double q = 0;
-        for (int64_t c = 0; c < s.delta.dim(0); ++c) {
-          const double v = s.delta.f32()[c * s.delta.dim(1) * s.delta.dim(2) + i];
-          q += v * v;
-        }
-        max_delta = std::max(max_delta, std::sqrt(q));
-      }
+    const double max_delta = max_delta_norm(r);
     const char* rows[] = {"x&#770;0 (cond)", "x&#770;0 (uncond)", "&Delta; = c &minus; u", "x&#770;0 (guided)"};
     // A filmstrip: the four rows over `steps`, pictures from `pictures` (empty: Δ only).
     const auto filmstrip = [&](const std::vector<int>& steps, const std::vector<std::array<Tensor, 3>>& pictures,

@@ -34,6 +34,9 @@ std::string lab_report_html(const LabReportInput& in);
 // yellow -> white, [h, w, 3] bytes.
 Tensor delta_heat_map(const Tensor& delta, double max_norm);
 
+// The largest per-pixel norm of Δ over an experiment's steps: its heat maps' common scale.
+double max_delta_norm(const LabExperimentResult& r);
+
 // The file name of an experiment's image ("scale 15" -> "scale_15.png").
 std::string lab_image_name(const std::string& experiment);
 

@@ -290,6 +290,41 @@ TEST(Http, NativeJobsWithEventsImagesAndCancel) {
   EXPECT_EQ(missing->status, 404);
 }
 
+// otter lab over HTTP (the page's lab view): every experiment's image is otter generate's file for
+// its settings; every step carries the four pictures and the numbers.
+TEST(Http, LabRunsEveryExperimentFromOneNoise) {
+  Server s;
+  auto c = s.client();
+  auto res = c.Post("/v1/lab", R"({"prompt": "a red circle", "seed": 3, "steps": 6, "sampler": "euler", "experiments": "cfg,uncond"})",
+                    "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json lab = json::parse(res->body);
+  ASSERT_EQ(lab["experiments"].size(), 2u);
+  // Step 0: both experiments hold the same latents, so one row per text (the prompt, ""); after
+  // that each has its own latents and evaluates both rows (the lab keeps cond for its statistics).
+  EXPECT_EQ(lab["unet_rows"], 2 + 2 * 2 * 5);
+  for (const json& x : lab["experiments"]) {
+    ASSERT_EQ(x["steps"].size(), 6u) << x["name"];
+    for (const json& st : x["steps"])
+      for (const char* k : {"cond", "uncond", "delta", "guided"})
+        EXPECT_EQ(st[k].get<std::string>().rfind("data:image/png;base64,", 0), 0u) << k;
+  }
+  Txt2ImgRequest r;
+  r.prompts = {"a red circle"};
+  r.width = r.height = 64;
+  r.seed = 3;
+  r.steps = 6;
+  r.sampler = "euler";
+  r.guidance.schedule = GuidanceSchedule::constant(7.5f);
+  const std::string image = lab["experiments"][0]["image"].get<std::string>();
+  EXPECT_EQ(*base64_decode(image.substr(image.find(',') + 1)), cli_png(s, r));
+  auto bad = c.Post("/v1/lab", R"({"prompt": "x", "experiments": "cfg,nonsense"})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["field"], "experiments");
+}
+
 TEST(Http, BadRequestsNameTheField) {
   Server s;
   auto c = s.client();

@@ -66,6 +66,17 @@ async function main() {
         (await page.inputValue("#width")) !== "0" || (await page.inputValue("#sampler")) !== "")
       throw new Error("the gallery did not restore the parameters");
 
+    // The lab view: every experiment from the same noise, and the four pictures at a chosen step.
+    await page.fill("#steps", "10");
+    await page.click("#lab");
+    await page.waitForFunction(() => document.querySelectorAll("#labgrid figure").length === 7, null, {timeout: 60000});
+    await page.$eval("#labstep", el => { el.value = "4"; el.dispatchEvent(new Event("input")); });
+    if ((await page.$$("#labpanel img")).length !== 4) throw new Error("the lab panel does not show cond, uncond, delta and guided");
+    if (!(await page.textContent("#labcaption")).includes("Step 4")) throw new Error("the lab caption is not at step 4");
+    await page.click("#labgrid figure:nth-child(2)");
+    if (!(await page.textContent("#labcaption")).startsWith("uncond")) throw new Error("selecting an experiment did not show it");
+    await page.screenshot({path: path.join(artifacts, "web_page_lab.png"), fullPage: true});
+
     // A phone-sized screen: one column, nothing wider than the screen.
     await page.setViewportSize({width: 390, height: 844});
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
