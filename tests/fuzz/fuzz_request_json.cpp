@@ -1,10 +1,11 @@
-// libFuzzer: otter serve's request bodies — the JSON parser and the three APIs' field checks.
+// libFuzzer: otter serve's request bodies — the JSON parser, the three APIs' field checks and the lab's.
 // Anything may come in; the only acceptable outcomes are a spec or an ApiError.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "api_request.h"
+#include "lab_api.h"
 
 namespace {
 
@@ -31,6 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)spec.rows();
       } catch (const ApiError&) {
       }
+    }
+    try {
+      (void)parse_lab_request(body, limits, models);
+    } catch (const ApiError&) {
     }
   } catch (const ApiError&) {
   }

@@ -133,6 +133,9 @@ TEST(Http, WebuiListsProgressInterruptAndOptions) {
   bool has_euler_a = false;
   for (const auto& x : json::parse(samplers->body)) has_euler_a |= x["name"] == "Euler a";
   EXPECT_TRUE(has_euler_a);
+  auto schedulers = c.Get("/sdapi/v1/schedulers");
+  ASSERT_TRUE(schedulers && schedulers->status == 200);
+  EXPECT_EQ(json::parse(schedulers->body)[1]["label"], "Karras");
   auto models = c.Get("/sdapi/v1/sd-models");
   ASSERT_TRUE(models && models->status == 200);
   expect_shape(json::parse(models->body), recorded("webui_lists")["sd_models_shape"]);
