@@ -58,7 +58,6 @@ Tensor UNetBatcher::evaluate(uint64_t job, UNet& unet, const Tensor& x, float t,
   order_.push_back(&p);
   changed_.notify_all();
   changed_.wait(lock, [&] { return p.done; });
-  m.pending = nullptr;
   if (p.error) std::rethrow_exception(p.error);
   return p.out;
 }
@@ -154,7 +153,11 @@ void UNetBatcher::execute(std::vector<Pending*>& call) {
   stats_.rows += static_cast<uint64_t>(rows);
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ++stats_.rows_per_call[std::min(static_cast<size_t>(rows), kHistogramSize - 1)];
-  for (Pending* p : call) p->done = true;
+  for (Pending* p : call) {
+    p->done = true;
+    // No longer waiting: until its thread asks again, its group is not ready without it.
+    members_.at(p->job).pending = nullptr;
+  }
 }
 
 void UNetBatcher::run() {
@@ -166,6 +169,7 @@ void UNetBatcher::run() {
       for (Pending* p : order_) {
         p->error = std::make_exception_ptr(Error("the server is stopping"));
         p->done = true;
+        members_.at(p->job).pending = nullptr;
       }
       order_.clear();
       changed_.notify_all();
