@@ -158,19 +158,7 @@ void run_lab_command(const LabArgs& a) {
                              {"held_out_p99_abs_error", map->held_out.p99_abs}};
   for (size_t e = 0; e < request.experiments.size(); ++e) {
     const LabExperiment& x = request.experiments[e];
-    Txt2ImgRequest same;
-    same.prompts = {a.prompt};
-    if (!x.negative.empty()) same.negative_prompts = {x.negative};
-    same.steps = a.steps;
-    same.seed = request.seed;
-    same.width = request.width;
-    same.height = request.height;
-    same.guidance.schedule = x.schedule;
-    same.guider = x.guider;
-    Txt2ImgResult r;
-    r.sampler = result.sampler;
-    r.image = result.experiments[e].image;
-    r.final_latents = result.experiments[e].final_latents;
+    const auto [same, r] = lab_as_generate(request, result, e);
     const auto png = save_images(dir / lab_image_name(x.name), same, r, model->files().name,
                                  {{"Precision", precision_name(precision)}});
     nlohmann::json steps = nlohmann::json::array();

@@ -87,6 +87,21 @@ uint64_t seed_of(const json& body) {
   return seed == -1 ? random_seed() : static_cast<uint64_t>(seed);
 }
 
+// The fields the webui's txt2img and otter's jobs share: prompt, negative_prompt, steps, the
+// sampler (named by `sampler_field`, with scheduler), seed, width, height, batch_size.
+void common_fields(const json& body, const Limits& limits, const char* sampler_field, Txt2ImgRequest& r) {
+  r.prompts = {get_string(body, "prompt", "")};
+  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
+  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
+  r.sampler = sampler_of(get_string(body, sampler_field, ""), get_string(body, "scheduler", ""), sampler_field);
+  r.seed = seed_of(body);
+  r.width = static_cast<int>(get_int(body, "width", 0, 0, limits.max_side));
+  r.height = static_cast<int>(get_int(body, "height", 0, 0, limits.max_side));
+  check_size("width", r.width);
+  check_size("height", r.height);
+  r.images_per_prompt = static_cast<int>(get_int(body, "batch_size", 1, 1, limits.max_images));
+}
+
 std::string model_of(const std::string& name, const ModelCatalog& models, const char* field_name) {
   if (name.empty()) return "";
   if (!models.has(name)) {
@@ -156,18 +171,8 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
   GenerationSpec spec;
   spec.api = "webui";
   Txt2ImgRequest& r = spec.request;
-  r.prompts = {get_string(body, "prompt", "")};
-  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
-  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
-  std::string sampler = get_string(body, "sampler_name", "");
-  if (sampler.empty()) sampler = get_string(body, "sampler_index", "");
-  r.sampler = sampler_of(sampler, get_string(body, "scheduler", ""), "sampler_name");
-  r.seed = seed_of(body);
-  r.width = static_cast<int>(get_int(body, "width", 0, 0, limits.max_side));
-  r.height = static_cast<int>(get_int(body, "height", 0, 0, limits.max_side));
-  check_size("width", r.width);
-  check_size("height", r.height);
-  r.images_per_prompt = static_cast<int>(get_int(body, "batch_size", 1, 1, limits.max_images));
+  // The webui's older clients name the sampler sampler_index.
+  common_fields(body, limits, field(body, "sampler_name") || !field(body, "sampler_index") ? "sampler_name" : "sampler_index", r);
   spec.iterations = static_cast<int>(get_int(body, "n_iter", 1, 1, limits.max_images));
   if (r.images_per_prompt * spec.iterations > limits.max_images)
     bad("n_iter", cat("batch_size ", r.images_per_prompt, " x n_iter ", spec.iterations, " = ",
@@ -222,16 +227,7 @@ GenerationSpec parse_native_job(const json& body, const Limits& limits, const Mo
   GenerationSpec spec;
   spec.api = "jobs";
   Txt2ImgRequest& r = spec.request;
-  r.prompts = {get_string(body, "prompt", "")};
-  if (const std::string n = get_string(body, "negative_prompt", ""); !n.empty()) r.negative_prompts = {n};
-  r.steps = static_cast<int>(get_int(body, "steps", 20, 1, limits.max_steps));
-  r.sampler = sampler_of(get_string(body, "sampler", ""), get_string(body, "scheduler", ""), "sampler");
-  r.seed = seed_of(body);
-  r.width = static_cast<int>(get_int(body, "width", 0, 0, limits.max_side));
-  r.height = static_cast<int>(get_int(body, "height", 0, 0, limits.max_side));
-  check_size("width", r.width);
-  check_size("height", r.height);
-  r.images_per_prompt = static_cast<int>(get_int(body, "batch_size", 1, 1, limits.max_images));
+  common_fields(body, limits, "sampler", r);
   r.sampler_options.eta = static_cast<float>(get_number(body, "eta", 0, 0, 1));
   r.text.clip_skip = static_cast<int>(get_int(body, "clip_skip", 1, 1, 12));
   guidance_of(body, r, 7.5, "cfg_scale", "guidance", "cfg_schedule", "rescale");

@@ -103,19 +103,7 @@ json run_lab_request(LoadedModel& m, LabSpec& spec, const std::string& precision
   for (size_t e = 0; e < rq.experiments.size(); ++e) {
     const LabExperiment& x = rq.experiments[e];
     const LabExperimentResult& r = result.experiments[e];
-    Txt2ImgRequest same;
-    same.prompts = {rq.prompt};
-    if (!x.negative.empty()) same.negative_prompts = {x.negative};
-    same.steps = rq.steps;
-    same.seed = rq.seed;
-    same.width = rq.width;
-    same.height = rq.height;
-    same.guidance.schedule = x.schedule;
-    same.guider = x.guider;
-    Txt2ImgResult as_generate;
-    as_generate.sampler = result.sampler;
-    as_generate.image = r.image;
-    as_generate.final_latents = r.final_latents;
+    const auto [same, as_generate] = lab_as_generate(rq, result, e);
     const std::vector<uint8_t> png = encode_image_png(same, as_generate, m.model->files().name, 0, {{"Precision", precision_name}});
     // Δ's heat maps share one scale per experiment, as in the report.
     const double max_delta = max_delta_norm(r);

@@ -217,4 +217,23 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
   return result;
 }
 
+std::pair<Txt2ImgRequest, Txt2ImgResult> lab_as_generate(const LabRequest& request, const LabResult& result, size_t e) {
+  const LabExperiment& x = request.experiments.at(e);
+  Txt2ImgRequest same;
+  same.prompts = {request.prompt};
+  if (!x.negative.empty()) same.negative_prompts = {x.negative};
+  same.steps = request.steps;
+  same.seed = request.seed;
+  same.width = request.width;
+  same.height = request.height;
+  same.text = request.text;
+  same.guidance.schedule = x.schedule;
+  same.guider = x.guider;
+  Txt2ImgResult r;
+  r.sampler = result.sampler;
+  r.image = result.experiments.at(e).image;
+  r.final_latents = result.experiments.at(e).final_latents;
+  return {std::move(same), std::move(r)};
+}
+
 }  // namespace otter

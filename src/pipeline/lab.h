@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "guidance/lab_experiments.h"
@@ -53,5 +54,11 @@ struct LabResult {
 using LabProgress = std::function<void(int, int, int64_t)>;
 
 LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabProgress& progress = {});
+
+// The `otter generate` request that makes experiment `e`'s image, and that image's result as
+// txt2img would return it: what its PNG's parameters are written from.
+struct Txt2ImgRequest;
+struct Txt2ImgResult;
+std::pair<Txt2ImgRequest, Txt2ImgResult> lab_as_generate(const LabRequest& request, const LabResult& result, size_t e);
 
 }  // namespace otter
