@@ -30,12 +30,12 @@ bool names_layers(const std::string& key) {
 nlohmann::json parse_layer_value(const std::string& value) {
   try {
     return nlohmann::json::parse(value);
-  } catch (const nlohmann::json::parse_error&) {
+  } catch (const nlohmann::json::exception&) {  // not JSON (or a number beyond a double): read as names below
   }
   const auto one = [](const std::string& word) {
     try {
       return nlohmann::json::parse(word);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {
       return nlohmann::json(word);
     }
   };
@@ -106,7 +106,7 @@ GuidanceRecipe GuidanceRecipe::parse(const std::string& text) {
       }
       try {
         r.params[key] = nlohmann::json::parse(value);
-      } catch (const nlohmann::json::parse_error&) {
+      } catch (const nlohmann::json::exception&) {  // a syntax error, or a number beyond a double (found by fuzzing)
         throw Error(cat("guidance recipe '", text, "': the value of ", key, " ('", value,
                         "') is not a number, true/false, null or a [list]"));
       }

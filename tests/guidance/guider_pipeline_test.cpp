@@ -53,6 +53,7 @@ TEST(GuidanceRecipe, BadRecipesSayWhatIsWrong) {
       {"foo:scale=1", "unknown guider 'foo'"},
       {"apg:sigma=3", "AdaptiveProjectedGuidance has no parameter sigma"},
       {"cfg:scale=high", "is not a number"},
+      {"apg:scale=2e3805", "is not a number"},  // beyond a double: JSON's out_of_range (found by fuzzing)
       {"cfg:scale", "is not NAME=VALUE"},
       {"cfg:scale=1,scale=2", "twice"},
       {"cfg:start=0.8,stop=0.2", "start <= stop"},

@@ -10,8 +10,10 @@
 // of 6 keys (or 6 value dims) x 4 query vectors keep 24 accumulators in registers. Extra memory:
 // O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix. Under --precision f16 the two
 // products run on f16 operands at twice the rate (see "f16 products" below).
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's warning names; clang has no such false positive
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's false positive in its AVX-512 headers
 #pragma GCC diagnostic ignored "-Wuninitialized"        // (the same, for the f16 conversions)
+#endif
 #include <immintrin.h>
 #include <omp.h>
 
