@@ -30,6 +30,11 @@ Activation activation_from_name(const std::string& name, const std::string& orig
 
 template <class T>
 T read_key(const nlohmann::json& config, const char* key, const std::string& origin) {
+  // A float where an integer is wanted is converted only when it is one, in range: nlohmann's cast
+  // of 7.7e118 or NaN to an integer is undefined (found by tests/fuzz/fuzz_model_config).
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    if (config.contains(key) && !detail::convertible_to_integer<T>(config.at(key)))
+      throw Error(cat(origin, ": text encoder config key \"", key, "\" must be an integer, got ", config.at(key).dump()));
   try {
     return config.at(key).get<T>();
   } catch (const nlohmann::json::exception& e) {

@@ -377,3 +377,21 @@ TEST(ClipTextEncoder, BadIdsAreErrors) {
 }
 
 }  // namespace otter
+
+namespace otter {
+namespace {
+
+// An integer key given as a float that is not an integer in range is refused by name (a cast of
+// 7.7e118 to an integer is undefined; found by tests/fuzz/fuzz_model_config).
+TEST(ClipTextConfigJson, HugeFloatForAnIntegerKeyIsAnError) {
+  nlohmann::json j = nlohmann::json::parse(R"({"hidden_size": 7.7e118})");
+  try {
+    (void)ClipTextConfig::from_json(j, "text_encoder/config.json");
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"hidden_size\" must be an integer"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace otter
