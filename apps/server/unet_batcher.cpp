@@ -4,28 +4,12 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "guidance/noise_prediction.h"  // concat_rows
 
 namespace otter::serve {
 namespace {
 
 constexpr size_t kHistogramSize = 65;
-
-// Rows of several tensors of equal trailing shape and dtype, one after another.
-Tensor concat_rows(const std::vector<const Tensor*>& parts) {
-  Shape shape = parts[0]->shape();
-  int64_t rows = 0;
-  for (const Tensor* p : parts) rows += p->dim(0);
-  shape[0] = rows;
-  Tensor out = Tensor::empty(shape, parts[0]->dtype());
-  auto* dst = static_cast<unsigned char*>(out.raw());
-  for (const Tensor* p : parts) {
-    const Tensor c = p->contiguous();
-    OTTER_CHECK(c.dtype() == out.dtype(), "batched rows of different dtypes");
-    std::memcpy(dst, c.raw(), c.nbytes());
-    dst += c.nbytes();
-  }
-  return out;
-}
 
 }  // namespace
 

@@ -9,15 +9,22 @@
 
 namespace otter {
 
-Tensor concat_rows(const Tensor& a_in, const Tensor& b_in) {
-  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
-  std::vector<int64_t> shape = a.shape().to_vector();
-  shape[0] += b.dim(0);
-  Tensor out = Tensor::empty(Shape(shape), a.dtype());
-  std::memcpy(out.raw(), a.raw(), a.nbytes());
-  std::memcpy(static_cast<char*>(out.raw()) + a.nbytes(), b.raw(), b.nbytes());
+Tensor concat_rows(const std::vector<const Tensor*>& parts) {
+  std::vector<int64_t> shape = parts.at(0)->shape().to_vector();
+  shape[0] = 0;
+  for (const Tensor* p : parts) shape[0] += p->dim(0);
+  Tensor out = Tensor::empty(Shape(shape), parts[0]->dtype());
+  auto* dst = static_cast<char*>(out.raw());
+  for (const Tensor* p : parts) {
+    const Tensor c = p->contiguous();
+    OTTER_CHECK(c.dtype() == out.dtype(), "concat_rows: rows of different dtypes");
+    std::memcpy(dst, c.raw(), c.nbytes());
+    dst += c.nbytes();
+  }
   return out;
 }
+
+Tensor concat_rows(const Tensor& a, const Tensor& b) { return concat_rows({&a, &b}); }
 
 Tensor combine_guidance(const Tensor& uncond_in, const Tensor& cond_in, float scale, float rescale) {
   OTTER_CHECK(uncond_in.shape() == cond_in.shape(), "guidance: uncond ", uncond_in.describe(), " and cond ",

@@ -1,4 +1,5 @@
 #pragma once
+#include <vector>
 // What the denoising loop asks of guidance: the guided noise prediction for latents x at a step,
 // with the UNet evaluations it took counted. Classic CFG (classifier_free_guidance.h) and the
 // guiders (guider_prediction.h) both answer it.
@@ -39,7 +40,9 @@ class NoisePrediction {
   virtual Tensor renoise_prediction() const { return {}; }
 };
 
-// [a; b] along dim 0 (both contiguous-able, equal row shapes).
+// [a; b] along dim 0 (both contiguous-able, equal row shapes and dtypes).
 Tensor concat_rows(const Tensor& a, const Tensor& b);
+// The same for any number of tensors, in order.
+Tensor concat_rows(const std::vector<const Tensor*>& parts);
 
 }  // namespace otter
