@@ -1,6 +1,7 @@
 #include "generation_service.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/error.h"
 #include "io/generation_parameters.h"
@@ -187,7 +188,9 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
       };
       trace.denoise_end = [&] { batcher_.leave(job->number()); };
       trace.on_step = [&](int k, const Tensor& x_in, const Tensor& eps, const Tensor& latents) {
-        last_latents = latents.clone();
+        // Kept for an interrupt; one buffer per batch, filled in place (no allocation per step).
+        if (!last_latents.defined()) last_latents = Tensor::empty(latents.shape(), latents.dtype());
+        std::memcpy(last_latents.raw(), latents.contiguous().raw(), last_latents.nbytes());
         job->set_step(it * evaluations + k + 1,
                       preview_png(*model, prediction, plan[static_cast<size_t>(k)].sigma, x_in, eps));
       };
