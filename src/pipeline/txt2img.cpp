@@ -94,6 +94,7 @@ void check_request(const Txt2ImgRequest& r, int latent_divisor) {
   OTTER_CHECK(r.negative_prompts.size() <= 1 || r.negative_prompts.size() == r.prompts.size(), "got ",
               r.negative_prompts.size(), " negative prompts for ", r.prompts.size(),
               " prompts: give one negative prompt for all, or one per prompt");
+  if (r.init_image) img2img_first_step(r.steps, r.init_image->strength);  // throws for a bad strength
 }
 
 // Each prompt's sub-prompts (AND syntax), and whether any prompt is composable.
@@ -109,6 +110,23 @@ PromptParts prompt_parts(const Txt2ImgRequest& r) {
     parts.composable = parts.composable || is_composable(parts.per_prompt.back());
   }
   return parts;
+}
+
+// scaling_factor x a sample of the VAE's latent distribution for the picture, drawn from `rng`
+// (diffusers' retrieve_latents(vae.encode(image), generator) · scaling_factor).
+Tensor encode_init_image(StableDiffusion& model, const InitImage& init, const Txt2ImgRequest& r, NoiseGenerator& rng) {
+  const Tensor& px = init.pixels;
+  OTTER_CHECK(px.defined() && px.rank() == 4 && px.dim(0) == 1 && px.dim(1) == 3, "the init image must be one RGB "
+              "picture [1, 3, H, W], got ", px.defined() ? px.describe() : std::string("none"));
+  OTTER_CHECK(px.dim(3) == r.width && px.dim(2) == r.height, "the init image is ", px.dim(3), "x", px.dim(2),
+              " but the image to make is ", r.width, "x", r.height,
+              ": leave out -W/-H (the picture's size is used), or add --resize to resample the picture");
+  OTTER_CHECK(model.vae().has_encoder(), "this model's VAE has no encoder (no encoder.* tensors), which image to "
+              "image needs to turn the picture into latents; use a checkpoint with the full VAE");
+  const Activity activity(cat("encoding the ", r.width, "x", r.height, " init image with the VAE"));
+  Backend& be = model.backend();
+  const Tensor z = model.vae().encode(be, px.to(DType::F32).contiguous()).sample(be, rng);
+  return model.vae().scale_latents(be, z).to(DType::F32).contiguous();
 }
 
 }  // namespace
@@ -189,7 +207,13 @@ PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConf
   const PromptParts parts = prompt_parts(request);
   const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
   rows.exact = !(request.guider && request.guider->adaptive);
-  for (const Evaluation& e : plan_evaluations(*sampler, request.steps)) {
+  const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
+  const size_t first = request.init_image ? static_cast<size_t>(img2img_first_step(request.steps, request.init_image->strength) *
+                                                                sampler->order())
+                                          : 0;
+  rows.evaluations -= static_cast<int>(first);
+  for (size_t k = first; k < plan.size(); ++k) {
+    const Evaluation& e = plan[k];
     const EvaluationRows at = rows_at(request, parts, guider.get(), GuiderStep{e.step, request.steps, e.timestep, e.sigma});
     rows.rows += static_cast<uint64_t>(at.rows);
     rows.perturbed += at.perturbed;
@@ -295,6 +319,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   OTTER_CHECK(first_row >= 0 && first_row + B <= noise_rows, "images ", first_row, "..", first_row + B - 1,
               " of a batch of ", noise_rows, " do not exist");
   TorchCpuGenerator rng(request.seed);
+  // Image to image: the picture's latent sample is the generator's first draw, before the noise.
+  if (request.init_image) result.image_latents = encode_init_image(model, *request.init_image, request, rng);
   {
     Tensor all = Tensor::empty(Shape{noise_rows, latent_channels, h, w}, DType::F32);
     rng.randn(all.f32(), static_cast<size_t>(all.numel()));
@@ -314,8 +340,20 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     // A copy of the generator as it stands after the initial draw.
     TurnNoise noise(rng, noise_rows, first_row + r0, first_row + r1);
     Tensor latents = result.init_noise.slice(0, r0, r1).contiguous().clone();
-    const float sigma0 = sampler->init_noise_sigma();
-    for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;
+    // Image to image begins part-way through the schedule, from the picture's latents noised there.
+    const int first = request.init_image ? img2img_first_step(request.steps, request.init_image->strength) * sampler->order()
+                                         : 0;
+    if (request.init_image) {
+      sampler->set_begin_index(first);
+      const size_t per_row = static_cast<size_t>(result.image_latents.numel());
+      for (int64_t b = 0; b < r1 - r0; ++b) {
+        const std::span<float> row(latents.f32() + static_cast<size_t>(b) * per_row, per_row);
+        sampler->add_noise(std::span<const float>(result.image_latents.f32(), per_row), row, first, row);
+      }
+    } else {
+      const float sigma0 = sampler->init_noise_sigma();
+      for (int64_t i = 0; i < latents.numel(); ++i) latents.f32()[i] *= sigma0;
+    }
 
     // Classic CFG (scale schedule, otter's semantics for s <= 1), or a guider (diffusers' methods).
     const Tensor turn_uncond = prompt_rows(uncond, r0, r1, request.images_per_prompt);
@@ -371,7 +409,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
         request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN)) : NAN;
     StepActivity where{0, evaluations, turn, turns, r1 - r0, w, h};
     t0 = Clock::now();
-    for (int k = 0; k < evaluations; ++k) {
+    for (int k = first; k < evaluations; ++k) {
       const auto step_start = Clock::now();
       where.k = k;
       const Activity activity(StepActivity::describe, &where);
@@ -388,7 +426,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
         sampler->step(eps, k, latents, noise);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {
-        StepReport report{k, evaluations, timesteps[static_cast<size_t>(k)],
+        StepReport report{k - first, evaluations - first, timesteps[static_cast<size_t>(k)],
                           request.guider ? guider_scale : request.guidance.schedule.at(schedule_step, request.steps),
                           guidance.skipped_uncond_steps() != skipped_before, since(step_start)};
         report.turn = turn;
@@ -401,7 +439,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     copy_rows_into(result.final_latents, latents, r0, B);
     result.unet_rows += guidance.unet_rows();
     result.perturbed_rows += guidance.perturbed_rows();
-    result.evaluations = evaluations;
+    result.evaluations = evaluations - first;
+    result.first_evaluation = first;
     // Every turn skips the same steps; count them once.
     result.skipped_uncond_steps = guidance.skipped_uncond_steps();
 

@@ -10,6 +10,9 @@
 //     eps = guidance.predict(UNet, x, t_k)          one UNet call on [uncond…, cond…]
 //     latents = sampler.step(eps, k, latents)       ancestral noise from the same generator
 //   image = VAE.decode(latents)
+//
+// With an init image the same loop does image to image (pipeline/init_image.h): the latents start
+// from the picture's, noised to the step `strength` selects, and the loop runs from there.
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -18,6 +21,7 @@
 
 #include "guidance/classifier_free_guidance.h"
 #include "guidance/guidance_recipe.h"
+#include "pipeline/init_image.h"
 #include "pipeline/stable_diffusion.h"
 #include "sampling/sampler.h"
 
@@ -52,6 +56,8 @@ struct Txt2ImgRequest {
   // The images' noise is rows [noise_first_row, noise_first_row + B) of the draws a batch of
   // noise_batch_rows images makes (0: their own batch): one image of an earlier batch again.
   int64_t noise_batch_rows = 0, noise_first_row = 0;
+  // Image to image: start from this picture (width and height must be its size).
+  std::optional<InitImage> init_image;
 };
 
 struct StepReport {
@@ -67,6 +73,7 @@ using StepCallback = std::function<void(const StepReport&)>;
 
 struct Txt2ImgResult {
   Tensor init_noise;     // [B, 4, h, w] the seeded draw
+  Tensor image_latents;  // [1, 4, h, w] image to image: scaling_factor x the picture's latent sample
   Tensor final_latents;  // [B, 4, h, w]
   Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (only with keep_decoded)
   Tensor image;          // [B, H, W, 3] U8, clamp(decoded/2 + 0.5)·255 rounded half to even
@@ -76,6 +83,7 @@ struct Txt2ImgResult {
   uint64_t unet_rows = 0;            // batch rows the UNet evaluated in total
   uint64_t perturbed_rows = 0;       // of which with a perturbation (PAG, SEG, SLG, auto-guidance)
   int evaluations = 0;               // UNet evaluations per image (sampler steps, Heun's two per step)
+  int first_evaluation = 0;          // where the loop began in the schedule (image to image: t_start · order)
   uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
 };

@@ -23,6 +23,11 @@ class DiscreteTimestepSampler : public Sampler {
   explicit DiscreteTimestepSampler(SchedulerConfig c)
       : Sampler(std::move(c)), schedule_(make_training_schedule(config_)) {}
 
+  void do_add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                    std::span<float> out) const override {
+    add_noise_alpha(schedule_.alphas_cumprod, timesteps_int_[static_cast<size_t>(index)], original, noise, out);
+  }
+
   struct Alphas {
     int64_t t;      // this step's timestep
     float a_t;      // alphas_cumprod[t]

@@ -50,6 +50,11 @@ class DpmppTwoMSampler final : public Sampler {
   }
 
  protected:
+  void do_add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                    std::span<float> out) const override {
+    add_noise_alpha_sigma(sigmas()[static_cast<size_t>(index)], original, noise, out);
+  }
+
   void do_step(std::span<const float> e, int index, std::span<float> x, NoiseGenerator&) override {
     const size_t n = x.size();
     const int steps = num_evaluations();

@@ -38,6 +38,7 @@ class HeunSampler final : public Sampler {
     reset_schedule(std::move(timesteps), std::move(sigmas));
   }
 
+  int order() const override { return 2; }
   float init_noise_sigma() const override { return sigma_init_noise_sigma(sigmas(), config_.timestep_spacing); }
 
  protected:

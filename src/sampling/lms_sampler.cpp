@@ -77,9 +77,12 @@ class LmsSampler final : public Sampler {
 
     const int order = std::min(index + 1, kLmsOrder);
     // sum(coeff * derivative for coeff, derivative in zip(coeffs, reversed(derivatives))): each
-    // coefficient is a Python float applied to a float32 tensor, accumulated left to right.
+    // coefficient is a Python float applied to a float32 tensor, accumulated left to right. zip()
+    // stops at the shorter list: image to image begins at index > 0 with fewer derivatives than
+    // `order`, and diffusers then applies the first coefficients of the higher-order formula only.
+    const int terms = std::min(order, static_cast<int>(derivatives_.size()));
     std::vector<float> acc(n, 0.0f);
-    for (int j = 0; j < order; ++j) {
+    for (int j = 0; j < terms; ++j) {
       const auto c = static_cast<float>(lms_coefficient(order, index, j));
       const std::vector<float>& dj = derivatives_[derivatives_.size() - 1 - static_cast<size_t>(j)];
       if (j == 0) {

@@ -57,6 +57,11 @@ class PndmSampler final : public Sampler {
   }
 
  protected:
+  void do_add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                    std::span<float> out) const override {
+    add_noise_alpha(schedule_.alphas_cumprod, timesteps_int_[static_cast<size_t>(index)], original, noise, out);
+  }
+
   void do_step(std::span<const float> e, int index, std::span<float> sample, NoiseGenerator&) override {
     const size_t n = sample.size();
     int64_t t = timesteps_int_[static_cast<size_t>(index)];

@@ -25,6 +25,32 @@ void Sampler::reset_schedule(std::vector<float> timesteps, std::vector<float> si
 
 void Sampler::do_scale_model_input(std::span<float>, int) const {}
 
+void Sampler::set_begin_index(int index) {
+  OTTER_CHECK(num_evaluations() > 0, name(), ": set_begin_index() before set_timesteps()");
+  OTTER_CHECK(next_step_ == 0, name(), ": set_begin_index() after a step (call set_timesteps to start again)");
+  OTTER_CHECK(index >= 0 && index < num_evaluations(), name(), ": begin index ", index, " is outside the schedule of ",
+              num_evaluations(), " evaluations");
+  next_step_ = index;
+}
+
+void Sampler::add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                        std::span<float> out) const {
+  OTTER_CHECK(index >= 0 && index < num_evaluations(), name(), ": add_noise index ", index,
+              " is outside the schedule of ", num_evaluations(), " evaluations (call set_timesteps first)");
+  OTTER_CHECK(original.size() == noise.size() && out.size() == original.size(), name(), ": add_noise on ",
+              original.size(), " values with ", noise.size(), " noise values into ", out.size());
+  do_add_noise(original, noise, index, out);
+}
+
+void Sampler::do_add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                           std::span<float> out) const {
+  const float sigma = sigmas()[static_cast<size_t>(index)];
+  for (size_t i = 0; i < out.size(); ++i) {
+    const float scaled = noise[i] * sigma;
+    out[i] = original[i] + scaled;
+  }
+}
+
 void Sampler::scale_model_input(std::span<float> x, int index) const {
   OTTER_CHECK(index >= 0 && index < num_evaluations(), name(), ": scale_model_input index ", index,
               " is outside the schedule of ", num_evaluations(), " evaluations (call set_timesteps first)");

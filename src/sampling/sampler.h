@@ -57,6 +57,17 @@ class Sampler {
   const std::vector<float>& sigmas() const { return sigmas_; }
   // Standard deviation of the initial noise: latents = randn * init_noise_sigma().
   virtual float init_noise_sigma() const { return 1.0f; }
+  // diffusers' `order`: timesteps() entries per inference step (Heun 2, the others 1).
+  virtual int order() const { return 1; }
+
+  // Image to image starts part-way (diffusers' set_begin_index): the next step() is evaluation
+  // `index`, with the multistep state as fresh as after set_timesteps (as in diffusers).
+  void set_begin_index(int index);
+  // out = `original` (clean latents) noised with `noise` to the level of evaluation `index`, as the
+  // diffusers class's add_noise does at the begin index: sqrt(ᾱ_t)·x + sqrt(1−ᾱ_t)·n for the alpha
+  // samplers (DDIM, DDPM, PNDM), x + σ·n for the sigma ones (Euler, Euler a, Heun, LMS),
+  // α_σ·x + σ_σ·n for DPM-Solver and UniPC. float32, diffusers' order of operations.
+  void add_noise(std::span<const float> original, std::span<const float> noise, int index, std::span<float> out) const;
 
   // Scales x in place into the UNet's input for evaluation `index` (identity for most samplers;
   // x / sqrt(sigma^2 + 1) for the sigma-space ones). x may hold any number of batch rows.
@@ -82,6 +93,9 @@ class Sampler {
   explicit Sampler(SchedulerConfig config) : config_(std::move(config)) {}
 
   virtual void do_scale_model_input(std::span<float> x, int index) const;
+  // The sigma form x + σ_index·n; the alpha-space and multistep samplers override it.
+  virtual void do_add_noise(std::span<const float> original, std::span<const float> noise, int index,
+                            std::span<float> out) const;
   virtual void do_step(std::span<const float> model_output, int index, std::span<float> sample,
                        NoiseGenerator& noise) = 0;
   virtual void do_step_cfg_pp(std::span<const float> model_output, std::span<const float> renoise_output, int index,

@@ -35,6 +35,29 @@ void denoised_from_sigma(PredictionType p, float sigma, std::span<const float> e
   }
 }
 
+void add_noise_alpha(const std::vector<float>& alphas_cumprod, int64_t t, std::span<const float> original,
+                     std::span<const float> noise, std::span<float> out) {
+  OTTER_CHECK(t >= 0 && static_cast<size_t>(t) < alphas_cumprod.size(), "add_noise: timestep ", t,
+              " is outside the training schedule of ", alphas_cumprod.size());
+  const float a = alphas_cumprod[static_cast<size_t>(t)];
+  // torch: alphas_cumprod[t] ** 0.5 and (1 - alphas_cumprod[t]) ** 0.5 (pow 0.5 is sqrt), each
+  // product rounded before the sum.
+  const float sqrt_alpha = std::sqrt(a), sqrt_one_minus_alpha = std::sqrt(1.0f - a);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const float signal = sqrt_alpha * original[i], scaled_noise = sqrt_one_minus_alpha * noise[i];
+    out[i] = signal + scaled_noise;
+  }
+}
+
+void add_noise_alpha_sigma(float sigma, std::span<const float> original, std::span<const float> noise,
+                           std::span<float> out) {
+  const AlphaSigma as = alpha_sigma_from_sigma(sigma);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const float signal = as.alpha * original[i], scaled_noise = as.sigma * noise[i];
+    out[i] = signal + scaled_noise;
+  }
+}
+
 void scale_by_sigma(std::span<float> x, float sigma) {
   const float div = std::sqrt(sigma * sigma + 1.0f);
   for (float& v : x) v = v / div;

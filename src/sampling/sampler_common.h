@@ -38,6 +38,12 @@ void reject_thresholding(const SchedulerConfig& c, std::string_view sampler);
 //   epsilon: x - sigma*e;  v: e * (-sigma/sqrt(sigma^2+1)) + x/(sigma^2+1);  sample: e.
 void denoised_from_sigma(PredictionType p, float sigma, std::span<const float> model_output,
                          std::span<const float> x, std::span<float> x0);
+// add_noise of the alpha-space samplers at integer timestep t: sqrt(ᾱ_t)·x + sqrt(1−ᾱ_t)·n.
+void add_noise_alpha(const std::vector<float>& alphas_cumprod, int64_t t, std::span<const float> original,
+                     std::span<const float> noise, std::span<float> out);
+// add_noise of DPM-Solver and UniPC at k-diffusion level sigma: α·x + σ_t·n (alpha_sigma_from_sigma).
+void add_noise_alpha_sigma(float sigma, std::span<const float> original, std::span<const float> noise,
+                           std::span<float> out);
 // x / sqrt(sigma^2 + 1): the UNet input of the sigma-space samplers.
 void scale_by_sigma(std::span<float> x, float sigma);
 // diffusers' init_noise_sigma of the sigma-space samplers: max sigma, or sqrt(max^2 + 1) for
