@@ -39,6 +39,9 @@ struct GenerateArgs {
   double vae_memory_limit = 2.0;
   double memory_limit = 0;  // GB; 0 = what the system and cgroup leave
   int max_batch = 0;        // images per turn; 0 = as the memory plan decides
+  std::string init_image;   // image to image: the starting picture
+  double strength = 0.75;   // how much of the schedule runs on it, (0, 1]
+  bool resize = false;      // resample the picture to -W x -H instead of refusing another size
   std::string from;         // --from: a PNG whose parameters are the defaults
   // The image of a batch a --from image was (its noise is that row of the batch's draws).
   int64_t noise_batch_rows = 0, noise_first_row = 0;

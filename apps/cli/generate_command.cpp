@@ -7,6 +7,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@
 #include "pipeline/default_model.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/image_output.h"
+#include "pipeline/init_image.h"
+#include "io/png.h"
 #include "pipeline/stable_diffusion.h"
 #include "pipeline/txt2img.h"
 
@@ -59,6 +62,22 @@ class ProgressBar {
   bool quiet_, tty_;
   double total_seconds_ = 0;
 };
+
+// The --init-image picture at the size asked: its own when -W/-H are not given, resampled to
+// them with --resize, else a clear refusal naming the fix. Sides must be multiples of 8.
+PngImage read_init_picture(const GenerateArgs& a) {
+  PngImage picture = read_png(a.init_image);
+  const int want_w = a.width ? a.width : picture.width, want_h = a.height ? a.height : picture.height;
+  if (want_w != picture.width || want_h != picture.height) {
+    OTTER_CHECK(a.resize, "--init-image ", a.init_image, " is ", picture.width, "x", picture.height, " but -W/-H ask for ",
+                want_w, "x", want_h, ": leave out -W/-H to keep the picture's size, or add --resize to resample it");
+    picture = resize_picture(picture, want_w, want_h);
+  }
+  OTTER_CHECK(picture.width % 8 == 0 && picture.height % 8 == 0, "--init-image ", a.init_image, " is ", picture.width,
+              "x", picture.height, "; its sides must be multiples of 8: add --resize -W ", std::max(8, picture.width / 8 * 8),
+              " -H ", std::max(8, picture.height / 8 * 8));
+  return picture;
+}
 
 void run_generate(const GenerateArgs& a) {
   OTTER_CHECK(a.rng == "cpu", "--rng ", a.rng, " is not available; otter reproduces torch's CPU generator (--rng cpu)");
@@ -110,6 +129,12 @@ void run_generate(const GenerateArgs& a) {
   OTTER_CHECK(total_images <= kMaxImages, a.prompts.size(), " prompts x ", a.images, " images = ", total_images,
               " images; at most ", kMaxImages, " per run");
 
+  // Image to image: the picture is read and sized before the model is opened.
+  std::optional<PngImage> init_picture;
+  if (!a.init_image.empty()) init_picture = read_init_picture(a);
+  else OTTER_CHECK(!a.resize, "--resize resamples an --init-image; there is none");
+  if (init_picture) img2img_first_step(a.steps, a.strength);  // a bad --strength fails now
+
   const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
   if (a.precision == "auto") log(a.quiet, cat("otter: precision ", precision_name(precision), " (", precision_probe().reason, ")"));
   LoadOptions load;
@@ -125,10 +150,15 @@ void run_generate(const GenerateArgs& a) {
     if (const std::optional<Perturbation> p = request.guider->make()->perturbation())
       (void)choose_transformer_blocks(UNetConfig::from_json(files.configs.unet).transformer_block_names(), p->layers);
 
-  // Default size: the model's native resolution (sample_size latents x 8).
+  // Default size: the model's native resolution (sample_size latents x 8); an init image's own.
   const int native = files.configs.unet.value("sample_size", 64) * 8;
   request.width = a.width ? a.width : native;
   request.height = a.height ? a.height : native;
+  if (init_picture) {
+    request.width = a.width ? a.width : init_picture->width;
+    request.height = a.height ? a.height : init_picture->height;
+    request.init_image = InitImage{picture_to_vae_input(*init_picture), a.strength};
+  }
   if (request.guider) request.guider->make()->check_latent_size(request.height / 8, request.width / 8);
 
   // The memory plan, before any weight is prepared or step run: refuse what cannot fit, run the
@@ -144,6 +174,7 @@ void run_generate(const GenerateArgs& a) {
   plan_request.vae_memory_limit_gb = a.vae_memory_limit;
   plan_request.base_bytes = process_memory().resident_bytes;
   plan_request.total_images = total_images;
+  plan_request.encodes_image = init_picture.has_value();
   const MemoryBudget budget = memory_budget(a.memory_limit > 0 ? std::optional<double>(a.memory_limit) : std::nullopt);
   const std::optional<int64_t> max_batch = a.max_batch > 0 ? std::optional<int64_t>(a.max_batch) : std::nullopt;
   const MemoryDecision memory = fit_memory(files.configs, plan_request, total_images, max_batch, budget);
@@ -205,8 +236,9 @@ void run_generate(const GenerateArgs& a) {
                       metadata);
     log(a.quiet, "otter: wrote " + a.save_latents);
   }
-  for (const auto& path : save_images(a.output, request, result, model->files().name,
-                                     {{"Precision", precision_name(precision)}}))
+  std::vector<std::pair<std::string, std::string>> extra{{"Precision", precision_name(precision)}};
+  if (init_picture) extra.emplace_back("Init image", std::filesystem::path(a.init_image).filename().string());
+  for (const auto& path : save_images(a.output, request, result, model->files().name, extra))
     std::cout << path.string() << "\n";
 }
 
@@ -237,6 +269,13 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cfg-batch", a->cfg_batch,
                   "batched: one UNet call on [uncond, cond]; split: two calls (less memory, same result)")
       ->capture_default_str();
+  cmd->add_option("--init-image", a->init_image,
+                  "Image to image: start from this PNG (encoded by the VAE, noised to the step --strength selects)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--strength", a->strength,
+                  "With --init-image: the part of the schedule that runs, in (0, 1]; 1 repaints everything")
+      ->capture_default_str();
+  cmd->add_flag("--resize", a->resize, "With --init-image: resample the picture to -W x -H (Lanczos) instead of refusing another size");
   cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, kMaxSteps));
   cmd->add_option("--sampler", a->sampler,
                   "pndm lms ddim ddpm euler euler_a heun dpmpp_2m dpmpp_2m_karras unipc (default: the model's own)");

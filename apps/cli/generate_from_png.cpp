@@ -76,6 +76,13 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
   if (!given("long-prompt"))
     if (const auto mode = extra(p, "Long prompt")) a.long_prompt = *mode;
   if (!given("vae-tile") && extra(p, "VAE tiles")) a.vae_tile = true;
+  // Image to image: the picture is not in the PNG (as in the webui); its strength is.
+  if (const auto strength = extra(p, "Denoising strength")) {
+    const auto init = extra(p, "Init image");
+    OTTER_CHECK(given("init-image"), a.from, " was made from an init image", init ? cat(" (", *init, ")") : std::string(),
+                "; give the same picture with --init-image");
+    if (!given("strength")) a.strength = number<double>(a.from, "Denoising strength", *strength);
+  }
   if (!given("precision"))
     if (const auto precision = extra(p, "Precision")) a.precision = *precision;
   if (!given("model") && !p.model.empty() && p.model != kDefaultModelName)

@@ -297,6 +297,39 @@ ActivationBytes vae_decode_activation_bytes(const nlohmann::json& vae_config, in
   return sim.result();
 }
 
+ActivationBytes vae_encode_activation_bytes(const nlohmann::json& vae_config, int64_t images, int64_t height,
+                                            int64_t width, Precision precision, int threads) {
+  const VaeConfig c = VaeConfig::from_json(vae_config);
+  Sim sim;
+  Ops op(sim, precision, threads);
+  const double n = static_cast<double>(images);
+  double pixels = static_cast<double>(height * width);
+  const size_t blocks = c.block_out_channels.size();
+  const auto ch = [&](size_t i) { return static_cast<double>(c.block_out_channels[i]); };
+  // The mirror of the decoder (models/vae.cpp VaeEncoder::forward): full resolution first.
+  Buf image = op.same(n * c.in_channels * pixels);
+  double channels = ch(0);
+  Buf hb = op.conv(n, c.in_channels, pixels, channels, pixels, false, false);
+  image.reset();
+  for (size_t i = 0; i < blocks; ++i) {
+    for (int j = 0; j < c.layers_per_block; ++j) {
+      hb = resnet(op, hb, n, channels, ch(i), pixels);
+      channels = ch(i);
+    }
+    if (i + 1 < blocks) {
+      Buf padded = op.same(n * channels * pixels);  // one row and column of zeros right and bottom
+      hb = op.conv(n, channels, pixels, channels, pixels / 4, false, false);
+      pixels /= 4;
+    }
+    sim.release_cache();
+  }
+  hb = resnet(op, hb, n, channels, channels, pixels);
+  if (c.mid_block_add_attention) hb = spatial_attention(op, n, channels, pixels);
+  hb = resnet(op, hb, n, channels, channels, pixels);
+  Buf moments = op.conv(n, channels, pixels, 2.0 * c.latent_channels, pixels, true, false);
+  return sim.result();
+}
+
 ActivationBytes text_encoder_activation_bytes(const nlohmann::json& text_encoder_config, int64_t rows,
                                               Precision precision, int threads) {
   const ClipTextConfig c = ClipTextConfig::from_json(text_encoder_config);

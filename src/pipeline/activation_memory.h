@@ -33,6 +33,10 @@ ActivationBytes unet_activation_bytes(const nlohmann::json& unet_config, int64_t
 ActivationBytes vae_decode_activation_bytes(const nlohmann::json& vae_config, int64_t images, int64_t h, int64_t w,
                                             Precision precision, int threads);
 
+// One VAE encode of `images` pictures of [in_channels, H, W] (image to image's init picture).
+ActivationBytes vae_encode_activation_bytes(const nlohmann::json& vae_config, int64_t images, int64_t height,
+                                            int64_t width, Precision precision, int threads);
+
 // The text encoder on `rows` windows of 77 tokens.
 ActivationBytes text_encoder_activation_bytes(const nlohmann::json& text_encoder_config, int64_t rows,
                                               Precision precision, int threads);

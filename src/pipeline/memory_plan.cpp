@@ -56,10 +56,13 @@ MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) 
 
   plan.text_weights = prepared_weight_bytes(text_encoder_tensor_specs(configs.text_encoder), r.precision);
   plan.unet_weights = prepared_weight_bytes(unet_tensor_specs(configs.unet), r.precision);
-  // txt2img decodes only: the encoder's tensors stay unread in the mapped file.
-  plan.vae_weights = prepared_weight_bytes(vae_tensor_specs(configs.vae), r.precision, [](const std::string& name) {
-    return name.rfind("decoder.", 0) == 0 || name.rfind("post_quant_conv.", 0) == 0;
+  // txt2img decodes only: the encoder's tensors stay unread in the mapped file. Image to image
+  // prepares them too.
+  plan.vae_weights = prepared_weight_bytes(vae_tensor_specs(configs.vae), r.precision, [&](const std::string& name) {
+    return r.encodes_image || name.rfind("decoder.", 0) == 0 || name.rfind("post_quant_conv.", 0) == 0;
   });
+  if (r.encodes_image)
+    plan.vae_encode = vae_encode_activation_bytes(configs.vae, 1, r.height, r.width, r.precision, r.threads);
 
   // Prompts are encoded one at a time (each as its windows); the UNet sees all rows at once.
   plan.text = text_encoder_activation_bytes(configs.text_encoder, r.text_windows, r.precision, r.threads);
@@ -91,14 +94,18 @@ MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) 
 
 std::string MemoryPlan::describe() const {
   std::ostringstream out;
-  out << format_gb(peak()) << " at the " << (unet_phase() >= decode_phase() ? "UNet" : "VAE decode")
-      << "'s peak: weights " << format_gb(weights()) << " (UNet " << format_gb(unet_weights) << ", text encoder "
-      << format_gb(text_weights) << ", VAE decoder " << format_gb(vae_weights) << "), UNet activations "
+  const char* phase = encode_phase() > std::max(unet_phase(), decode_phase()) ? "VAE encode"
+                      : unet_phase() >= decode_phase()                        ? "UNet"
+                                                                              : "VAE decode";
+  out << format_gb(peak()) << " at the " << phase << "'s peak: weights " << format_gb(weights()) << " (UNet "
+      << format_gb(unet_weights) << ", text encoder " << format_gb(text_weights)
+      << (request.encodes_image ? ", VAE " : ", VAE decoder ") << format_gb(vae_weights) << "), UNet activations "
       << format_gb(unet.total()) << " (" << request.images * request.unet_rows_per_image << " rows of "
       << latent_width << "x" << latent_height << " latents), VAE decode "
       << format_gb(vae.total()) << " (" << request.images << (request.images == 1 ? " image" : " images") << " at "
       << request.width << "x" << request.height << (vae_tiled ? ", tiled" : "") << "), process before loading "
       << format_gb(base) << ", libraries " << format_gb(runtime);
+  if (request.encodes_image) out << ", VAE encode " << format_gb(vae_encode.total()) << " (the init picture)";
   return out.str();
 }
 

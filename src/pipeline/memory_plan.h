@@ -9,6 +9,7 @@
 // activations (activation_memory.h replays the forward passes). Measured against otter's peak
 // RSS for the bundled model and SD 1.5 (README, *Memory*; tests/pipeline/memory_plan_test.cpp).
 #include <cstdint>
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,7 @@ struct MemoryPlanRequest {
   std::optional<bool> vae_tiling;  // forced on/off, or automatic as the pipeline decides
   double vae_memory_limit_gb = 2.0;
   double base_bytes = 0;  // the process's RSS before loading (process_memory().resident_bytes)
+  bool encodes_image = false;  // image to image: the VAE encoder runs on one picture first
 };
 
 struct MemoryPlan {
@@ -38,6 +40,7 @@ struct MemoryPlan {
   double outputs = 0;        // kept for the whole run: every image's pixels and latents, the turn's text rows
   double text_weights = 0, unet_weights = 0, vae_weights = 0;  // resident, in the compute layout
   ActivationBytes text, unet, vae;
+  ActivationBytes vae_encode;  // image to image's one encode (empty otherwise)
   bool vae_tiled = false;
   int64_t latent_width = 0, latent_height = 0;  // of the request's size
   MemoryPlanRequest request;
@@ -47,7 +50,9 @@ struct MemoryPlan {
     return base + runtime + text_weights + unet_weights + outputs + text.total() + unet.total();
   }
   double decode_phase() const { return base + runtime + weights() + outputs + heap_leftover + vae.total(); }
-  double peak() const { return std::max(unet_phase(), decode_phase()); }
+  // The init picture's encode, before the denoising: every weight may be resident by then.
+  double encode_phase() const { return base + runtime + weights() + outputs + vae_encode.total(); }
+  double peak() const { return std::max({unet_phase(), decode_phase(), encode_phase()}); }
   // "2.71 GB (weights 2.15, UNet activations 0.28 on 2 rows at 64x64 latents, VAE decode 0.40, ...)"
   std::string describe() const;
 };
