@@ -34,6 +34,7 @@ struct GenerateArgs {
   std::string tokenizer;
   std::string long_prompt = "truncate";
   int clip_skip = 1;
+  std::string emphasis = "original";  // the webui's emphasis mode: original (weights, mean restored) or none
   std::string rng = "cpu";
   bool vae_tile = false;
   double vae_memory_limit = 2.0;

@@ -27,6 +27,7 @@
 #include "io/png.h"
 #include "pipeline/stable_diffusion.h"
 #include "pipeline/txt2img.h"
+#include "text/prompt_attention.h"
 
 namespace otter::cli {
 namespace {
@@ -108,6 +109,14 @@ void run_generate(const GenerateArgs& a) {
   }
   request.text.long_prompt = a.long_prompt == "chunk" ? LongPrompt::chunk : LongPrompt::truncate;
   request.text.clip_skip = a.clip_skip;
+  OTTER_CHECK(a.emphasis == "original" || a.emphasis == "none", "--emphasis must be 'original' or 'none', got '",
+              a.emphasis, "'");
+  request.text.prompt_weighting = a.emphasis == "original";
+  // A weight that is not a number fails now, not after the model has loaded.
+  if (request.text.prompt_weighting) {
+    for (const std::string& p : a.prompts) (void)parse_prompt_attention(p);
+    for (const std::string& p : a.negatives) (void)parse_prompt_attention(p);
+  }
   if (a.vae_tile) request.vae_tiling = true;
   request.vae_memory_limit_gb = a.vae_memory_limit;
   if ((a.width && a.width % 8) || (a.height && a.height % 8))
@@ -249,13 +258,17 @@ void add_generate_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "Generate images from a text prompt with classifier-free guidance");
   cmd->add_option("-m,--model", a->model,
                   "Diffusers folder or single-file .safetensors checkpoint (default: the bundled otter-shapes model)");
-  cmd->add_option("-p,--prompt", a->prompts, "Prompt; repeat for several prompts in one batch (required unless --from)");
+  // One value per flag: CLI11 would otherwise split "[a, b]" as a list, eating the webui's
+  // [de-emphasis] brackets, and read the words after -p as more prompts.
+  cmd->add_option("-p,--prompt", a->prompts, "Prompt; repeat for several prompts in one batch (required unless --from)")
+      ->allow_extra_args(false);
   cmd->add_option("--from", a->from,
                   "A PNG from otter generate (or the webui): its parameters are the defaults of every option not "
                   "given, so the same command reproduces the image or varies what you give");
   cmd->add_option("-n,--negative", a->negatives,
                   "Negative prompt: the baseline guidance moves away from (default: the empty prompt); one for "
-                  "all prompts or one per prompt");
+                  "all prompts or one per prompt")
+      ->allow_extra_args(false);
   cmd->add_option("--cfg-scale", a->cfg_scale, "Guidance scale s in eps = uncond + s*(cond - uncond)")
       ->capture_default_str();
   cmd->add_option("--guidance", a->guidance,
@@ -311,6 +324,10 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "Folder with the CLIP vocab.json and merges.txt");
   cmd->add_option("--long-prompt", a->long_prompt,
                   "Prompts over 75 tokens: truncate (diffusers) or chunk (75-token windows, webui)")
+      ->capture_default_str();
+  cmd->add_option("--emphasis", a->emphasis,
+                  "Prompt weighting, the webui's syntax: original ((word:1.3), [word], BREAK; mean restored) or none "
+                  "(brackets are plain text)")
       ->capture_default_str();
   cmd->add_option("--clip-skip", a->clip_skip, "Use the text encoder's N-th layer from the end (1 = last)")
       ->capture_default_str()

@@ -76,6 +76,8 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
   if (!given("long-prompt"))
     if (const auto mode = extra(p, "Long prompt")) a.long_prompt = *mode;
   if (!given("vae-tile") && extra(p, "VAE tiles")) a.vae_tile = true;
+  if (!given("emphasis"))
+    if (const auto emphasis = extra(p, "Emphasis")) a.emphasis = *emphasis == "None" ? "none" : "original";
   // Image to image: the picture is not in the PNG (as in the webui); its strength is.
   if (const auto strength = extra(p, "Denoising strength")) {
     const auto init = extra(p, "Init image");

@@ -72,6 +72,7 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
   if (request.sampler_options.eta != 0) p.extra.emplace_back("Eta", shortest_text(request.sampler_options.eta));
   if (request.text.clip_skip != 1) p.extra.emplace_back("Clip skip", std::to_string(request.text.clip_skip));
   if (request.text.long_prompt == LongPrompt::chunk) p.extra.emplace_back("Long prompt", "chunk");
+  if (!request.text.prompt_weighting) p.extra.emplace_back("Emphasis", "None");
   if (result.vae_tiled) p.extra.emplace_back("VAE tiles", "64");
   if (request.init_image) p.extra.emplace_back("Denoising strength", shortest_text(request.init_image->strength));
   return p;

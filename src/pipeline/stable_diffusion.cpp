@@ -1,5 +1,6 @@
 #include "pipeline/stable_diffusion.h"
 
+#include <array>
 #include <chrono>
 #include <cstring>
 
@@ -92,6 +93,67 @@ Tensor StableDiffusion::encode_windows(const std::vector<ClipWindow>& windows, c
   return states.reshape(Shape{1, static_cast<int64_t>(windows.size()) * kClipContextLength, D});
 }
 
+Tensor StableDiffusion::encode_weighted(const std::vector<AttentionPiece>& pieces, const TextEncodeOptions& options) {
+  // The webui's chunks: each piece's ids carry its weight; 75 ids per chunk, a BREAK closes one;
+  // BOS, EOS and padding weigh 1.
+  std::vector<ClipWindow> windows;
+  std::vector<std::array<float, kClipContextLength>> weights;
+  std::vector<int> ids;
+  std::vector<float> id_weights;
+  const auto close_chunk = [&] {
+    ClipWindow w;
+    w.fill(pad_id_);
+    std::array<float, kClipContextLength> m;
+    m.fill(1.0f);
+    w[0] = tokenizer_.bos_id();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      w[i + 1] = ids[i];
+      m[i + 1] = id_weights[i];
+    }
+    w[ids.size() + 1] = tokenizer_.eos_id();
+    windows.push_back(w);
+    weights.push_back(m);
+    ids.clear();
+    id_weights.clear();
+  };
+  for (const AttentionPiece& piece : pieces) {
+    if (piece.is_break) {
+      close_chunk();
+      continue;
+    }
+    // The webui's multipliers are a float32 tensor of the Python (double) weights.
+    const auto weight = static_cast<float>(piece.weight);
+    for (int id : tokenizer_.encode(piece.text)) {
+      if (ids.size() == static_cast<size_t>(kClipMaxPromptTokens)) close_chunk();
+      ids.push_back(id);
+      id_weights.push_back(weight);
+    }
+  }
+  if (!ids.empty() || windows.empty()) close_chunk();
+
+  Tensor states = encode_windows(windows, options);  // [1, 77·chunks, D]
+  const int64_t D = states.dim(2), per_chunk = kClipContextLength * D;
+  float* z = states.f32();
+  for (size_t c = 0; c < windows.size(); ++c) {
+    float* chunk = z + static_cast<int64_t>(c) * per_chunk;
+    // z.mean() before and after the weights, then z *= original / new (float32 scalars; the sums
+    // in double, nearer the exact mean than any float32 summation order).
+    double before = 0, after = 0;
+    for (int64_t i = 0; i < per_chunk; ++i) before += chunk[i];
+    for (int64_t t = 0; t < kClipContextLength; ++t)
+      for (int64_t d = 0; d < D; ++d) {
+        float& v = chunk[t * D + d];
+        v = v * weights[c][static_cast<size_t>(t)];
+        after += v;
+      }
+    const auto original_mean = static_cast<float>(before / static_cast<double>(per_chunk));
+    const auto new_mean = static_cast<float>(after / static_cast<double>(per_chunk));
+    const float ratio = original_mean / new_mean;
+    for (int64_t i = 0; i < per_chunk; ++i) chunk[i] = chunk[i] * ratio;
+  }
+  return states;
+}
+
 Tensor StableDiffusion::encode_prompts(const std::vector<std::string>& prompts, const TextEncodeOptions& options) {
   TokenizeOptions tok;
   tok.long_prompt = options.long_prompt;
@@ -99,7 +161,13 @@ Tensor StableDiffusion::encode_prompts(const std::vector<std::string>& prompts, 
   std::vector<Tensor> rows;
   int64_t windows = 1;
   for (const std::string& p : prompts) {
-    rows.push_back(encode_windows(tokenizer_.tokenize(p, tok).windows, options));
+    if (options.prompt_weighting) {
+      const std::vector<AttentionPiece> pieces = parse_prompt_attention(p);
+      rows.push_back(is_plain_attention(pieces) ? encode_windows(tokenizer_.tokenize(pieces[0].text, tok).windows, options)
+                                                : encode_weighted(pieces, options));
+    } else {
+      rows.push_back(encode_windows(tokenizer_.tokenize(p, tok).windows, options));
+    }
     windows = std::max(windows, rows.back().dim(1) / kClipContextLength);
   }
   for (Tensor& r : rows) r = pad_to_windows(r, windows, options);

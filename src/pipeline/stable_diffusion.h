@@ -15,6 +15,7 @@
 #include "models/vae.h"
 #include "sampling/scheduler_config.h"
 #include "text/clip_tokenizer.h"
+#include "text/prompt_attention.h"
 
 namespace otter {
 
@@ -26,6 +27,9 @@ struct LoadOptions {
 struct TextEncodeOptions {
   LongPrompt long_prompt = LongPrompt::truncate;  // or chunk: 75-token windows, embeddings concatenated
   int clip_skip = 1;                              // 1 = last layer, 2 = penultimate, ...
+  // The webui's emphasis syntax, (word:1.3) [word] BREAK (text/prompt_attention.h); off: the
+  // prompt is plain text, brackets included.
+  bool prompt_weighting = true;
 };
 
 class StableDiffusion {
@@ -39,6 +43,9 @@ class StableDiffusion {
 
   // Text states for each prompt: [prompts.size(), 77·windows, D]. When chunking, prompts with fewer
   // windows are padded with the empty prompt's windows so all rows have the same length.
+  // A prompt with emphasis syntax is encoded as the webui does: 75-token chunks (a BREAK starts
+  // one), each chunk's states multiplied per token by its weight, then scaled back to the chunk's
+  // mean before weighting. A prompt without it (escapes aside) gives exactly the plain states.
   Tensor encode_prompts(const std::vector<std::string>& prompts, const TextEncodeOptions& options = {});
   // Pads the token dimension of a [B, 77·k, D] tensor to 77·windows with the empty prompt's states
   // (so cond and uncond rows can share one batch).
@@ -56,6 +63,7 @@ class StableDiffusion {
  private:
   StableDiffusion(Backend& backend, ModelFiles files, ClipTokenizer tokenizer);
   Tensor encode_windows(const std::vector<ClipWindow>& windows, const TextEncodeOptions& options);
+  Tensor encode_weighted(const std::vector<AttentionPiece>& pieces, const TextEncodeOptions& options);
 
   Backend& backend_;
   ModelFiles files_;

@@ -1,7 +1,7 @@
 // libFuzzer: what a user types into a prompt or a guidance option: composable prompts (AND with
-// weights), guider recipes, scale schedules, and the CLIP tokenizer (byte-level BPE over any
-// UTF-8, or not UTF-8). Anything may come in; the only acceptable outcomes are a result or an
-// otter::Error.
+// weights), emphasis ((word:1.3), [word], BREAK), guider recipes, scale schedules, and the CLIP
+// tokenizer (byte-level BPE over any UTF-8, or not UTF-8). Anything may come in; the only
+// acceptable outcomes are a result or an otter::Error.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,6 +11,7 @@
 #include "guidance/guidance_recipe.h"
 #include "guidance/guidance_schedule.h"
 #include "text/clip_tokenizer.h"
+#include "text/prompt_attention.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
@@ -30,6 +31,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     otter::GuidanceSchedule s = otter::GuidanceSchedule::parse(text);
     s.validate(20);
     (void)s.at(3, 20);
+  } catch (const otter::Error&) {
+  }
+  try {
+    for (const otter::AttentionPiece& piece : otter::parse_prompt_attention(text)) (void)tokenizer.encode(piece.text);
   } catch (const otter::Error&) {
   }
   try {

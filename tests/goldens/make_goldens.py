@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORACLE = Path(os.environ.get("OTTER_ORACLE_DIR", HERE.parents[2] / "shared" / "oracle"))
 sys.path.insert(0, str(ORACLE))
+sys.path.append(str(HERE))
 import common  # noqa: E402
 
 common.setup_path()
@@ -31,9 +32,21 @@ import make_goldens as mg  # noqa: E402  (applies the torch 1.13 baddbmm patch)
 import verify_pipeline as vp  # noqa: E402  (the tokenizer/text-encoder adapters for stock pipelines)
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (  # noqa: E402
     StableDiffusionImg2ImgPipeline)
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+import prompt_attention as pa  # noqa: E402  (beside this script)
+
 PROMPT = "a green circle on a blue background"
+
+
+class TE(vp.TE):
+    """verify_pipeline's text-encoder adapter, with the `device` the pipelines ask their modules for
+    (which module they ask first follows set order, so without it a run fails now and then)."""
+
+    @property
+    def device(self):
+        return torch.device("cpu")
 
 
 class Store(mg.Store):
@@ -96,7 +109,7 @@ def record_add_noise(sched, R):
 def run_img2img(M, p, dtype, image_png):
     sched = mg.SCHEDULERS[p["scheduler"]].from_config(M.base_sched.config, **p["scheduler_overrides"])
     M.to(dtype)
-    pipe = StableDiffusionImg2ImgPipeline(vae=M.vae, text_encoder=vp.TE(M.te), tokenizer=vp.Tok(M), unet=M.unet,
+    pipe = StableDiffusionImg2ImgPipeline(vae=M.vae, text_encoder=TE(M.te), tokenizer=vp.Tok(M), unet=M.unet,
                                           scheduler=sched, safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -185,13 +198,95 @@ def make_img2img():
                         "versions": mg.versions(), "cases": cases})
 
 
+WEIGHTED_PROMPTS = [
+    "a (red:1.5) circle on a [blue] background",
+    "((a red circle)), on a blue background",
+    "an \\(escaped\\) bracket and a (half open",
+    "a red circle BREAK a blue background",
+    "[[a small]] (square:0.5) of (green:-0.3) \\\\ done]",
+    "(a red circle:1.2) " + "on a blue background, " * 16,
+    "a red circle on a blue background",
+]
+WEIGHTED_PIPELINES = [  # (model, id, scheduler, prompt, negative)
+    ("tiny-sd1", "euler_a_weighted", "EulerAncestralDiscreteScheduler", "a (red:1.5) circle on a [blue] background",
+     "(yellow:1.3) triangle"),
+    ("tiny-sd2", "ddim_break", "DDIMScheduler", "a red circle BREAK a blue background", "[yellow]"),
+]
+
+
+def weighted(M, prompt, dtype):
+    M.to(dtype)
+    with torch.no_grad():
+        z = pa.weighted_embedding(pa.parse(prompt), M.tok.encode, 49406, 49407, M.pad_id,
+                                  lambda ids: M.te(ids)["last_hidden_state"])
+    M.to(torch.float32)
+    return z
+
+
+def run_weighted_pipeline(M, scheduler, prompt, negative, dtype):
+    cond, uncond = weighted(M, prompt, dtype), weighted(M, negative, dtype)
+    empty = weighted(M, "", dtype)
+    while uncond.shape[1] < cond.shape[1]:  # shorter side padded with the empty prompt's chunks (webui, otter)
+        uncond = torch.cat([uncond, empty], dim=1)
+    while cond.shape[1] < uncond.shape[1]:
+        cond = torch.cat([cond, empty], dim=1)
+    sched = mg.SCHEDULERS[scheduler].from_config(M.base_sched.config)
+    M.to(dtype)
+    pipe = StableDiffusionPipeline(vae=M.vae, text_encoder=TE(M.te), tokenizer=vp.Tok(M), unet=M.unet,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator("cpu").manual_seed(11)
+    with torch.no_grad(), DrawInFloat32():
+        latents = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, height=64, width=64,
+                       num_inference_steps=8, guidance_scale=7.5, generator=gen, output_type="latent").images
+    M.to(torch.float32)
+    return cond, uncond, latents
+
+
+def make_weighting():
+    st, cases, pipelines = Store(), [], []
+    for name in ["tiny-sd1", "tiny-sd2"]:
+        M = mg.Models(name)
+        for k, prompt in enumerate(WEIGHTED_PROMPTS):
+            z, z2 = weighted(M, prompt, torch.float32), weighted(M, prompt, torch.float32)
+            assert torch.equal(z, z2)
+            z64 = weighted(M, prompt, torch.float64)
+            cases.append({"model": f"models/{name}", "prompt": prompt,
+                          "pieces": [{"text": t, "weight": w, "break": b} for t, w, b in pa.parse(prompt)],
+                          "embedding": st.add(f"{name}/prompt{k}", z), "f32_vs_f64": mg.diff(z, z64)})
+        for model, cid, scheduler, prompt, negative in WEIGHTED_PIPELINES:
+            if model != name:
+                continue
+            cond, uncond, latents = run_weighted_pipeline(M, scheduler, prompt, negative, torch.float32)
+            _, _, latents64 = run_weighted_pipeline(M, scheduler, prompt, negative, torch.float64)
+            pipelines.append({"id": f"{name}/{cid}", "model": f"models/{name}", "scheduler": scheduler,
+                              "prompt": prompt, "negative_prompt": negative, "seed": 11, "steps": 8,
+                              "guidance_scale": 7.5, "size": 64,
+                              "tensors": {"cond": st.add(f"{name}/{cid}/cond", cond),
+                                          "uncond": st.add(f"{name}/{cid}/uncond", uncond),
+                                          "final_latents": st.add(f"{name}/{cid}/final_latents", latents)},
+                              "f32_vs_f64": {"final_latents": mg.diff(latents, latents64)}})
+            print(f"   {name}/{cid}: f32-vs-f64 latents {pipelines[-1]['f32_vs_f64']['final_latents']['max_abs']:.2e}")
+    st.save("prompt_weighting", {
+        "description": "Prompt weighting in the webui's syntax, by prompt_attention.py (a reimplementation from the "
+                       "webui's documented behaviour): per prompt its parsed pieces and the weighted text-encoder "
+                       "output (chunks of 77, multipliers, mean restored), for tiny-sd1 (pad EOS) and tiny-sd2 "
+                       "(pad '!'); and stock StableDiffusionPipeline runs given those embeddings (prompt_embeds, "
+                       "negative_prompt_embeds; the shorter padded with the empty prompt's chunks).",
+        "versions": mg.versions(), "cases": cases, "pipelines": pipelines})
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["img2img"])
+    ap.add_argument("--only", choices=["img2img", "weighting"])
     a = ap.parse_args()
     if a.only in (None, "img2img"):
         print("img2img")
         make_img2img()
+    if a.only in (None, "weighting"):
+        print("prompt weighting")
+        make_weighting()
 
 
 if __name__ == "__main__":
