@@ -1,10 +1,14 @@
 #include "api_request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "core/error.h"
 #include "guidance/guidance_recipe.h"
+#include "io/base64.h"
+#include "io/png.h"
+#include "pipeline/init_image.h"
 #include "pipeline/image_output.h"
 #include "sampling/sampler.h"
 
@@ -185,6 +189,55 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
     spec.model = model_of(get_string(*o, "sd_model_checkpoint", webui_model), models, "override_settings.sd_model_checkpoint");
     r.text.clip_skip = static_cast<int>(get_int(*o, "CLIP_stop_at_last_layers", 1, 1, 12));
   }
+  return spec;
+}
+
+GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const ModelCatalog& models,
+                                   const std::string& webui_model) {
+  check_object(body);
+  if (field(body, "mask"))
+    bad("mask", "inpainting (a mask) is not served yet; send the picture without 'mask' for image to image");
+  if (get_int(body, "resize_mode", 0, 0, 3) != 0)
+    bad("resize_mode", "only resize_mode 0 (just resize) is served: the picture is resampled to width x height");
+  const json* images = field(body, "init_images");
+  if (!images || !images->is_array() || images->empty())
+    bad("init_images", "'init_images' must be a list holding one base64 PNG");
+  if (images->size() > 1)
+    bad("init_images", cat("'init_images' has ", images->size(), " pictures; otter starts every image from one"));
+  if (!(*images)[0].is_string()) bad("init_images", "'init_images' must hold a base64 string");
+  std::string_view text = (*images)[0].get_ref<const std::string&>();
+  if (text.starts_with("data:")) {
+    const size_t comma = text.find(',');
+    if (comma == std::string_view::npos) bad("init_images", "'init_images'[0] is a data: URL without ','");
+    text.remove_prefix(comma + 1);
+  }
+  const std::optional<std::vector<uint8_t>> bytes = base64_decode(text);
+  if (!bytes) bad("init_images", "'init_images'[0] is not base64");
+  PngImage picture;
+  try {
+    picture = decode_png(bytes->data(), bytes->size(), "init_images[0]");
+  } catch (const Error& e) {
+    bad("init_images", e.what());
+  }
+  if (picture.width > limits.max_side || picture.height > limits.max_side)
+    bad("init_images", cat("the picture is ", picture.width, "x", picture.height, "; at most ", limits.max_side,
+                           " pixels a side"));
+
+  GenerationSpec spec = parse_webui_txt2img(body, limits, models, webui_model);
+  Txt2ImgRequest& r = spec.request;
+  const double strength = get_number(body, "denoising_strength", 0.75, 0, 1);
+  try {
+    (void)img2img_first_step(r.steps, strength);
+  } catch (const Error& e) {
+    bad("denoising_strength", e.what());
+  }
+  // Without a size: the picture's, rounded down to multiples of 8 (diffusers' rule).
+  const int w = r.width ? r.width : std::max(8, picture.width / 8 * 8);
+  const int h = r.height ? r.height : std::max(8, picture.height / 8 * 8);
+  if (w != picture.width || h != picture.height) picture = resize_picture(picture, w, h);
+  r.width = w;
+  r.height = h;
+  r.init_image = InitImage{picture_to_vae_input(picture), strength};
   return spec;
 }
 

@@ -38,6 +38,12 @@ class ModelCatalog {
 // POST /sdapi/v1/txt2img. `webui_model` is the model /sdapi/v1/options selected ("" = default).
 GenerationSpec parse_webui_txt2img(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models,
                                    const std::string& webui_model);
+// POST /sdapi/v1/img2img: txt2img's fields plus init_images (one base64 PNG, a data: URL prefix
+// allowed), denoising_strength (0, 1] (default 0.75) and resize_mode 0 ("just resize": the picture
+// is resampled to width x height when they are given; else its own size, rounded down to
+// multiples of 8). A mask (inpainting) is refused, naming the field.
+GenerationSpec parse_webui_img2img(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models,
+                                   const std::string& webui_model);
 // POST /v1/images/generations.
 GenerationSpec parse_openai_generation(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models);
 // POST /v1/jobs (otter's own names; see the README).

@@ -163,7 +163,12 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
     std::unique_ptr<Sampler> sampler = make_sampler(request.sampler, scheduler, request.sampler_options);
     sampler->set_timesteps(request.steps);
     const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
-    const int evaluations = sampler->num_evaluations();
+    // Image to image runs the evaluations from its first one on (txt2img's on_step counts in the
+    // whole schedule).
+    const int first = request.init_image
+                          ? img2img_first_step(request.steps, request.init_image->strength) * sampler->order()
+                          : 0;
+    const int evaluations = sampler->num_evaluations() - first;
     const PredictionType prediction = sampler->prediction_type();
     job->set_running(model->name, request.sampler, request.width, request.height, evaluations * spec.iterations);
     const int64_t batch = request.images_per_prompt * static_cast<int64_t>(request.prompts.size());
@@ -191,7 +196,7 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
         // Kept for an interrupt; one buffer per batch, filled in place (no allocation per step).
         if (!last_latents.defined()) last_latents = Tensor::empty(latents.shape(), latents.dtype());
         std::memcpy(last_latents.raw(), latents.contiguous().raw(), last_latents.nbytes());
-        job->set_step(it * evaluations + k + 1,
+        job->set_step(it * evaluations + (k - first) + 1,
                       preview_png(*model, prediction, plan[static_cast<size_t>(k)].sigma, x_in, eps));
       };
       const StepCallback progress = [&](const StepReport& s) {

@@ -205,24 +205,31 @@ void HttpServer::routes() {
   });
 
   // ---- the webui's API ----
-  s.Post("/sdapi/v1/txt2img", [this](const httplib::Request& req, httplib::Response& res) {
-    guarded(Api::WebUi, res, [&] {
-      std::string model;
-      {
-        std::lock_guard lock(webui_mutex_);
-        model = webui_model_;
-      }
-      const json body = parse_body(req.body);
-      GenerationSpec spec = parse_webui_txt2img(body, options_.limits, service_.models(), model);
-      check_against_model(spec, *service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model),
-                          {"width", "height", "sampler_name", "otter_guidance"});
-      const auto job = service_.submit(spec);
-      const JobSnapshot done = wait_for(*job, req);
-      if (done.state != JobState::Succeeded)
-        throw ApiError{done.state == JobState::Cancelled ? 499 : 500, done.error.empty() ? "cancelled" : done.error, ""};
-      send_json(res, 200, webui_txt2img_response(*job, body));
-    });
-  });
+  // txt2img and img2img: the same blocking exchange, parsed by their own field rules.
+  using WebUiParser = GenerationSpec (*)(const json&, const Limits&, const ModelCatalog&, const std::string&);
+  const auto webui_generation = [this](WebUiParser parse) {
+    return [this, parse](const httplib::Request& req, httplib::Response& res) {
+      guarded(Api::WebUi, res, [&] {
+        std::string model;
+        {
+          std::lock_guard lock(webui_mutex_);
+          model = webui_model_;
+        }
+        const json body = parse_body(req.body);
+        GenerationSpec spec = parse(body, options_.limits, service_.models(), model);
+        check_against_model(spec,
+                            *service_.models().acquire(spec.model.empty() ? service_.models().default_name() : spec.model),
+                            {"width", "height", "sampler_name", "otter_guidance"});
+        const auto job = service_.submit(spec);
+        const JobSnapshot done = wait_for(*job, req);
+        if (done.state != JobState::Succeeded)
+          throw ApiError{done.state == JobState::Cancelled ? 499 : 500, done.error.empty() ? "cancelled" : done.error, ""};
+        send_json(res, 200, webui_txt2img_response(*job, body));
+      });
+    };
+  };
+  s.Post("/sdapi/v1/txt2img", webui_generation(&parse_webui_txt2img));
+  s.Post("/sdapi/v1/img2img", webui_generation(&parse_webui_img2img));
   s.Get("/sdapi/v1/samplers", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, webui_samplers()); });
   s.Get("/sdapi/v1/schedulers", [](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200, json::array({{{"name", "automatic"}, {"label", "Automatic"}, {"aliases", nullptr}},

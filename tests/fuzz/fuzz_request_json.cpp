@@ -24,11 +24,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Limits limits;
   try {
     const nlohmann::json body = parse_body(text);
-    for (int api = 0; api < 3; ++api) {
+    for (int api = 0; api < 4; ++api) {
       try {
         const GenerationSpec spec = api == 0   ? parse_webui_txt2img(body, limits, models, "")
                                     : api == 1 ? parse_openai_generation(body, limits, models)
-                                               : parse_native_job(body, limits, models);
+                                    : api == 2 ? parse_native_job(body, limits, models)
+                                               : parse_webui_img2img(body, limits, models, "");
         (void)spec.rows();
       } catch (const ApiError&) {
       }

@@ -440,3 +440,71 @@ TEST(Http, MemoryStaysBoundedUnderAFloodOfBadAndGoodRequests) {
 
 }  // namespace
 }  // namespace otter::serve
+
+namespace otter::serve {
+namespace {
+
+std::string init_picture_base64() {
+  std::ifstream in(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/img2img_input.png", std::ios::binary);
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_FALSE(bytes.empty());
+  return base64_encode(bytes);
+}
+
+// The webui's img2img: its image is otter generate --init-image's, byte for byte.
+TEST(Http, WebuiImg2imgIsTheCliImage) {
+  Server s;
+  const json request{{"prompt", "a green circle on a blue background"}, {"seed", 3}, {"steps", 8},
+                     {"sampler_name", "Euler a"}, {"cfg_scale", 7.5}, {"denoising_strength", 0.6},
+                     {"init_images", json::array({"data:image/png;base64," + init_picture_base64()})}};
+  auto res = s.client().Post("/sdapi/v1/img2img", request.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json body = json::parse(res->body);
+  ASSERT_EQ(body["images"].size(), 1u);
+  Txt2ImgRequest r;
+  r.prompts = {"a green circle on a blue background"};
+  r.width = r.height = 64;
+  r.seed = 3;
+  r.steps = 8;
+  r.sampler = "euler_a";
+  r.guidance.schedule = GuidanceSchedule::constant(7.5f);
+  r.init_image = InitImage{picture_to_vae_input(read_png(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/img2img_input.png")), 0.6};
+  const auto png = base64_decode(body["images"][0].get<std::string>());
+  ASSERT_TRUE(png);
+  EXPECT_EQ(*png, cli_png(s, r));
+  EXPECT_NE(json::parse(body["info"].get<std::string>())["infotexts"][0].get<std::string>().find("Denoising strength: 0.6"),
+            std::string::npos);
+
+  // A size resamples the picture (resize_mode 0).
+  json resized = request;
+  resized["width"] = resized["height"] = 128;
+  res = s.client().Post("/sdapi/v1/img2img", resized.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const auto big = base64_decode(json::parse(res->body)["images"][0].get<std::string>());
+  ASSERT_TRUE(big);
+  EXPECT_EQ(decode_png(big->data(), big->size()).width, 128);
+
+  // Bad input names its field.
+  const std::pair<json, std::string> bad[] = {
+      {json{{"mask", "x"}}, "mask"},
+      {json{{"denoising_strength", 1.5}}, "denoising_strength"},
+      {json{{"denoising_strength", 0.01}}, "denoising_strength"},
+      {json{{"init_images", json::array({"bm90IGEgcGljdHVyZQ=="})}}, "init_images"},
+      {json{{"init_images", json::array()}}, "init_images"},
+      {json{{"init_images", json::array({init_picture_base64(), init_picture_base64()})}}, "init_images"},
+      {json{{"resize_mode", 1}}, "resize_mode"},
+  };
+  for (const auto& [change, name] : bad) {
+    json b = request;
+    b.update(change);
+    res = s.client().Post("/sdapi/v1/img2img", b.dump(), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << name << ": " << res->body;
+    EXPECT_NE(res->body.find(name), std::string::npos) << res->body;
+  }
+}
+
+}  // namespace
+}  // namespace otter::serve
