@@ -43,6 +43,8 @@ struct GenerateArgs {
   std::string init_image;   // image to image: the starting picture
   double strength = 0.75;   // how much of the schedule runs on it, (0, 1]
   bool resize = false;      // resample the picture to -W x -H instead of refusing another size
+  std::vector<std::string> loras;  // --lora FILE[:WEIGHT], repeatable
+  bool lora_lenient = false;
   std::string from;         // --from: a PNG whose parameters are the defaults
   // The image of a batch a --from image was (its noise is that row of the batch's draws).
   int64_t noise_batch_rows = 0, noise_first_row = 0;

@@ -24,6 +24,7 @@
 #include "pipeline/memory_plan.h"
 #include "pipeline/image_output.h"
 #include "pipeline/init_image.h"
+#include "io/lora.h"
 #include "io/png.h"
 #include "pipeline/stable_diffusion.h"
 #include "pipeline/txt2img.h"
@@ -151,6 +152,10 @@ void run_generate(const GenerateArgs& a) {
   if (!a.prediction.empty()) load.model.prediction = a.prediction;
   if (!a.variant.empty()) load.model.variant = a.variant;
   if (!a.tokenizer.empty()) load.tokenizer = a.tokenizer;
+  for (const std::string& l : a.loras) load.loras.push_back(LoraSpec::parse(l));
+  load.lora_lenient = a.lora_lenient;
+  // Each LoRA file is read and checked now, before the model is opened.
+  for (const LoraSpec& l : load.loras) (void)read_lora(l.path);
   // Opening maps the files and checks every tensor against the configs; nothing is built yet.
   ModelFiles files = open_model(model_path, load.model);
 
@@ -247,6 +252,11 @@ void run_generate(const GenerateArgs& a) {
   }
   std::vector<std::pair<std::string, std::string>> extra{{"Precision", precision_name(precision)}};
   if (init_picture) extra.emplace_back("Init image", std::filesystem::path(a.init_image).filename().string());
+  if (!load.loras.empty()) {
+    std::string list;
+    for (const LoraSpec& l : load.loras) list += (list.empty() ? "" : ", ") + l.to_string();
+    extra.emplace_back("LoRA", list);
+  }
   for (const auto& path : save_images(a.output, request, result, model->files().name, extra))
     std::cout << path.string() << "\n";
 }
@@ -289,6 +299,12 @@ void add_generate_command(CLI::App& app) {
                   "With --init-image: the part of the schedule that runs, in (0, 1]; 1 repaints everything")
       ->capture_default_str();
   cmd->add_flag("--resize", a->resize, "With --init-image: resample the picture to -W x -H (Lanczos) instead of refusing another size");
+  cmd->add_option("--lora", a->loras,
+                  "A LoRA (.safetensors, kohya or diffusers/PEFT layout) merged into the weights: FILE or FILE:WEIGHT "
+                  "(default 1); repeat for several")
+      ->allow_extra_args(false);
+  cmd->add_flag("--lora-lenient", a->lora_lenient,
+                "Apply a LoRA's layers that the model has and warn about the others (default: refuse the LoRA)");
   cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, kMaxSteps));
   cmd->add_option("--sampler", a->sampler,
                   "pndm lms ddim ddpm euler euler_a heun dpmpp_2m dpmpp_2m_karras unipc (default: the model's own)");

@@ -78,6 +78,9 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
   if (!given("vae-tile") && extra(p, "VAE tiles")) a.vae_tile = true;
   if (!given("emphasis"))
     if (const auto emphasis = extra(p, "Emphasis")) a.emphasis = *emphasis == "None" ? "none" : "original";
+  // LoRAs: the PNG names the files and weights; the files themselves must be given again.
+  if (const auto loras = extra(p, "LoRA"))
+    OTTER_CHECK(given("lora"), a.from, " was made with LoRA ", *loras, "; give the same files with --lora FILE:WEIGHT");
   // Image to image: the picture is not in the PNG (as in the webui); its strength is.
   if (const auto strength = extra(p, "Denoising strength")) {
     const auto init = extra(p, "Init image");

@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "info.h"
+#include "io/lora.h"
 #include "io/checkpoint_format.h"
 
 namespace otter::cli {
@@ -36,6 +37,7 @@ void describe_path(const std::filesystem::path& path, std::ostream& out, const M
   if (std::filesystem::is_regular_file(status) && has_extension(path, ".safetensors")) {
     refuse_pickle_checkpoint(path);  // a torch file renamed to .safetensors
     if (is_single_file_checkpoint(path)) describe_model(path, model, out, tokenizer);
+    else if (is_lora_file(path)) out << describe_lora(read_lora(path));
     else describe_safetensors(path, out);
     return;
   }

@@ -60,6 +60,10 @@ std::unique_ptr<StableDiffusion> StableDiffusion::load(const std::filesystem::pa
 std::unique_ptr<StableDiffusion> StableDiffusion::load(ModelFiles files, Backend& backend, const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   Activity activity(cat("loading the model ", files.name));
+  if (!options.loras.empty()) {
+    apply_loras(files, options.loras, options.lora_lenient, files.notes);
+    for (const LoraSpec& l : options.loras) files.notes.push_back(cat("LoRA ", l.path.string(), " merged at weight ", l.weight));
+  }
   const TokenizerChoice tokenizer_choice = choose_tokenizer(files.configs.tokenizer_dir, options.tokenizer);
   ClipTokenizer tokenizer = load_tokenizer(tokenizer_choice);
   files.notes.push_back(cat("tokenizer: ", tokenizer_choice.describe()));

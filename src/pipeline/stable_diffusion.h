@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "io/lora.h"
 #include "io/model_files.h"
 #include "models/clip_text_encoder.h"
 #include "models/unet.h"
@@ -22,6 +23,8 @@ namespace otter {
 struct LoadOptions {
   ModelOptions model;                                // --config, --prediction, --variant
   std::optional<std::filesystem::path> tokenizer;    // --tokenizer DIR
+  std::vector<LoraSpec> loras;                       // --lora FILE[:WEIGHT], merged into the weights at load
+  bool lora_lenient = false;                         // --lora-lenient: skip layers the model lacks, with a note
 };
 
 struct TextEncodeOptions {

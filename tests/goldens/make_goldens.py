@@ -277,9 +277,172 @@ def make_weighting():
         "versions": mg.versions(), "cases": cases, "pipelines": pipelines})
 
 
+# ---- LoRA ------------------------------------------------------------------------------------
+LORA_SEED = {"tiny-sd1": 1234, "tiny-sd2": 4321}
+
+
+def lora_targets(M, style):
+    """(component, module name, module) the random LoRAs touch: the kohya one every attention and
+    resnet layer of the UNet (linear and conv, 3x3 included) and every linear of the text encoder;
+    the PEFT one the attention projections and the text encoder's q/v, as PEFT trainings do."""
+    out = []
+    for comp, model in (("unet", M.unet), ("text_encoder", M.te)):
+        for name, m in model.named_modules():
+            if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                continue
+            if style == "kohya" and (comp == "text_encoder" or "attentions" in name or "resnets" in name):
+                out.append((comp, name, m))
+            if style == "peft" and (name.endswith(("to_q", "to_k", "to_v", "to_out.0", "q_proj", "v_proj"))):
+                out.append((comp, name, m))
+    return out
+
+
+def random_lora(M, name, style, rank, alpha):
+    """{(component, module): (down, up, alpha)} with down [r, in(, kh, kw)], up [out, r(, 1, 1)]."""
+    g = torch.Generator().manual_seed(LORA_SEED[name] + (0 if style == "kohya" else 1))
+    layers = {}
+    for comp, mod_name, m in lora_targets(M, style):
+        w = m.weight
+        if w.dim() == 4:
+            down = torch.randn(rank, w.shape[1], w.shape[2], w.shape[3], generator=g) / (w.shape[1] * w.shape[2] * w.shape[3]) ** 0.5
+            up = torch.randn(w.shape[0], rank, 1, 1, generator=g) * 0.2
+        else:
+            down = torch.randn(rank, w.shape[1], generator=g) / w.shape[1] ** 0.5
+            up = torch.randn(w.shape[0], rank, generator=g) * 0.2
+        layers[(comp, mod_name)] = (down, up, alpha)
+    return layers
+
+
+def kohya_file(layers):
+    sd = {}
+    for (comp, mod_name), (down, up, alpha) in layers.items():
+        stem = ("lora_unet_" if comp == "unet" else "lora_te_") + mod_name.replace(".", "_")
+        sd[f"{stem}.lora_down.weight"], sd[f"{stem}.lora_up.weight"] = down, up
+        sd[f"{stem}.alpha"] = torch.tensor(float(alpha))
+    return sd
+
+
+def peft_file(layers):
+    sd = {}
+    for (comp, mod_name), (down, up, alpha) in layers.items():
+        sd[f"{comp}.{mod_name}.lora_A.weight"], sd[f"{comp}.{mod_name}.lora_B.weight"] = down, up
+    return sd
+
+
+def check_kohya_names_with_diffusers(sd, layers):
+    """diffusers' own kohya converter must name every layer as the goldens' merge does."""
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
+    converted, alphas = _convert_non_diffusers_lora_to_diffusers(dict(sd))
+    names = set()
+    for k in converted:
+        if ".down." not in k:
+            continue
+        n = k.replace(".processor.", ".").replace(".lora_linear_layer.", ".lora.")
+        for proj, plain in (("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"),
+                            ("to_out_lora", "to_out.0")):
+            n = n.replace(proj, plain)
+        n = n.replace(".lora.down.weight", "").replace(".down.weight", "")
+        n = n.replace("text_encoder.text_model.encoder.layers", "text_encoder.text_model.encoder.layers")
+        names.add(n)
+    want = {f"{comp}.{mod}" for comp, mod in layers}
+    te = {n for n in want if n.startswith("text_encoder.")}
+    # diffusers renames the TE attention projections to_q/to_k/... (its attention-processor names).
+    te_fixed = {n.replace("self_attn.q_proj", "self_attn.to_q").replace("self_attn.k_proj", "self_attn.to_k")
+                 .replace("self_attn.v_proj", "self_attn.to_v").replace("self_attn.out_proj", "self_attn.to_out.0")
+                for n in te}
+    missing = ((want - te) | te_fixed) - names
+    assert not missing, f"diffusers names differently: {sorted(missing)[:5]}"
+    assert len(alphas) == len(layers)
+
+
+def merged(M, loras, dtype):
+    """The base weights plus sum_i w_i * (alpha/rank) * up @ down (the formula: diffusers' merge,
+    fuse_lora, needs PEFT, which Debian's torch 1.13 environment lacks), in `dtype`."""
+    saved = {}
+    with torch.no_grad():
+        for layers, weight in loras:
+            for (comp, mod_name), (down, up, alpha) in layers.items():
+                m = dict((M.unet if comp == "unet" else M.te).named_modules())[mod_name]
+                key = (comp, mod_name)
+                if key not in saved:
+                    saved[key] = m.weight.detach().clone()
+                rank = down.shape[0]
+                delta = (up.to(dtype).flatten(1) @ down.to(dtype).flatten(1)).reshape(m.weight.shape)
+                m.weight += weight * (alpha / rank) * delta
+    return saved
+
+
+def restore(M, saved):
+    with torch.no_grad():
+        for (comp, mod_name), w in saved.items():
+            dict((M.unet if comp == "unet" else M.te).named_modules())[mod_name].weight.copy_(w)
+
+
+def lora_pipeline(M, scheduler, loras, dtype):
+    case = {"params": {"prompt": PROMPT, "negative_prompt": None, "seed": 5, "guidance_scale": 7.5,
+                       "guidance_rescale": 0.0, "num_inference_steps": 8, "height": 64, "width": 64,
+                       "num_images_per_prompt": 1, "eta": 0.0, "scheduler_overrides": {}, "force_cfg": False,
+                       "scheduler": scheduler}}
+    M.to(dtype)
+    saved = merged(M, loras, dtype)
+    R, _ = mg.run_pipeline(M, case, dtype)
+    restore(M, saved)
+    M.to(torch.float32)
+    return R
+
+
+def make_lora():
+    st, files, cases = Store(), {}, []
+    for name in ["tiny-sd1", "tiny-sd2"]:
+        M = mg.Models(name)
+        kohya = random_lora(M, name, "kohya", rank=4, alpha=2.0)
+        ksd = kohya_file(kohya)
+        check_kohya_names_with_diffusers(ksd, kohya)
+        save_file(ksd, str(HERE / f"lora_{name}_kohya.safetensors"))
+        files[f"{name}_kohya"] = {"file": f"lora_{name}_kohya.safetensors", "format": "kohya", "rank": 4,
+                                  "alpha": 2.0, "layers": len(kohya)}
+        runs = [("kohya0.8", [(kohya, 0.8)])]
+        if name == "tiny-sd1":
+            peft = random_lora(M, name, "peft", rank=2, alpha=2.0)  # no alpha in the file: alpha = rank
+            save_file(peft_file(peft), str(HERE / f"lora_{name}_peft.safetensors"))
+            files[f"{name}_peft"] = {"file": f"lora_{name}_peft.safetensors", "format": "peft", "rank": 2,
+                                     "alpha": None, "layers": len(peft)}
+            runs += [("peft1", [(peft, 1.0)]), ("kohya0.8_peft-0.5", [(kohya, 0.8), (peft, -0.5)])]
+        scheduler = "EulerDiscreteScheduler"
+        base = mg.run_pipeline(M, {"params": {"prompt": PROMPT, "negative_prompt": None, "seed": 5,
+                                              "guidance_scale": 7.5, "guidance_rescale": 0.0,
+                                              "num_inference_steps": 8, "height": 64, "width": 64,
+                                              "num_images_per_prompt": 1, "eta": 0.0, "scheduler_overrides": {},
+                                              "force_cfg": False, "scheduler": scheduler}}, torch.float32)[0]
+        for cid, loras in runs:
+            R = lora_pipeline(M, scheduler, loras, torch.float32)
+            R2 = lora_pipeline(M, scheduler, loras, torch.float32)
+            assert all(torch.equal(R[k], R2[k]) for k in R)
+            R64 = lora_pipeline(M, scheduler, loras, torch.float64)
+            spec = [{"file": f"lora_{name}_{'kohya' if layers is kohya else 'peft'}.safetensors", "weight": w}
+                    for layers, w in loras]
+            keep = ("prompt_embeds", "final_latents", "image_uint8")
+            cases.append({"id": f"{name}/{cid}", "model": f"models/{name}", "sampler": "euler", "seed": 5, "steps": 8,
+                          "prompt": PROMPT, "guidance_scale": 7.5, "loras": spec,
+                          "tensors": {k: st.add(f"{name}/{cid}/{k}", R[k]) for k in keep},
+                          "f32_vs_f64": {"final_latents": mg.diff(R["final_latents"], R64["final_latents"]),
+                                         "prompt_embeds": mg.diff(R["prompt_embeds"], R64["prompt_embeds"])},
+                          "change_from_base": {"final_latents_max_abs": float((R["final_latents"] -
+                                                                              base["final_latents"]).abs().max())}})
+            print(f"   {name}/{cid}: f32-vs-f64 latents {cases[-1]['f32_vs_f64']['final_latents']['max_abs']:.2e}, "
+                  f"change from base {cases[-1]['change_from_base']['final_latents_max_abs']:.3f}")
+    st.save("lora", {"description": "Random low-rank LoRAs for the tiny models in both file formats (kohya/webui: "
+                                    "lora_unet_*/lora_te_* .lora_down/.lora_up/.alpha, linear and conv incl. 3x3; "
+                                    "diffusers/PEFT: unet.*/text_encoder.* .lora_A/.lora_B, no alpha = rank), "
+                                    "merged W + w*(alpha/rank)*up@down by the formula (diffusers' fuse_lora needs "
+                                    "PEFT, absent here; diffusers' own kohya key converter checks the names), then "
+                                    "make_goldens.run_pipeline (txt2img, euler, 8 steps).",
+                     "versions": mg.versions(), "files": files, "cases": cases})
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["img2img", "weighting"])
+    ap.add_argument("--only", choices=["img2img", "weighting", "lora"])
     a = ap.parse_args()
     if a.only in (None, "img2img"):
         print("img2img")
@@ -287,6 +450,9 @@ def main():
     if a.only in (None, "weighting"):
         print("prompt weighting")
         make_weighting()
+    if a.only in (None, "lora"):
+        print("lora")
+        make_lora()
 
 
 if __name__ == "__main__":
