@@ -43,6 +43,9 @@ struct GenerateArgs {
   std::string init_image;   // image to image: the starting picture
   double strength = 0.75;   // how much of the schedule runs on it, (0, 1]
   bool resize = false;      // resample the picture to -W x -H instead of refusing another size
+  std::string mask;         // inpainting: white = repaint
+  double mask_blur = 4.0;   // the overlay's Gaussian, in pixels
+  bool mask_invert = false; // repaint the black part instead
   std::vector<std::string> loras;  // --lora FILE[:WEIGHT], repeatable
   bool lora_lenient = false;
   std::string from;         // --from: a PNG whose parameters are the defaults

@@ -16,6 +16,7 @@
 #include "generate_args.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/safetensors.h"
 #include "core/system_memory.h"
 #include "models/transformer_block_choice.h"
@@ -141,8 +142,19 @@ void run_generate(const GenerateArgs& a) {
 
   // Image to image: the picture is read and sized before the model is opened.
   std::optional<PngImage> init_picture;
+  std::optional<PngImage> init_mask;
   if (!a.init_image.empty()) init_picture = read_init_picture(a);
   else OTTER_CHECK(!a.resize, "--resize resamples an --init-image; there is none");
+  if (!a.mask.empty()) {
+    OTTER_CHECK(init_picture.has_value(), "--mask says what to repaint in an --init-image; give the picture too");
+    init_mask = read_png(a.mask);
+    if (init_mask->width != init_picture->width || init_mask->height != init_picture->height) {
+      OTTER_CHECK(a.resize, "--mask ", a.mask, " is ", init_mask->width, "x", init_mask->height, " but the picture is ",
+                  init_picture->width, "x", init_picture->height, ": give a mask of the picture's size, or add --resize");
+      init_mask = resize_picture(*init_mask, init_picture->width, init_picture->height);
+    }
+  }
+  OTTER_CHECK(a.mask_blur >= 0 && a.mask_blur <= 64, "--mask-blur must be in 0..64 pixels, got ", a.mask_blur);
   if (init_picture) img2img_first_step(a.steps, a.strength);  // a bad --strength fails now
 
   const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
@@ -171,7 +183,11 @@ void run_generate(const GenerateArgs& a) {
   if (init_picture) {
     request.width = a.width ? a.width : init_picture->width;
     request.height = a.height ? a.height : init_picture->height;
-    request.init_image = InitImage{picture_to_vae_input(*init_picture), a.strength};
+    request.init_image = InitImage{.pixels = picture_to_vae_input(*init_picture), .strength = a.strength};
+    if (init_mask) {
+      request.init_image->mask = mask_from_picture(*init_mask, a.mask_invert);
+      request.init_image->mask_blur = a.mask_blur;
+    }
   }
   if (request.guider) request.guider->make()->check_latent_size(request.height / 8, request.width / 8);
 
@@ -252,6 +268,11 @@ void run_generate(const GenerateArgs& a) {
   }
   std::vector<std::pair<std::string, std::string>> extra{{"Precision", precision_name(precision)}};
   if (init_picture) extra.emplace_back("Init image", std::filesystem::path(a.init_image).filename().string());
+  if (init_mask) {
+    extra.emplace_back("Mask", std::filesystem::path(a.mask).filename().string());
+    extra.emplace_back("Mask blur", shortest_text(a.mask_blur));
+    if (a.mask_invert) extra.emplace_back("Mask mode", "Inpaint not masked");
+  }
   if (!load.loras.empty()) {
     std::string list;
     for (const LoraSpec& l : load.loras) list += (list.empty() ? "" : ", ") + l.to_string();
@@ -298,6 +319,13 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--strength", a->strength,
                   "With --init-image: the part of the schedule that runs, in (0, 1]; 1 repaints everything")
       ->capture_default_str();
+  cmd->add_option("--mask", a->mask,
+                  "Inpainting: a PNG of the --init-image's size, white = repaint (grey >= 128), black = keep")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--mask-blur", a->mask_blur,
+                  "With --mask: the Gaussian (pixels) that softens the mask's edge where the result meets the input")
+      ->capture_default_str();
+  cmd->add_flag("--mask-invert", a->mask_invert, "With --mask: repaint the black part, keep the white");
   cmd->add_flag("--resize", a->resize, "With --init-image: resample the picture to -W x -H (Lanczos) instead of refusing another size");
   cmd->add_option("--lora", a->loras,
                   "A LoRA (.safetensors, kohya or diffusers/PEFT layout) merged into the weights: FILE or FILE:WEIGHT "

@@ -88,6 +88,12 @@ void apply_png_parameters(GenerateArgs& a, const std::function<bool(const std::s
                 "; give the same picture with --init-image");
     if (!given("strength")) a.strength = number<double>(a.from, "Denoising strength", *strength);
   }
+  if (const auto mask = extra(p, "Mask")) {
+    OTTER_CHECK(given("mask"), a.from, " was inpainted with the mask ", *mask, "; give it with --mask");
+    if (!given("mask-blur"))
+      if (const auto blur = extra(p, "Mask blur")) a.mask_blur = number<double>(a.from, "Mask blur", *blur);
+    if (!given("mask-invert") && extra(p, "Mask mode") == std::optional<std::string>("Inpaint not masked")) a.mask_invert = true;
+  }
   if (!given("precision"))
     if (const auto precision = extra(p, "Precision")) a.precision = *precision;
   if (!given("model") && !p.model.empty() && p.model != kDefaultModelName)

@@ -237,7 +237,7 @@ GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const
   if (w != picture.width || h != picture.height) picture = resize_picture(picture, w, h);
   r.width = w;
   r.height = h;
-  r.init_image = InitImage{picture_to_vae_input(picture), strength};
+  r.init_image = InitImage{.pixels = picture_to_vae_input(picture), .strength = strength};
   return spec;
 }
 

@@ -41,6 +41,21 @@ Tensor picture_to_vae_input(const PngImage& picture) {
   return out;
 }
 
+Tensor mask_from_picture(const PngImage& picture, bool invert) {
+  OTTER_CHECK(picture.channels == 3 || picture.channels == 4, "a mask with ", picture.channels,
+              " channels; expected RGB or RGBA");
+  const int64_t n = static_cast<int64_t>(picture.width) * picture.height;
+  Tensor mask = Tensor::empty(Shape{1, 1, picture.height, picture.width}, DType::F32);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* p = &picture.pixels[static_cast<size_t>(i * picture.channels)];
+    // PIL's ImagingConvert RGB -> L: (R·19595 + G·38470 + B·7471 + 0x8000) >> 16.
+    const uint32_t grey = (p[0] * 19595u + p[1] * 38470u + p[2] * 7471u + 0x8000u) >> 16;
+    const bool repaint = static_cast<float>(grey) / 255.0f >= 0.5f;
+    mask.f32()[i] = repaint != invert ? 1.0f : 0.0f;
+  }
+  return mask;
+}
+
 namespace {
 
 double lanczos3(double x) {

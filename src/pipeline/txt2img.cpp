@@ -12,6 +12,7 @@
 #include "guidance/composable_prompt.h"
 #include "guidance/guider_prediction.h"
 #include "models/vae_tiling.h"
+#include "pipeline/inpaint.h"
 #include "sampling/noise_schedule.h"
 #include "sampling/torch_cpu_generator.h"
 
@@ -97,6 +98,24 @@ void check_request(const Txt2ImgRequest& r, int latent_divisor) {
   if (r.init_image) img2img_first_step(r.steps, r.init_image->strength);  // throws for a bad strength
 }
 
+// The UNet must take the VAE's latents, or (an inpainting model) latents + mask + masked latents,
+// and then a mask must come with the request.
+void check_unet_inputs(StableDiffusion& model, const Txt2ImgRequest& r) {
+  const int64_t latent = model.vae().config().latent_channels, unet_in = model.unet().config().in_channels;
+  const bool inpainting_unet = unet_in == 2 * latent + 1;
+  OTTER_CHECK(unet_in == latent || inpainting_unet, "the UNet takes ", unet_in, " input channels; otter runs UNets of ",
+              latent, " (the VAE's latents) or ", 2 * latent + 1, " (inpainting models)");
+  const bool masked = r.init_image && r.init_image->mask.defined();
+  OTTER_CHECK(!inpainting_unet || masked, "this is an inpainting model (its UNet takes ", unet_in, " channels: latents, "
+              "mask and the masked picture's latents): give the picture with --init-image and what to repaint with --mask");
+  if (masked) {
+    const Tensor& m = r.init_image->mask;
+    OTTER_CHECK(m.rank() == 4 && m.dim(0) == 1 && m.dim(1) == 1 && m.dim(2) == r.height && m.dim(3) == r.width,
+                "the mask is ", m.rank() == 4 ? cat(m.dim(3), "x", m.dim(2)) : m.describe(), " but the image is ", r.width,
+                "x", r.height, ": give a mask of the init image's size (--resize resamples both)");
+  }
+}
+
 // Each prompt's sub-prompts (AND syntax), and whether any prompt is composable.
 struct PromptParts {
   std::vector<std::vector<WeightedPrompt>> per_prompt;
@@ -112,10 +131,10 @@ PromptParts prompt_parts(const Txt2ImgRequest& r) {
   return parts;
 }
 
-// scaling_factor x a sample of the VAE's latent distribution for the picture, drawn from `rng`
+// scaling_factor x a sample of the VAE's latent distribution for a picture, drawn from `rng`
 // (diffusers' retrieve_latents(vae.encode(image), generator) · scaling_factor).
-Tensor encode_init_image(StableDiffusion& model, const InitImage& init, const Txt2ImgRequest& r, NoiseGenerator& rng) {
-  const Tensor& px = init.pixels;
+Tensor encode_picture(StableDiffusion& model, const Tensor& px, const Txt2ImgRequest& r, NoiseGenerator& rng,
+                      const char* what) {
   OTTER_CHECK(px.defined() && px.rank() == 4 && px.dim(0) == 1 && px.dim(1) == 3, "the init image must be one RGB "
               "picture [1, 3, H, W], got ", px.defined() ? px.describe() : std::string("none"));
   OTTER_CHECK(px.dim(3) == r.width && px.dim(2) == r.height, "the init image is ", px.dim(3), "x", px.dim(2),
@@ -123,7 +142,7 @@ Tensor encode_init_image(StableDiffusion& model, const InitImage& init, const Tx
               ": leave out -W/-H (the picture's size is used), or add --resize to resample the picture");
   OTTER_CHECK(model.vae().has_encoder(), "this model's VAE has no encoder (no encoder.* tensors), which image to "
               "image needs to turn the picture into latents; use a checkpoint with the full VAE");
-  const Activity activity(cat("encoding the ", r.width, "x", r.height, " init image with the VAE"));
+  const Activity activity(cat("encoding the ", r.width, "x", r.height, " ", what, " with the VAE"));
   Backend& be = model.backend();
   const Tensor z = model.vae().encode(be, px.to(DType::F32).contiguous()).sample(be, rng);
   return model.vae().scale_latents(be, z).to(DType::F32).contiguous();
@@ -254,6 +273,7 @@ Tensor to_uint8_image(const Tensor& decoded_in) {
 Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, const StepCallback& progress,
                       const Txt2ImgTrace& trace) {
   check_request(request, model.unet().config().spatial_divisor());
+  check_unet_inputs(model, request);
   Backend& be = model.backend();
   Txt2ImgResult result;
 
@@ -312,19 +332,32 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // Noise: one torch-compatible draw for the whole batch, as diffusers does.
   const int64_t B = static_cast<int64_t>(request.prompts.size()) * request.images_per_prompt, h = request.height / 8,
                 w = request.width / 8;
-  const int64_t latent_channels = model.unet().config().in_channels;
+  const int64_t latent_channels = model.vae().config().latent_channels;
   // With noise_batch_rows the images are rows [noise_first_row, +B) of a larger batch's draws.
   const int64_t noise_rows = request.noise_batch_rows > 0 ? request.noise_batch_rows : B;
   const int64_t first_row = request.noise_batch_rows > 0 ? request.noise_first_row : 0;
   OTTER_CHECK(first_row >= 0 && first_row + B <= noise_rows, "images ", first_row, "..", first_row + B - 1,
               " of a batch of ", noise_rows, " do not exist");
   TorchCpuGenerator rng(request.seed);
-  // Image to image: the picture's latent sample is the generator's first draw, before the noise.
-  if (request.init_image) result.image_latents = encode_init_image(model, *request.init_image, request, rng);
+  // Image to image: the picture's latent sample is the generator's first draw, before the noise
+  // (an inpainting model at strength 1 starts from pure noise and skips it).
+  const bool inpaint = request.init_image && request.init_image->mask.defined();
+  const bool unet_takes_mask = inpaint && model.unet().config().in_channels != latent_channels;
+  const bool from_pure_noise = !request.init_image || (inpaint && request.init_image->strength == 1.0);
+  if (request.init_image && !(unet_takes_mask && from_pure_noise))
+    result.image_latents = encode_picture(model, request.init_image->pixels, request, rng, "init image");
   {
     Tensor all = Tensor::empty(Shape{noise_rows, latent_channels, h, w}, DType::F32);
     rng.randn(all.f32(), static_cast<size_t>(all.numel()));
     result.init_noise = noise_rows == B ? all : all.slice(0, first_row, first_row + B).contiguous().clone();
+  }
+
+  // Inpainting: the masked picture's latent sample is the next draw; the mask at latent size.
+  Tensor latent_mask, masked_latents;
+  if (inpaint) {
+    masked_latents = encode_picture(model, masked_picture(request.init_image->pixels, request.init_image->mask), request,
+                                    rng, "masked picture");
+    latent_mask = latent_mask_of(request.init_image->mask, static_cast<int>(request.width / w));
   }
 
   // The images run in turns of at most max_batch when asked (the memory plan's choice): each turn
@@ -343,7 +376,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     // Image to image begins part-way through the schedule, from the picture's latents noised there.
     const int first = request.init_image ? img2img_first_step(request.steps, request.init_image->strength) * sampler->order()
                                          : 0;
-    if (request.init_image) {
+    if (!from_pure_noise) {
       sampler->set_begin_index(first);
       const size_t per_row = static_cast<size_t>(result.image_latents.numel());
       for (int64_t b = 0; b < r1 - r0; ++b) {
@@ -384,11 +417,13 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       guidance_owner = std::make_unique<ClassifierFreeGuidance>(
           turn_uncond, prompt_rows(cond, r0, r1, request.images_per_prompt), request.guidance);
     NoisePrediction& guidance = *guidance_owner;
-    const Denoiser unet = trace.unet ? trace.unet
-                                     : Denoiser([&](const Tensor& x, float t, const Tensor& context,
-                                                    const RowPerturbation* perturbation) {
-                                         return model.unet().forward(be, x, t, context, {}, perturbation);
-                                       });
+    Denoiser unet = trace.unet ? trace.unet
+                               : Denoiser([&](const Tensor& x, float t, const Tensor& context,
+                                              const RowPerturbation* perturbation) {
+                                   return model.unet().forward(be, x, t, context, {}, perturbation);
+                                 });
+    if (unet_takes_mask) unet = with_inpainting_channels(std::move(unet), latent_mask, masked_latents);
+    const Tensor turn_noise = result.init_noise.slice(0, r0, r1).contiguous();
     // The caller hears when this turn's loop is over, however it ends.
     struct LoopEnd {
       const std::function<void()>& f;
@@ -424,6 +459,8 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
         sampler->step_cfg_pp(eps, renoise, k, latents, noise);
       else
         sampler->step(eps, k, latents, noise);
+      // An ordinary model keeps the unmasked region on the picture's own noisy path.
+      if (inpaint && !unet_takes_mask) blend_known_region(*sampler, k, result.image_latents, turn_noise, latent_mask, latents);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
       if (progress) {
         StepReport report{k - first, evaluations - first, timesteps[static_cast<size_t>(k)],
@@ -455,7 +492,12 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
                                                      request.vae_memory_limit_gb * 1e9);
       const Tensor decoded = result.vae_tiled ? decode_tiled(model.vae(), be, latents, VaeTiling{})
                                               : model.vae().decode(be, latents);
-      copy_rows_into(result.image, to_uint8_image(decoded), r0, B);
+      Tensor image = to_uint8_image(decoded);
+      if (inpaint) {  // the input's pixels outside the (blurred) mask
+        copy_rows_into(result.image_before_overlay, image, r0, B);
+        image = overlay_on_input(image, request.init_image->pixels, request.init_image->mask, request.init_image->mask_blur);
+      }
+      copy_rows_into(result.image, image, r0, B);
       if (request.keep_decoded) copy_rows_into(result.decoded, decoded, r0, B);
       result.seconds_decode += since(t0);
       // The next turn's UNet sizes are not the decoder's either.

@@ -12,7 +12,8 @@
 //   image = VAE.decode(latents)
 //
 // With an init image the same loop does image to image (pipeline/init_image.h): the latents start
-// from the picture's, noised to the step `strength` selects, and the loop runs from there.
+// from the picture's, noised to the step `strength` selects, and the loop runs from there; with a
+// mask too, inpainting (pipeline/inpaint.h).
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -77,6 +78,7 @@ struct Txt2ImgResult {
   Tensor final_latents;  // [B, 4, h, w]
   Tensor decoded;        // [B, 3, H, W] VAE output, before clamping (only with keep_decoded)
   Tensor image;          // [B, H, W, 3] U8, clamp(decoded/2 + 0.5)·255 rounded half to even
+  Tensor image_before_overlay;  // inpainting: `image` before the input is laid over the unmasked part
   std::string sampler;   // the sampler name used
   bool vae_tiled = false;
   int turns = 1;                     // turns the images ran in

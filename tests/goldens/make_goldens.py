@@ -440,9 +440,139 @@ def make_lora():
                      "versions": mg.versions(), "files": files, "cases": cases})
 
 
+# ---- inpainting --------------------------------------------------------------------------------
+INPAINT_DIR = HERE / "tiny-sd1-inpaint"
+
+
+def build_inpaint_unet(seed=5000):
+    """make_tiny_models.build_unet's recipe (random norms, stronger text and time paths, output std
+    calibrated to 1) for tiny-sd1's UNet with 9 input channels: latents, mask, masked-image latents.
+    Stored in float16 (half the size in the repository); the goldens use the stored weights."""
+    import make_tiny_models as mtm
+    import tiny_configs as tc
+    cfg = dict(tc.TINY_SD1_UNET, in_channels=9)
+    torch.manual_seed(seed)
+    u = mg.UNet2DConditionModel(**cfg).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    mtm.perturb_norms(u, g)
+    with torch.no_grad():
+        for n, p in u.named_parameters():
+            if ".attn2.to_v.weight" in n or ".attn2.to_out.0.weight" in n:
+                p.mul_(2.0)
+            if "time_emb_proj.weight" in n:
+                p.mul_(3.0)
+        x = torch.randn(2, 9, cfg["sample_size"], cfg["sample_size"], generator=g)
+        c = torch.randn(2, 77, cfg["cross_attention_dim"], generator=g)
+        s = u(x, 500, encoder_hidden_states=c).sample.std().item()
+        u.conv_out.weight.mul_(1.0 / s)
+        u.conv_out.bias.mul_(1.0 / s)
+        for p in u.parameters():
+            p.copy_(p.half().float())
+    return u
+
+
+def save_inpaint_unet(u):
+    import shutil
+    if INPAINT_DIR.exists():
+        shutil.rmtree(INPAINT_DIR)
+    (INPAINT_DIR / "unet").mkdir(parents=True)
+    u.save_config(str(INPAINT_DIR / "unet"))
+    sd = {k: v.half().contiguous() for k, v in u.state_dict().items()}
+    save_file(sd, str(INPAINT_DIR / "unet" / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    # The original layout, by diffusers' own conversion script (UNet part of a single-file checkpoint).
+    conv = common.load_module("convert_to_original", common.diffusers_src() / "scripts" /
+                              "convert_diffusers_to_original_stable_diffusion.py")
+    ldm = conv.convert_unet_state_dict({k: v for k, v in u.state_dict().items()})
+    ldm = {"model.diffusion_model." + k: v.half().contiguous() for k, v in ldm.items()}
+    save_file(ldm, str(INPAINT_DIR / "unet_original_layout.fp16.safetensors"), metadata={"format": "pt"})
+    # Reload check: diffusers' single-file loader reads the converted tensors back bit for bit.
+    back = conv.convert_unet_state_dict(dict(u.state_dict()))
+    assert all(torch.equal(back[k].half(), ldm["model.diffusion_model." + k]) for k in back)
+
+
+def mask_picture(size=64):
+    """White = repaint. A rectangle whose edges do not fall on the 8-pixel latent grid, a reddish
+    patch whose luma (PIL's L = 0.299R + 0.587G + 0.114B) is below one half (kept) and a greenish
+    one above it (repainted)."""
+    m = np.zeros((size, size, 3), np.uint8)
+    m[5:29, 37:60] = 255
+    m[40:52, 4:20] = (200, 60, 60)
+    m[40:60, 30:44] = (100, 200, 100)
+    return m
+
+
+def run_inpaint(M, unet, p, dtype, image_png, mask_png):
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import StableDiffusionInpaintPipeline
+    sched = mg.SCHEDULERS[p["scheduler"]].from_config(M.base_sched.config)
+    M.to(dtype)
+    unet.to(dtype)
+    pipe = StableDiffusionInpaintPipeline(vae=M.vae, text_encoder=TE(M.te), tokenizer=vp.Tok(M), unet=unet,
+                                          scheduler=sched, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+
+    def on_step(pipe_, i, t, kw):
+        steps.append(kw["latents"].clone())
+        return kw
+    gen = torch.Generator("cpu").manual_seed(p["seed"])
+    with torch.no_grad(), DrawInFloat32():
+        latents = pipe(prompt=p["prompt"], image=PIL.Image.open(HERE / image_png),
+                       mask_image=PIL.Image.open(HERE / mask_png), strength=p["strength"],
+                       num_inference_steps=p["num_inference_steps"], guidance_scale=p["guidance_scale"],
+                       generator=gen, output_type="latent", callback_on_step_end=on_step).images
+        decoded = M.vae.decode(latents / M.vae.config.scaling_factor, return_dict=False)[0]
+    R = {"latents": torch.stack(steps), "final_latents": latents, "decoded": decoded}
+    pil = pipe.image_processor.postprocess(decoded, output_type="pil")
+    R["image_uint8"] = torch.from_numpy(np.stack([np.array(im) for im in pil]))
+    M.to(torch.float32)
+    unet.to(torch.float32)
+    return R
+
+
+def make_inpaint():
+    image_png = "img2img_input.png"
+    mask_png = save_png("inpaint_mask.png", mask_picture())
+    u9 = build_inpaint_unet()
+    save_inpaint_unet(u9)
+    M = mg.Models("tiny-sd1")
+    base = {"prompt": PROMPT, "seed": 9, "guidance_scale": 7.5, "num_inference_steps": 8}
+    runs = [("tiny-sd1", M.unet, "euler_a", "EulerAncestralDiscreteScheduler", 1.0),
+            ("tiny-sd1", M.unet, "ddim_strength0.75", "DDIMScheduler", 0.75),
+            ("tiny-sd1", M.unet, "dpmpp_2m_strength0.6", "DPMSolverMultistepScheduler", 0.6),
+            ("tiny-sd1", M.unet, "heun_strength0.7", "HeunDiscreteScheduler", 0.7),
+            ("tiny-sd1-inpaint", u9, "euler", "EulerDiscreteScheduler", 1.0),
+            ("tiny-sd1-inpaint", u9, "ddim_strength0.6", "DDIMScheduler", 0.6),
+            ("tiny-sd1-inpaint", u9, "euler_a_strength0.8", "EulerAncestralDiscreteScheduler", 0.8)]
+    st, cases = Store(), []
+    for model, unet, cid, scheduler, strength in runs:
+        p = dict(base, scheduler=scheduler, strength=strength)
+        R = run_inpaint(M, unet, p, torch.float32, image_png, mask_png)
+        R2 = run_inpaint(M, unet, p, torch.float32, image_png, mask_png)
+        assert all(torch.equal(R[k], R2[k]) for k in R), cid
+        R64 = run_inpaint(M, unet, p, torch.float64, image_png, mask_png)
+        u8a, u8b = R["image_uint8"].int(), R64["image_uint8"].int()
+        cases.append({"id": f"{model}/{cid}", "model": model, "unet_in_channels": unet.config.in_channels,
+                      "params": p, "init_image": image_png, "mask": mask_png,
+                      "unet_evaluations": int(R["latents"].shape[0]),
+                      "tensors": {k: st.add(f"{model}/{cid}/{k}", v) for k, v in R.items()},
+                      "f32_vs_f64": {"final_latents": mg.diff(R["final_latents"], R64["final_latents"]),
+                                     "image_uint8_max_diff": int((u8a - u8b).abs().max().item())}})
+        print(f"   {model}/{cid}: evals {R['latents'].shape[0]}, f32-vs-f64 latents "
+              f"{cases[-1]['f32_vs_f64']['final_latents']['max_abs']:.2e}")
+    st.save("inpaint", {"description": "diffusers' StableDiffusionInpaintPipeline (stock; output_type latent, then the "
+                                       "VAE decode and its pil postprocess; no overlay) with tests/goldens/"
+                                       "img2img_input.png and inpaint_mask.png, on tiny-sd1 (4-channel UNet: the "
+                                       "known region re-noised and blended after each step) and tiny-sd1-inpaint "
+                                       "(tiny-sd1 with the 9-channel UNet stored beside this file, made by the tiny "
+                                       "models' recipe, float16 weights). Per case the latents after every step, the "
+                                       "final latents, the decode and the 8-bit image.",
+                        "versions": mg.versions(), "cases": cases})
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["img2img", "weighting", "lora"])
+    ap.add_argument("--only", choices=["img2img", "weighting", "lora", "inpaint"])
     a = ap.parse_args()
     if a.only in (None, "img2img"):
         print("img2img")
@@ -453,6 +583,9 @@ def main():
     if a.only in (None, "lora"):
         print("lora")
         make_lora()
+    if a.only in (None, "inpaint"):
+        print("inpaint")
+        make_inpaint()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ Txt2ImgRequest request_for(const nlohmann::json& c, const std::string& sampler) 
   r.guidance.schedule = GuidanceSchedule::constant(p["guidance_scale"].get<float>());
   r.sampler = sampler;
   const PngImage picture = read_png(kGoldens / c["init_image"].get<std::string>());
-  r.init_image = InitImage{picture_to_vae_input(picture), p["strength"].get<double>()};
+  r.init_image = InitImage{.pixels = picture_to_vae_input(picture), .strength = p["strength"].get<double>()};
   r.width = picture.width;
   r.height = picture.height;
   r.keep_decoded = true;

@@ -469,7 +469,7 @@ TEST(Http, WebuiImg2imgIsTheCliImage) {
   r.steps = 8;
   r.sampler = "euler_a";
   r.guidance.schedule = GuidanceSchedule::constant(7.5f);
-  r.init_image = InitImage{picture_to_vae_input(read_png(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/img2img_input.png")), 0.6};
+  r.init_image = InitImage{.pixels = picture_to_vae_input(read_png(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/img2img_input.png")), .strength = 0.6};
   const auto png = base64_decode(body["images"][0].get<std::string>());
   ASSERT_TRUE(png);
   EXPECT_EQ(*png, cli_png(s, r));
