@@ -270,7 +270,6 @@ void run_generate(const GenerateArgs& a) {
   if (init_picture) extra.emplace_back("Init image", std::filesystem::path(a.init_image).filename().string());
   if (init_mask) {
     extra.emplace_back("Mask", std::filesystem::path(a.mask).filename().string());
-    extra.emplace_back("Mask blur", shortest_text(a.mask_blur));
     if (a.mask_invert) extra.emplace_back("Mask mode", "Inpaint not masked");
   }
   if (!load.loras.empty()) {

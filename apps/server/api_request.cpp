@@ -152,6 +152,28 @@ void guidance_of(const json& body, Txt2ImgRequest& r, double default_scale, cons
                       "the recipe");
 }
 
+// A base64 PNG field (a data: URL prefix allowed), decoded, at most limits.max_side a side.
+PngImage base64_picture(const json& value, const char* name, const Limits& limits) {
+  if (!value.is_string()) bad(name, cat("'", name, "' must hold a base64 PNG string"));
+  std::string_view text = value.get_ref<const std::string&>();
+  if (text.starts_with("data:")) {
+    const size_t comma = text.find(',');
+    if (comma == std::string_view::npos) bad(name, cat("'", name, "' is a data: URL without ','"));
+    text.remove_prefix(comma + 1);
+  }
+  const std::optional<std::vector<uint8_t>> bytes = base64_decode(text);
+  if (!bytes) bad(name, cat("'", name, "' is not base64"));
+  PngImage picture;
+  try {
+    picture = decode_png(bytes->data(), bytes->size(), name);
+  } catch (const Error& e) {
+    bad(name, e.what());
+  }
+  if (picture.width > limits.max_side || picture.height > limits.max_side)
+    bad(name, cat("the picture is ", picture.width, "x", picture.height, "; at most ", limits.max_side, " pixels a side"));
+  return picture;
+}
+
 }  // namespace
 
 uint64_t random_seed() {
@@ -195,8 +217,6 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
 GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const ModelCatalog& models,
                                    const std::string& webui_model) {
   check_object(body);
-  if (field(body, "mask"))
-    bad("mask", "inpainting (a mask) is not served yet; send the picture without 'mask' for image to image");
   if (get_int(body, "resize_mode", 0, 0, 3) != 0)
     bad("resize_mode", "only resize_mode 0 (just resize) is served: the picture is resampled to width x height");
   const json* images = field(body, "init_images");
@@ -204,24 +224,18 @@ GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const
     bad("init_images", "'init_images' must be a list holding one base64 PNG");
   if (images->size() > 1)
     bad("init_images", cat("'init_images' has ", images->size(), " pictures; otter starts every image from one"));
-  if (!(*images)[0].is_string()) bad("init_images", "'init_images' must hold a base64 string");
-  std::string_view text = (*images)[0].get_ref<const std::string&>();
-  if (text.starts_with("data:")) {
-    const size_t comma = text.find(',');
-    if (comma == std::string_view::npos) bad("init_images", "'init_images'[0] is a data: URL without ','");
-    text.remove_prefix(comma + 1);
+  PngImage picture = base64_picture((*images)[0], "init_images", limits);
+  std::optional<PngImage> mask;
+  if (const json* m = field(body, "mask")) {
+    mask = base64_picture(*m, "mask", limits);
+    if (mask->width != picture.width || mask->height != picture.height)
+      bad("mask", cat("the mask is ", mask->width, "x", mask->height, " but the picture ", picture.width, "x",
+                      picture.height, "; send a mask of the picture's size"));
+    if (get_int(body, "inpainting_fill", 1, 0, 3) != 1)
+      bad("inpainting_fill", "only inpainting_fill 1 (original: the masked part starts from the picture) is served");
+    if (const json* full = field(body, "inpaint_full_res"); full && !(full->is_boolean() ? !full->get<bool>() : *full == 0))
+      bad("inpaint_full_res", "inpainting at full resolution (a crop around the mask) is not served; send false");
   }
-  const std::optional<std::vector<uint8_t>> bytes = base64_decode(text);
-  if (!bytes) bad("init_images", "'init_images'[0] is not base64");
-  PngImage picture;
-  try {
-    picture = decode_png(bytes->data(), bytes->size(), "init_images[0]");
-  } catch (const Error& e) {
-    bad("init_images", e.what());
-  }
-  if (picture.width > limits.max_side || picture.height > limits.max_side)
-    bad("init_images", cat("the picture is ", picture.width, "x", picture.height, "; at most ", limits.max_side,
-                           " pixels a side"));
 
   GenerationSpec spec = parse_webui_txt2img(body, limits, models, webui_model);
   Txt2ImgRequest& r = spec.request;
@@ -234,10 +248,17 @@ GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const
   // Without a size: the picture's, rounded down to multiples of 8 (diffusers' rule).
   const int w = r.width ? r.width : std::max(8, picture.width / 8 * 8);
   const int h = r.height ? r.height : std::max(8, picture.height / 8 * 8);
-  if (w != picture.width || h != picture.height) picture = resize_picture(picture, w, h);
+  if (w != picture.width || h != picture.height) {
+    picture = resize_picture(picture, w, h);
+    if (mask) mask = resize_picture(*mask, w, h);
+  }
   r.width = w;
   r.height = h;
   r.init_image = InitImage{.pixels = picture_to_vae_input(picture), .strength = strength};
+  if (mask) {
+    r.init_image->mask = mask_from_picture(*mask, get_int(body, "inpainting_mask_invert", 0, 0, 1) == 1);
+    r.init_image->mask_blur = static_cast<double>(get_int(body, "mask_blur", 4, 0, 64));
+  }
   return spec;
 }
 

@@ -41,7 +41,9 @@ GenerationSpec parse_webui_txt2img(const nlohmann::json& body, const Limits& lim
 // POST /sdapi/v1/img2img: txt2img's fields plus init_images (one base64 PNG, a data: URL prefix
 // allowed), denoising_strength (0, 1] (default 0.75) and resize_mode 0 ("just resize": the picture
 // is resampled to width x height when they are given; else its own size, rounded down to
-// multiples of 8). A mask (inpainting) is refused, naming the field.
+// multiples of 8). Inpainting: mask (a base64 PNG of the picture's size, white = repaint),
+// mask_blur (pixels, default 4), inpainting_mask_invert; inpainting_fill 1 (original) and
+// inpaint_full_res false only.
 GenerationSpec parse_webui_img2img(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models,
                                    const std::string& webui_model);
 // POST /v1/images/generations.

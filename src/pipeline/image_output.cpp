@@ -75,6 +75,8 @@ GenerationParameters describe_generation(const Txt2ImgRequest& request, const Tx
   if (!request.text.prompt_weighting) p.extra.emplace_back("Emphasis", "None");
   if (result.vae_tiled) p.extra.emplace_back("VAE tiles", "64");
   if (request.init_image) p.extra.emplace_back("Denoising strength", shortest_text(request.init_image->strength));
+  if (request.init_image && request.init_image->mask.defined())
+    p.extra.emplace_back("Mask blur", shortest_text(request.init_image->mask_blur));
   return p;
 }
 

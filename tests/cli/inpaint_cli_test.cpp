@@ -103,7 +103,8 @@ TEST_F(OtterInpaint, MaskIsRecordedAndFromNeedsIt) {
   testing::OtterRun r = testing::run_otter(cat("generate ", m, inputs(), " -p a --steps 4 --mask-blur 2.5 -q -o '", png.string(), "'"));
   ASSERT_EQ(r.status, 0) << r.err;
   const std::string text = read_png(png).find_text("parameters").value();
-  EXPECT_TRUE(contains(text, "Mask: inpaint_mask.png, Mask blur: 2.5")) << text;
+  EXPECT_TRUE(contains(text, "Mask blur: 2.5")) << text;
+  EXPECT_TRUE(contains(text, "Mask: inpaint_mask.png")) << text;
   r = testing::run_otter(cat("generate ", m, " --from '", png.string(), "' --init-image '", (kGoldens / "img2img_input.png").string(),
                              "' -o '", (dir_ / "b.png").string(), "'"));
   EXPECT_NE(r.status, 0);

@@ -444,6 +444,19 @@ TEST(Http, MemoryStaysBoundedUnderAFloodOfBadAndGoodRequests) {
 namespace otter::serve {
 namespace {
 
+std::string picture_base64(const std::vector<uint8_t>& bytes) { return base64_encode(bytes); }
+
+// A white picture (a mask repainting everything) of w x h.
+std::vector<uint8_t> make_png(int w, int h) {
+  const std::vector<uint8_t> rgb(static_cast<size_t>(w * h * 3), 255);
+  return encode_png(rgb.data(), w, h, {});
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 std::string init_picture_base64() {
   std::ifstream in(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/img2img_input.png", std::ios::binary);
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -476,6 +489,20 @@ TEST(Http, WebuiImg2imgIsTheCliImage) {
   EXPECT_NE(json::parse(body["info"].get<std::string>())["infotexts"][0].get<std::string>().find("Denoising strength: 0.6"),
             std::string::npos);
 
+  // With a mask: inpainting, again the CLI's image (mask blur 2 here).
+  json masked = request;
+  masked["mask"] = base64_encode(file_bytes(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/inpaint_mask.png"));
+  masked["mask_blur"] = 2;
+  res = s.client().Post("/sdapi/v1/img2img", masked.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  r.init_image->mask = mask_from_picture(read_png(std::string(OTTER_PROJECT_GOLDEN_DIR) + "/inpaint_mask.png"));
+  r.init_image->mask_blur = 2;
+  const auto inpainted = base64_decode(json::parse(res->body)["images"][0].get<std::string>());
+  ASSERT_TRUE(inpainted);
+  EXPECT_EQ(*inpainted, cli_png(s, r));
+  r.init_image->mask = Tensor();
+
   // A size resamples the picture (resize_mode 0).
   json resized = request;
   resized["width"] = resized["height"] = 128;
@@ -495,6 +522,9 @@ TEST(Http, WebuiImg2imgIsTheCliImage) {
       {json{{"init_images", json::array()}}, "init_images"},
       {json{{"init_images", json::array({init_picture_base64(), init_picture_base64()})}}, "init_images"},
       {json{{"resize_mode", 1}}, "resize_mode"},
+      {json{{"mask", "data:image/png;base64," + picture_base64(make_png(32, 32))}}, "mask"},
+      {json{{"mask", picture_base64(make_png(64, 64))}, {"inpainting_fill", 0}}, "inpainting_fill"},
+      {json{{"mask", picture_base64(make_png(64, 64))}, {"inpaint_full_res", true}}, "inpaint_full_res"},
   };
   for (const auto& [change, name] : bad) {
     json b = request;
