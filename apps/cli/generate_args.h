@@ -48,6 +48,7 @@ struct GenerateArgs {
   bool mask_invert = false; // repaint the black part instead
   std::vector<std::string> loras;  // --lora FILE[:WEIGHT], repeatable
   bool lora_lenient = false;
+  bool lora_unmerged = false;
   std::string from;         // --from: a PNG whose parameters are the defaults
   // The image of a batch a --from image was (its noise is that row of the batch's draws).
   int64_t noise_batch_rows = 0, noise_first_row = 0;

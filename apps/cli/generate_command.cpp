@@ -166,6 +166,7 @@ void run_generate(const GenerateArgs& a) {
   if (!a.tokenizer.empty()) load.tokenizer = a.tokenizer;
   for (const std::string& l : a.loras) load.loras.push_back(LoraSpec::parse(l));
   load.lora_lenient = a.lora_lenient;
+  load.lora_unmerged = a.lora_unmerged;
   // Each LoRA file is read and checked now, before the model is opened.
   for (const LoraSpec& l : load.loras) (void)read_lora(l.path);
   // Opening maps the files and checks every tensor against the configs; nothing is built yet.
@@ -330,6 +331,9 @@ void add_generate_command(CLI::App& app) {
                   "A LoRA (.safetensors, kohya or diffusers/PEFT layout) merged into the weights: FILE or FILE:WEIGHT "
                   "(default 1); repeat for several")
       ->allow_extra_args(false);
+  cmd->add_flag("--lora-unmerged", a->lora_unmerged,
+                "Keep each LoRA apart from the weights: every layer adds its low-rank update at run time (no merged "
+                "copies of the weights; a little more compute)");
   cmd->add_flag("--lora-lenient", a->lora_lenient,
                 "Apply a LoRA's layers that the model has and warn about the others (default: refuse the LoRA)");
   cmd->add_option("--steps", a->steps, "Denoising steps")->capture_default_str()->check(CLI::Range(1, kMaxSteps));

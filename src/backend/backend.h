@@ -34,11 +34,16 @@ struct ConvInputTransform {
 };
 
 // A linear layer's weights, prepared once at load (the backend may reorder or convert them).
+struct LinearLora;
+struct ConvLora;
+
 struct LinearWeights {
   Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
   Tensor bias;    // [out] or undefined
   std::shared_ptr<void> prepared;      // backend-private, built lazily on first use
   std::shared_ptr<void> prepared_f16;  // the same for the f16 path
+  // LoRA updates applied unmerged: the output gains scale · up(down(x)) for each (null: none).
+  std::shared_ptr<std::vector<LinearLora>> lora{};
 };
 
 struct Conv2dWeights {
@@ -49,6 +54,18 @@ struct Conv2dWeights {
   int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
   std::shared_ptr<void> prepared;
   std::shared_ptr<void> prepared_f16;
+  // As LinearWeights::lora: down is a conv with this conv's kernel, stride and padding, up a 1x1.
+  std::shared_ptr<std::vector<ConvLora>> lora{};
+};
+
+struct LinearLora {
+  LinearWeights down, up;  // [rank, in], [out, rank]
+  float scale = 1.0f;      // weight · alpha / rank
+};
+
+struct ConvLora {
+  Conv2dWeights down, up;  // [rank, in, kh, kw], [out, rank, 1, 1]
+  float scale = 1.0f;
 };
 
 struct NormWeights {

@@ -211,16 +211,24 @@ struct Update {
   std::string from;  // "file: layer", for messages
 };
 
-class LoraMergedSource : public TensorSource {
+// The base weights with LoRA updates: merged into the weights get() returns, or (unmerged) left
+// apart for the layers to add (lora_branches()).
+class LoraSource : public TensorSource {
  public:
-  LoraMergedSource(std::shared_ptr<TensorSource> base, std::map<std::string, std::vector<Update>> updates)
-      : base_(std::move(base)), updates_(std::move(updates)) {}
+  LoraSource(std::shared_ptr<TensorSource> base, std::map<std::string, std::vector<Update>> updates, bool merge)
+      : base_(std::move(base)), updates_(std::move(updates)), merge_(merge) {}
   bool has(const std::string& name) const override { return base_->has(name); }
   std::vector<std::string> names() const override { return base_->names(); }
   std::string origin() const override { return base_->origin() + " + LoRA"; }
+  std::vector<LoraBranch> lora_branches(const std::string& name) const override {
+    std::vector<LoraBranch> branches = base_->lora_branches(name);
+    if (const auto it = updates_.find(name); !merge_ && it != updates_.end())
+      for (const Update& u : it->second) branches.push_back({u.down, u.up, static_cast<float>(u.scale)});
+    return branches;
+  }
   Tensor get(const std::string& name) const override {
     const auto it = updates_.find(name);
-    if (it == updates_.end()) return base_->get(name);
+    if (!merge_ || it == updates_.end()) return base_->get(name);
     Tensor w = base_->get(name).to(DType::F32).contiguous().clone();
     const int64_t out = w.dim(0), in = w.numel() / out;
     std::vector<double> delta(static_cast<size_t>(w.numel()));
@@ -242,6 +250,7 @@ class LoraMergedSource : public TensorSource {
  private:
   std::shared_ptr<TensorSource> base_;
   std::map<std::string, std::vector<Update>> updates_;
+  bool merge_;
 };
 
 // The model's weight names of one component by their kohya spelling (dots as underscores), from
@@ -261,7 +270,8 @@ std::map<std::string, std::string> kohya_index(const TensorSource& source, const
 
 }  // namespace
 
-void apply_loras(ModelFiles& model, const std::vector<LoraSpec>& loras, bool lenient, std::vector<std::string>& warnings) {
+void apply_loras(ModelFiles& model, const std::vector<LoraSpec>& loras, bool lenient, std::vector<std::string>& warnings,
+                 bool unmerged) {
   if (loras.empty()) return;
   std::map<std::string, std::map<std::string, std::vector<Update>>> updates;  // component -> target -> updates
   std::optional<std::map<std::string, std::string>> unet_index, text_index;
@@ -308,9 +318,9 @@ void apply_loras(ModelFiles& model, const std::vector<LoraSpec>& loras, bool len
       warnings.push_back(what + " (skipped: --lora-lenient)");
     }
   }
-  if (updates.count("unet")) model.unet = std::make_shared<LoraMergedSource>(model.unet, std::move(updates["unet"]));
+  if (updates.count("unet")) model.unet = std::make_shared<LoraSource>(model.unet, std::move(updates["unet"]), !unmerged);
   if (updates.count("text_encoder"))
-    model.text_encoder = std::make_shared<LoraMergedSource>(model.text_encoder, std::move(updates["text_encoder"]));
+    model.text_encoder = std::make_shared<LoraSource>(model.text_encoder, std::move(updates["text_encoder"]), !unmerged);
 }
 
 }  // namespace otter

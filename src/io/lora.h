@@ -64,7 +64,10 @@ struct LoraSpec {
 // Replaces model.unet and model.text_encoder by sources that return every updated weight merged
 // (f32: base + Σ weight·alpha/rank·up·down, summed in double), so the backend prepares merged
 // weights at any precision. Layers the model lacks are errors naming them, or with `lenient`
-// warnings appended to `warnings`; a layer of another shape is always an error.
-void apply_loras(ModelFiles& model, const std::vector<LoraSpec>& loras, bool lenient, std::vector<std::string>& warnings);
+// warnings appended to `warnings`; a layer of another shape is always an error. `unmerged`: the
+// weights stay as they are and each layer adds weight·alpha/rank·up(down(x)) itself
+// (TensorSource::lora_branches): no merged copy of any weight, two small products more per layer.
+void apply_loras(ModelFiles& model, const std::vector<LoraSpec>& loras, bool lenient, std::vector<std::string>& warnings,
+                 bool unmerged = false);
 
 }  // namespace otter

@@ -22,6 +22,7 @@ Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int
   w.stride = stride;
   const int pad = static_cast<int>(kernel / 2);
   w.pad_top = w.pad_bottom = w.pad_left = w.pad_right = pad;
+  attach_lora(w, p.lora(name + ".weight"));
   return w;
 }
 
@@ -29,7 +30,39 @@ LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, i
   LinearWeights w;
   w.weight = p.get(name + ".weight", Shape{out, in});
   if (bias) w.bias = p.get(name + ".bias", Shape{out});
+  attach_lora(w, p.lora(name + ".weight"));
   return w;
+}
+
+void attach_lora(LinearWeights& w, const std::vector<LoraBranch>& branches) {
+  if (branches.empty()) return;
+  w.lora = std::make_shared<std::vector<LinearLora>>();
+  for (const LoraBranch& b : branches) {
+    LinearLora l;
+    const int64_t rank = b.down.dim(0);
+    l.down.weight = b.down.contiguous().reshape(Shape{rank, b.down.numel() / rank});
+    l.up.weight = b.up.contiguous().reshape(Shape{b.up.dim(0), rank});
+    l.scale = b.scale;
+    w.lora->push_back(std::move(l));
+  }
+}
+
+void attach_lora(Conv2dWeights& w, const std::vector<LoraBranch>& branches) {
+  if (branches.empty()) return;
+  w.lora = std::make_shared<std::vector<ConvLora>>();
+  for (const LoraBranch& b : branches) {
+    ConvLora l;
+    const int64_t rank = b.down.dim(0);
+    l.down = w;  // kernel geometry, stride and padding of the layer itself
+    l.down.lora.reset();
+    l.down.prepared.reset();
+    l.down.prepared_f16.reset();
+    l.down.bias = Tensor();
+    l.down.weight = b.down.contiguous().reshape(Shape{rank, w.weight.dim(1), w.weight.dim(2), w.weight.dim(3)});
+    l.up.weight = b.up.contiguous().reshape(Shape{b.up.dim(0), rank, 1, 1});
+    l.scale = b.scale;
+    w.lora->push_back(std::move(l));
+  }
 }
 
 NormWeights load_norm(ParamLoader& p, const std::string& name, int64_t channels, float eps) {

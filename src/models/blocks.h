@@ -28,6 +28,8 @@ class ParamLoader {
   ParamLoader child(const std::string& name) const { return ParamLoader(weights_, counter_, prefix_ + name + "."); }
   Tensor get(const std::string& name, const Shape& expected);
   bool has(const std::string& name) const { return weights_.has(prefix_ + name); }
+  // Unmerged LoRA updates of weight `name` (see attach_lora).
+  std::vector<LoraBranch> lora(const std::string& name) const { return weights_.lora_branches(prefix_ + name); }
   const std::string& prefix() const { return prefix_; }
 
  private:
@@ -41,6 +43,12 @@ Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int
                         int stride = 1);
 // `name.weight` [out, in] and, when `bias`, `name.bias`.
 LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, int64_t out, bool bias = true);
+// Gives a layer its unmerged LoRA updates (--lora-unmerged): a linear layer two linear ones
+// ([rank, in], [out, rank]; 1x1-conv factors reshaped), a conv layer a conv with its own kernel,
+// stride and padding and a 1x1 conv. Every load_linear/load_conv calls it; layers loaded another
+// way call it themselves.
+void attach_lora(LinearWeights& w, const std::vector<LoraBranch>& branches);
+void attach_lora(Conv2dWeights& w, const std::vector<LoraBranch>& branches);
 
 // x [B, in] -> [B, out], each run of identical rows computed as ONE row (a GEMM of M = 1) and
 // repeated: per-row timestep embeddings then have the bits of a batch where every row has the same

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/json_file.h"
 #include "core/half.h"
+#include "models/blocks.h"
 
 namespace otter {
 namespace {
@@ -118,6 +119,7 @@ ClipTextEncoder::Layer ClipTextEncoder::load_layer(Weights& weights, int index) 
     LinearWeights w;
     w.weight = get(weights, p + name + ".weight", Shape{out, in});
     w.bias = get(weights, p + name + ".bias", Shape{out});
+    attach_lora(w, weights.lora_branches(p + name + ".weight"));
     return w;
   };
   Layer layer;

@@ -72,6 +72,7 @@ LinearWeights load_projection(ParamLoader& p, const std::string& name, int64_t c
   LinearWeights w;
   w.weight = p.get(name + ".weight", Shape{channels, channels, 1, 1}).reshape(Shape{channels, channels});
   w.bias = p.get(name + ".bias", Shape{channels});
+  attach_lora(w, p.lora(name + ".weight"));
   return w;
 }
 

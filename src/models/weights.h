@@ -12,6 +12,13 @@
 
 namespace otter {
 
+// A low-rank update of one weight kept apart from it (LoRA applied unmerged): the layer adds
+// scale · up(down(x)) to its output. down [rank, in(, kh, kw)], up [out, rank(, 1, 1)], F32.
+struct LoraBranch {
+  Tensor down, up;
+  float scale = 1.0f;
+};
+
 class TensorSource {
  public:
   virtual ~TensorSource() = default;
@@ -19,6 +26,8 @@ class TensorSource {
   virtual Tensor get(const std::string& name) const = 0;  // as stored (any dtype), zero-copy where possible
   virtual std::vector<std::string> names() const = 0;
   virtual std::string origin() const = 0;  // a file or folder, for messages
+  // The unmerged LoRA updates of weight `name` (none unless a LoRA is applied unmerged).
+  virtual std::vector<LoraBranch> lora_branches(const std::string& /*name*/) const { return {}; }
 };
 
 class Weights {
@@ -38,6 +47,7 @@ class Weights {
     return t;
   }
   bool has(const std::string& name) const { return source_.has(prefix_ + name); }
+  std::vector<LoraBranch> lora_branches(const std::string& name) const { return source_.lora_branches(prefix_ + name); }
 
   // Throws if the source holds tensors under our prefix that no layer asked for (ignoring
   // the names in `ignored`, e.g. position_ids buffers).

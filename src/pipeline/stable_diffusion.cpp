@@ -61,8 +61,10 @@ std::unique_ptr<StableDiffusion> StableDiffusion::load(ModelFiles files, Backend
   const auto start = std::chrono::steady_clock::now();
   Activity activity(cat("loading the model ", files.name));
   if (!options.loras.empty()) {
-    apply_loras(files, options.loras, options.lora_lenient, files.notes);
-    for (const LoraSpec& l : options.loras) files.notes.push_back(cat("LoRA ", l.path.string(), " merged at weight ", l.weight));
+    apply_loras(files, options.loras, options.lora_lenient, files.notes, options.lora_unmerged);
+    for (const LoraSpec& l : options.loras)
+      files.notes.push_back(cat("LoRA ", l.path.string(), options.lora_unmerged ? " applied unmerged" : " merged",
+                                " at weight ", l.weight));
   }
   const TokenizerChoice tokenizer_choice = choose_tokenizer(files.configs.tokenizer_dir, options.tokenizer);
   ClipTokenizer tokenizer = load_tokenizer(tokenizer_choice);

@@ -25,6 +25,7 @@ struct LoadOptions {
   std::optional<std::filesystem::path> tokenizer;    // --tokenizer DIR
   std::vector<LoraSpec> loras;                       // --lora FILE[:WEIGHT], merged into the weights at load
   bool lora_lenient = false;                         // --lora-lenient: skip layers the model lacks, with a note
+  bool lora_unmerged = false;                        // --lora-unmerged: layers add their updates at run time
 };
 
 struct TextEncodeOptions {

@@ -122,6 +122,10 @@ TEST_F(OtterLora, MergedWeightsReachTheBf16Path) {
   const double lora_effect = testing::max_abs_diff(f32_lora, f32_base);
   EXPECT_GT(lora_effect, 1.0);
   EXPECT_LT(testing::max_abs_diff(bf16_lora, f32_lora), 0.1 * lora_effect);
+  // Unmerged, the low-rank layers run at bf16 beside the base weights: as near.
+  const Tensor bf16_unmerged = run(lora("lora_tiny-sd1_kohya.safetensors", "0.8") + " --lora-unmerged", "--precision bf16");
+  ASSERT_TRUE(bf16_unmerged.defined());
+  EXPECT_LT(testing::max_abs_diff(bf16_unmerged, f32_lora), 0.1 * lora_effect);
 }
 
 TEST_F(OtterLora, InfoListsLayersRankAlphaAndFamily) {

@@ -18,10 +18,12 @@ namespace {
 
 const std::filesystem::path kGoldens = OTTER_PROJECT_GOLDEN_DIR;
 
-void run_case(const std::filesystem::path& shared, const nlohmann::json& c, const testing::Golden& golden, bool single_file) {
+void run_case(const std::filesystem::path& shared, const nlohmann::json& c, const testing::Golden& golden, bool single_file,
+              bool unmerged = false) {
   const std::string name = c["model"].get<std::string>().substr(7);
   auto backend = make_cpu_backend(Precision::F32);
   LoadOptions options;
+  options.lora_unmerged = unmerged;
   for (const auto& l : c["loras"]) options.loras.push_back({kGoldens / l["file"].get<std::string>(), l["weight"].get<double>()});
   std::unique_ptr<StableDiffusion> model;
   if (single_file) {
@@ -32,7 +34,7 @@ void run_case(const std::filesystem::path& shared, const nlohmann::json& c, cons
   } else {
     model = StableDiffusion::load(shared / "models" / name, *backend, options);
   }
-  const std::string what = cat(single_file ? "single file: " : "", c["id"].get<std::string>());
+  const std::string what = cat(single_file ? "single file: " : "", unmerged ? "unmerged: " : "", c["id"].get<std::string>());
   const Tensor want_embeds = golden.tensor_ref(c["tensors"]["prompt_embeds"]);
   const Tensor cond = model->encode_prompts({c["prompt"].get<std::string>()});
   const double embeds = testing::max_abs_diff(cond, want_embeds.slice(0, 1, 2).contiguous()) / testing::max_abs(want_embeds);
@@ -63,6 +65,15 @@ TEST(LoraGolden, SingleFileLayoutMatchesToo) {
   const testing::Golden golden(kGoldens / "lora.json");
   for (const auto& c : golden.manifest()["cases"])
     if (c["id"] == "tiny-sd1/kohya0.8_peft-0.5" || c["id"] == "tiny-sd2/kohya0.8") run_case(shared, c, golden, true);
+}
+
+// Applied unmerged (each layer adds its low-rank update at run time), every case matches too.
+TEST(LoraGolden, UnmergedMatchesTheMergedReference) {
+  OTTER_REQUIRE_SHARED(shared);
+  const testing::Golden golden(kGoldens / "lora.json");
+  for (const auto& c : golden.manifest()["cases"]) run_case(shared, c, golden, false, true);
+  const auto& c = golden.case_by_id("tiny-sd1/kohya0.8_peft-0.5");
+  run_case(shared, c, golden, true, true);
 }
 
 }  // namespace

@@ -23,13 +23,40 @@ class CpuBackend final : public Backend {
   std::string name() const override { return cat("cpu (", precision_name(precision_), ")"); }
   Precision precision() const override { return precision_; }
 
+ private:
+  // Unmerged LoRA (--lora-unmerged): y += scale · up(down(x)) per update, each a layer of its own
+  // (prepared like any weight, so every precision runs it).
+  void add_lora(Tensor& y, const Tensor& x, LinearWeights& w) {
+    if (!w.lora) return;
+    for (LinearLora& l : *w.lora) add_scaled(y, linear(linear(x, l.down), l.up), l.scale);
+  }
+  void add_lora(Tensor& y, const Tensor& x, const ConvInputTransform* t, Conv2dWeights& w) {
+    if (!w.lora) return;
+    for (ConvLora& l : *w.lora) add_scaled(y, conv2d(t ? conv2d(x, *t, l.down) : conv2d(x, l.down), l.up), l.scale);
+  }
+  static void add_scaled(Tensor& y, const Tensor& u_in, float s) {
+    const Tensor u = u_in.contiguous();
+    OTTER_CHECK(y.dtype() == DType::F32 && u.dtype() == DType::F32 && y.numel() == u.numel() && y.is_contiguous(),
+                "LoRA branch output ", u.describe(), " does not match the layer's ", y.describe());
+    for (int64_t i = 0; i < y.numel(); ++i) y.f32()[i] += s * u.f32()[i];
+  }
+
+ public:
+
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    return precision_ == Precision::F16 ? cpu::f16_linear(x, w) : cpu::dnnl_linear(x, w, precision_);
+    Tensor y = precision_ == Precision::F16 ? cpu::f16_linear(x, w) : cpu::dnnl_linear(x, w, precision_);
+    add_lora(y, x, w);
+    return y;
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
-    if (precision_ == Precision::F16) return cpu::f16_linear(x, w, &residual);
-    Tensor y = cpu::dnnl_linear(x, w, precision_);
-    cpu::add_residual(y, residual, "linear");
+    Tensor y;
+    if (precision_ == Precision::F16) {
+      y = cpu::f16_linear(x, w, &residual);
+    } else {
+      y = cpu::dnnl_linear(x, w, precision_);
+      cpu::add_residual(y, residual, "linear");
+    }
+    add_lora(y, x, w);
     return y;
   }
   // Batched matmuls (no weights) stay on oneDNN; f16 computes them in f32.
@@ -37,16 +64,25 @@ class CpuBackend final : public Backend {
     return cpu::dnnl_matmul(a, b, precision_ == Precision::F16 ? Precision::F32 : precision_);
   }
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
-    return precision_ == Precision::F16 ? cpu::f16_conv2d(x, w) : cpu::dnnl_conv2d(x, w, precision_);
+    Tensor y = precision_ == Precision::F16 ? cpu::f16_conv2d(x, w) : cpu::dnnl_conv2d(x, w, precision_);
+    add_lora(y, x, nullptr, w);
+    return y;
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
-    if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t);
-    return cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+    Tensor y = precision_ == Precision::F16 ? cpu::f16_conv2d(x, w, &t)
+                                            : cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+    add_lora(y, x, &t, w);
+    return y;
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
-    if (precision_ == Precision::F16) return cpu::f16_conv2d(x, w, &t, &residual);
-    Tensor y = cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
-    cpu::add_residual(y, residual, "conv2d");
+    Tensor y;
+    if (precision_ == Precision::F16) {
+      y = cpu::f16_conv2d(x, w, &t, &residual);
+    } else {
+      y = cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+      cpu::add_residual(y, residual, "conv2d");
+    }
+    add_lora(y, x, &t, w);
     return y;
   }
 
