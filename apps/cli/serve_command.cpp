@@ -22,7 +22,7 @@ std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop = true; }
 
 struct ServeArgs {
-  std::string model, models_dir, host = "127.0.0.1", api_key, precision = "auto";
+  std::string model, models_dir, loras_dir, host = "127.0.0.1", api_key, precision = "auto";
   int port = 7860, max_loaded = 2, max_queue = 32, threads = 0, http_threads = 16;
   int64_t max_batch_rows = 16;
   bool no_batching = false, quiet = false;
@@ -37,7 +37,8 @@ void run_serve(const ServeArgs& a) {
   auto backend = make_cpu_backend(precision, a.threads);
   std::mutex device;
   serve::ModelRegistry models(default_model, a.models_dir.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.models_dir),
-                              a.max_loaded, *backend, device);
+                              a.max_loaded, *backend, device,
+                              a.loras_dir.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.loras_dir));
   // The default model loads now: a bad model fails here, not at the first request.
   const auto loaded = models.acquire(models.default_name());
   log(a.quiet, cat("otter: serve: loaded ", loaded->name, " (", backend->name(), ")",
@@ -86,6 +87,8 @@ void add_serve_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "Serve the webui's, OpenAI's and otter's HTTP APIs and a web page, batching requests together");
   cmd->add_option("-m,--model", a->model, "The default model (default: the bundled otter-shapes)");
   cmd->add_option("--models", a->models_dir, "A folder of more models (diffusers folders, .safetensors files), each loaded on first use");
+  cmd->add_option("--loras", a->loras_dir,
+                  "A folder of LoRA .safetensors files that prompts name with <lora:NAME:WEIGHT> (the webui's syntax)");
   cmd->add_option("--max-loaded", a->max_loaded, "Models kept loaded at most (least recently used dropped first)")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->add_option("--host", a->host, "Address to listen on (0.0.0.0: every interface)")->capture_default_str();
   cmd->add_option("--port", a->port, "Port (0: any free one; the URL is printed)")->capture_default_str()->check(CLI::Range(0, 65535));

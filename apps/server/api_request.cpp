@@ -1,6 +1,7 @@
 #include "api_request.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <random>
 
@@ -176,6 +177,42 @@ PngImage base64_picture(const json& value, const char* name, const Limits& limit
 
 }  // namespace
 
+std::vector<LoraSpec> take_lora_tags(std::string& prompt, const ModelCatalog& models, const char* field_name) {
+  std::vector<LoraSpec> loras;
+  std::string rest;
+  size_t at = 0;
+  while (true) {
+    const size_t open = prompt.find("<lora:", at);
+    const size_t close = open == std::string::npos ? std::string::npos : prompt.find('>', open);
+    if (close == std::string::npos) {
+      rest += prompt.substr(at);
+      break;
+    }
+    rest += prompt.substr(at, open - at);
+    const std::string tag = prompt.substr(open + 6, close - open - 6);
+    const size_t colon = tag.find(':');
+    const std::string name = tag.substr(0, colon);
+    double weight = 1.0;
+    if (colon != std::string::npos) {
+      const std::string w = tag.substr(colon + 1);
+      const auto r = std::from_chars(w.data(), w.data() + w.size(), weight);
+      if (r.ec != std::errc() || r.ptr != w.data() + w.size() || !std::isfinite(weight))
+        bad(field_name, cat("<lora:", tag, ">: '", w, "' is not a weight; write <lora:NAME:0.8>"));
+    }
+    const std::optional<std::filesystem::path> path = models.lora(name);
+    if (!path) {
+      std::string known;
+      for (const std::string& n : models.lora_names()) known += (known.empty() ? "" : ", ") + n;
+      bad(field_name, cat("<lora:", tag, ">: no LoRA '", name, "' on this server",
+                          known.empty() ? std::string(" (start it with --loras DIR)") : cat("; it has: ", known)));
+    }
+    loras.push_back({*path, weight});
+    at = close + 1;
+  }
+  prompt = rest;
+  return loras;
+}
+
 uint64_t random_seed() {
   static std::mutex m;
   static std::random_device device;
@@ -206,6 +243,7 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
   r.sampler_options.eta = static_cast<float>(get_number(body, "eta", 0, 0, 1));
   guidance_of(body, r, 7.0, "cfg_scale", "otter_guidance", "otter_cfg_schedule", "otter_rescale");
   spec.model = webui_model;
+  spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
   if (const json* o = field(body, "override_settings")) {
     if (!o->is_object()) bad("override_settings", "'override_settings' must be an object");
     spec.model = model_of(get_string(*o, "sd_model_checkpoint", webui_model), models, "override_settings.sd_model_checkpoint");
@@ -271,6 +309,7 @@ GenerationSpec parse_openai_generation(const json& body, const Limits& limits, c
   if (!prompt) bad("prompt", "'prompt' is required");
   r.prompts = {get_string(body, "prompt", "")};
   if (r.prompts[0].empty()) bad("prompt", "'prompt' must not be empty");
+  spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
   r.images_per_prompt = static_cast<int>(get_int(body, "n", 1, 1, limits.max_images));
   const std::string size = get_string(body, "size", "auto");
   if (size != "auto") {
@@ -306,6 +345,7 @@ GenerationSpec parse_native_job(const json& body, const Limits& limits, const Mo
   r.text.clip_skip = static_cast<int>(get_int(body, "clip_skip", 1, 1, 12));
   guidance_of(body, r, 7.5, "cfg_scale", "guidance", "cfg_schedule", "rescale");
   spec.model = model_of(get_string(body, "model", ""), models, "model");
+  spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
   return spec;
 }
 

@@ -4,6 +4,8 @@
 // model, guidance recipe) is an ApiError naming the field and what it accepts. Unknown fields are
 // ignored, as the webui and OpenAI do.
 #include <cstddef>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +35,14 @@ class ModelCatalog {
   virtual ~ModelCatalog() = default;
   virtual bool has(const std::string& name) const = 0;
   virtual std::vector<std::string> names() const = 0;
+  // LoRA files by name (the server's --loras DIR); none by default.
+  virtual std::optional<std::filesystem::path> lora(const std::string& /*name*/) const { return std::nullopt; }
+  virtual std::vector<std::string> lora_names() const { return {}; }
 };
+
+// The webui's extra-network tags in a prompt, <lora:NAME> or <lora:NAME:WEIGHT>: removed from the
+// prompt and resolved by name in `models` (an unknown name is an ApiError on `field`).
+std::vector<LoraSpec> take_lora_tags(std::string& prompt, const ModelCatalog& models, const char* field);
 
 // POST /sdapi/v1/txt2img. `webui_model` is the model /sdapi/v1/options selected ("" = default).
 GenerationSpec parse_webui_txt2img(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models,

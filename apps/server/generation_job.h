@@ -20,6 +20,7 @@ struct GenerationSpec {
   Txt2ImgRequest request;      // one prompt; images_per_prompt = batch size; width/height 0 = native
   int iterations = 1;          // batches one after another; batch i has seed + i·batch_size
   std::string api;             // "webui", "openai" or "jobs": which API asked (progress/interrupt are per API)
+  std::vector<LoraSpec> loras;  // <lora:name:weight> tags of the prompt, resolved in --loras DIR
   int64_t rows() const;        // UNet rows the request takes at a step (its share of a batched call)
 };
 

@@ -153,7 +153,8 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
   JobState end = JobState::Succeeded;
   std::string error;
   try {
-    const std::shared_ptr<LoadedModel> model = models_.acquire(spec.model.empty() ? models_.default_name() : spec.model);
+    const std::shared_ptr<LoadedModel> model =
+        models_.acquire(spec.model.empty() ? models_.default_name() : spec.model, spec.loras);
     StableDiffusion& sd = *model->model;
     Txt2ImgRequest request = spec.request;
     if (request.width == 0) request.width = model->native_size;
@@ -172,7 +173,12 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
     const PredictionType prediction = sampler->prediction_type();
     job->set_running(model->name, request.sampler, request.width, request.height, evaluations * spec.iterations);
     const int64_t batch = request.images_per_prompt * static_cast<int64_t>(request.prompts.size());
-    const std::vector<std::pair<std::string, std::string>> extra{{"Precision", options_.precision_name}};
+    std::vector<std::pair<std::string, std::string>> extra{{"Precision", options_.precision_name}};
+    if (!spec.loras.empty()) {
+      std::string list;
+      for (const LoraSpec& l : spec.loras) list += (list.empty() ? "" : ", ") + l.to_string();
+      extra.emplace_back("LoRA", list);
+    }
 
     std::unique_lock device(device_);
     for (int it = 0; it < spec.iterations; ++it) {

@@ -242,6 +242,12 @@ void HttpServer::routes() {
                      {"filename", m.path.string()}, {"config", nullptr}});
     send_json(res, 200, out);
   });
+  s.Get("/sdapi/v1/loras", [this](const httplib::Request&, httplib::Response& res) {
+    json out = json::array();
+    for (const std::string& name : service_.models().lora_names())
+      out.push_back({{"name", name}, {"alias", name}, {"path", service_.models().lora(name)->string()}, {"metadata", json::object()}});
+    send_json(res, 200, out);
+  });
   s.Get("/sdapi/v1/options", [this](const httplib::Request&, httplib::Response& res) {
     std::lock_guard lock(webui_mutex_);
     send_json(res, 200, {{"sd_model_checkpoint", webui_model_.empty() ? service_.models().default_name() : webui_model_},

@@ -12,8 +12,17 @@ std::string name_of(const std::filesystem::path& p) {
 }  // namespace
 
 ModelRegistry::ModelRegistry(std::filesystem::path default_model, std::optional<std::filesystem::path> models_dir,
-                             int max_loaded, Backend& backend, std::mutex& device)
+                             int max_loaded, Backend& backend, std::mutex& device,
+                             std::optional<std::filesystem::path> loras_dir)
     : backend_(backend), device_(device), max_loaded_(std::max(1, max_loaded)) {
+  if (loras_dir) {
+    std::error_code ec;
+    OTTER_CHECK(std::filesystem::is_directory(*loras_dir, ec), "--loras ", loras_dir->string(),
+                " is not a folder; give a folder holding LoRA .safetensors files");
+    for (const auto& entry : std::filesystem::directory_iterator(*loras_dir))
+      if (entry.is_regular_file() && entry.path().extension() == ".safetensors")
+        loras_[entry.path().stem().string()] = entry.path();
+  }
   default_model = std::filesystem::absolute(default_model).lexically_normal();
   if (default_model.filename().empty()) default_model = default_model.parent_path();
   default_name_ = name_of(default_model);
@@ -36,20 +45,34 @@ ModelRegistry::ModelRegistry(std::filesystem::path default_model, std::optional<
 std::vector<ModelEntry> ModelRegistry::list() const {
   std::lock_guard lock(mutex_);
   std::vector<ModelEntry> out;
-  for (const auto& [name, slot] : slots_) out.push_back({name, slot.path, slot.loaded != nullptr});
+  for (const auto& [name, slot] : slots_)
+    if (slot.loras.empty()) out.push_back({name, slot.path, slot.loaded != nullptr});
   return out;
 }
 
 std::vector<std::string> ModelRegistry::names() const {
   std::lock_guard lock(mutex_);
   std::vector<std::string> out;
-  for (const auto& [name, slot] : slots_) out.push_back(name);
+  for (const auto& [name, slot] : slots_)
+    if (slot.loras.empty()) out.push_back(name);
   return out;
 }
 
 bool ModelRegistry::has(const std::string& name) const {
   std::lock_guard lock(mutex_);
-  return slots_.count(name) != 0;
+  const auto it = slots_.find(name);
+  return it != slots_.end() && it->second.loras.empty();
+}
+
+std::optional<std::filesystem::path> ModelRegistry::lora(const std::string& name) const {
+  const auto it = loras_.find(name);
+  return it == loras_.end() ? std::nullopt : std::optional<std::filesystem::path>(it->second);
+}
+
+std::vector<std::string> ModelRegistry::lora_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, path] : loras_) out.push_back(name);
+  return out;
 }
 
 void ModelRegistry::evict_unused() {
@@ -66,13 +89,22 @@ void ModelRegistry::evict_unused() {
   }
 }
 
-std::shared_ptr<LoadedModel> ModelRegistry::acquire(const std::string& name) {
+std::shared_ptr<LoadedModel> ModelRegistry::acquire(const std::string& name, const std::vector<LoraSpec>& loras) {
   std::unique_lock lock(mutex_);
-  const auto it = slots_.find(name);
-  if (it == slots_.end()) {
+  auto it = slots_.find(name);
+  if (it == slots_.end() || !it->second.loras.empty()) {
     std::string known;
-    for (const auto& [n, s] : slots_) known += (known.empty() ? "" : ", ") + n;
+    for (const auto& [n, s] : slots_)
+      if (s.loras.empty()) known += (known.empty() ? "" : ", ") + n;
     throw Error(cat("no model '", name, "'; this server has: ", known));
+  }
+  if (!loras.empty()) {
+    std::string key = name + "|";
+    for (const LoraSpec& l : loras) key += l.to_string() + ",";
+    const std::filesystem::path path = it->second.path;
+    it = slots_.try_emplace(key).first;
+    it->second.path = path;
+    it->second.loras = loras;
   }
   Slot& slot = it->second;
   slot.used = std::chrono::steady_clock::now();
@@ -83,7 +115,10 @@ std::shared_ptr<LoadedModel> ModelRegistry::acquire(const std::string& name) {
   loaded->name = name;
   {
     std::lock_guard device(device_);
-    loaded->model = StableDiffusion::load(slot.path, backend_);
+    LoadOptions options;
+    options.loras = slot.loras;
+    options.lora_unmerged = true;  // the base weights stay shared with the mapped files
+    loaded->model = StableDiffusion::load(slot.path, backend_, options);
     loaded->preview = latent_preview_for(*loaded->model);
   }
   loaded->native_size = loaded->model->files().configs.unet.value("sample_size", 64) * 8;

@@ -33,19 +33,25 @@ struct ModelEntry {
 
 class ModelRegistry : public ModelCatalog {
  public:
+  // `loras_dir`: LoRA files (.safetensors, named by stem) requests may name with <lora:NAME:W>.
   ModelRegistry(std::filesystem::path default_model, std::optional<std::filesystem::path> models_dir, int max_loaded,
-                Backend& backend, std::mutex& device);
+                Backend& backend, std::mutex& device, std::optional<std::filesystem::path> loras_dir = std::nullopt);
 
   const std::string& default_name() const { return default_name_; }
   std::vector<ModelEntry> list() const;
   bool has(const std::string& name) const override;
   std::vector<std::string> names() const override;
   // The model, loading it (under `device`) when it is not loaded. Throws for an unknown name.
-  std::shared_ptr<LoadedModel> acquire(const std::string& name);
+  // With LoRAs: the model with them applied unmerged, loaded and kept (and dropped) like a model
+  // of its own; its weights come from the same mapped files.
+  std::shared_ptr<LoadedModel> acquire(const std::string& name, const std::vector<LoraSpec>& loras = {});
+  std::optional<std::filesystem::path> lora(const std::string& name) const override;
+  std::vector<std::string> lora_names() const override;
 
  private:
   struct Slot {
     std::filesystem::path path;
+    std::vector<LoraSpec> loras;  // a model with LoRAs: "name|lora:weight,…" in slots_
     std::shared_ptr<LoadedModel> loaded;
     std::chrono::steady_clock::time_point used;
   };
@@ -57,6 +63,7 @@ class ModelRegistry : public ModelCatalog {
   std::string default_name_;
   mutable std::mutex mutex_;
   std::map<std::string, Slot> slots_;
+  std::map<std::string, std::filesystem::path> loras_;
 };
 
 }  // namespace otter::serve

@@ -19,6 +19,8 @@
 #include "core/system_memory.h"
 #include "http_server.h"
 #include "io/base64.h"
+#include "io/model_files.h"
+#include "io/safetensors.h"
 #include "io/png.h"
 #include "pipeline/default_model.h"
 #include "pipeline/image_output.h"
@@ -30,7 +32,8 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 
 struct Server {
-  explicit Server(ServiceOptions o = {}, HttpOptions h = {}) {
+  explicit Server(ServiceOptions o = {}, HttpOptions h = {}, std::optional<std::filesystem::path> loras = std::nullopt)
+      : models(find_default_model(), std::nullopt, 1, *backend, device, std::move(loras)) {
     o.precision_name = "f32";
     service = std::make_unique<GenerationService>(models, *backend, device, o);
     h.port = 0;
@@ -51,7 +54,7 @@ struct Server {
   }
   std::unique_ptr<Backend> backend = make_cpu_backend(Precision::F32);
   std::mutex device;
-  ModelRegistry models{find_default_model(), std::nullopt, 1, *backend, device};
+  ModelRegistry models;
   std::unique_ptr<GenerationService> service;
   std::unique_ptr<HttpServer> http;
   int port = 0;
@@ -534,6 +537,87 @@ TEST(Http, WebuiImg2imgIsTheCliImage) {
     EXPECT_EQ(res->status, 400) << name << ": " << res->body;
     EXPECT_NE(res->body.find(name), std::string::npos) << res->body;
   }
+}
+
+}  // namespace
+}  // namespace otter::serve
+
+namespace otter::serve {
+namespace {
+
+// A random rank-2 LoRA (PEFT layout) on every attention query of the bundled model's UNet.
+std::filesystem::path bundled_model_lora(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  const ModelFiles files = open_model(find_default_model());
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  uint32_t state = 12345;
+  const auto random = [&](const Shape& shape, float amplitude) {
+    Tensor t = Tensor::empty(shape, DType::F32);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      t.f32()[i] = amplitude * (static_cast<float>(state >> 8) / 16777216.0f - 0.5f);
+    }
+    return t;
+  };
+  for (const std::string& name : files.unet->names()) {
+    if (name.size() < 12 || name.substr(name.size() - 12) != ".to_q.weight") continue;
+    const Tensor w = files.unet->get(name);
+    const std::string module = name.substr(0, name.size() - 7);
+    tensors.emplace_back("unet." + module + ".lora_A.weight", random(Shape{2, w.dim(1)}, 1.0f));
+    tensors.emplace_back("unet." + module + ".lora_B.weight", random(Shape{w.dim(0), 2}, 1.0f));
+  }
+  EXPECT_FALSE(tensors.empty());
+  write_safetensors(dir / "style.safetensors", tensors);
+  return dir;
+}
+
+// <lora:NAME:WEIGHT> in a prompt: the image of the model with that LoRA (applied unmerged, as the
+// CLI's --lora-unmerged), the tag gone from the prompt, the LoRA in the infotext; listed by
+// /sdapi/v1/loras; an unknown name is a 400 naming the prompt.
+TEST(Http, LoraTagsInThePromptApplyTheServersLoras) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / cat("otter_serve_loras_", ::getpid());
+  Server s({}, {}, bundled_model_lora(dir));
+  auto res = s.client().Get("/sdapi/v1/loras");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)[0]["name"], "style");
+  const json request{{"prompt", "a red circle <lora:style:0.7> on a blue background"}, {"seed", 2}, {"steps", 6},
+                     {"sampler_name", "Euler"}, {"cfg_scale", 7.5}};
+  res = s.client().Post("/sdapi/v1/txt2img", request.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json body = json::parse(res->body);
+  const std::string infotext = json::parse(body["info"].get<std::string>())["infotexts"][0];
+  EXPECT_NE(infotext.find("LoRA: \"style.safetensors:0.7\""), std::string::npos) << infotext;
+  EXPECT_EQ(infotext.find("<lora:"), std::string::npos) << infotext;
+
+  Txt2ImgRequest r;
+  r.prompts = {"a red circle  on a blue background"};
+  r.width = r.height = 64;
+  r.seed = 2;
+  r.steps = 6;
+  r.sampler = "euler";
+  r.guidance.schedule = GuidanceSchedule::constant(7.5f);
+  LoadOptions options;
+  options.loras = {{dir / "style.safetensors", 0.7}};
+  options.lora_unmerged = true;
+  auto model = StableDiffusion::load(find_default_model(), *s.backend, options);
+  const Txt2ImgResult with_lora = txt2img(*model, r);
+  const auto png = base64_decode(body["images"][0].get<std::string>());
+  ASSERT_TRUE(png);
+  const PngImage got = decode_png(png->data(), png->size());
+  EXPECT_EQ(got.pixels, std::vector<uint8_t>(with_lora.image.data<uint8_t>(), with_lora.image.data<uint8_t>() + with_lora.image.numel()));
+  // And the LoRA changed the image.
+  const Txt2ImgResult plain = txt2img(*s.models.acquire(s.models.default_name())->model, r);
+  EXPECT_NE(got.pixels, std::vector<uint8_t>(plain.image.data<uint8_t>(), plain.image.data<uint8_t>() + plain.image.numel()));
+
+  json unknown = request;
+  unknown["prompt"] = "a red circle <lora:nothing:1>";
+  res = s.client().Post("/sdapi/v1/txt2img", unknown.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("no LoRA 'nothing' on this server; it has: style"), std::string::npos) << res->body;
+  EXPECT_NE(res->body.find("\"prompt\""), std::string::npos) << res->body;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
