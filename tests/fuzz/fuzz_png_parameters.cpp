@@ -1,5 +1,7 @@
-// libFuzzer: PNG files (decode) and the webui's `parameters` text they carry (parse, and format
+// libFuzzer: PNG files (decode; as an init image or mask: normalise, binarise, resample) and the
+// webui's `parameters` text they carry (parse, and format
 // back). Anything may come in; the only acceptable outcomes are a result or an otter::Error.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -7,11 +9,18 @@
 #include "core/error.h"
 #include "io/generation_parameters.h"
 #include "io/png.h"
+#include "pipeline/init_image.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const otter::PngImage png = otter::decode_png(data, size);
     if (const auto text = png.find_text("parameters")) (void)otter::parse_parameters(*text);
+    // As an init image or a mask (small ones only: resampling a huge picture is slow, not wrong).
+    if (static_cast<int64_t>(png.width) * png.height <= 256 * 256) {
+      (void)otter::picture_to_vae_input(png);
+      (void)otter::mask_from_picture(png, true);
+      (void)otter::resize_picture(png, std::max(1, png.width / 2 + 1), 8);
+    }
   } catch (const otter::Error&) {
   }
   try {

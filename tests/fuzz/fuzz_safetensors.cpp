@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "io/lora.h"
 #include "io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -22,6 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)t.numel();
     }
     (void)file.metadata();
+  } catch (const otter::Error&) {
+  }
+  try {  // the same bytes as a LoRA file
+    const otter::LoraFile lora = otter::read_lora("/proc/self/fd/" + std::to_string(fd));
+    (void)otter::describe_lora(lora);
   } catch (const otter::Error&) {
   }
   return 0;
