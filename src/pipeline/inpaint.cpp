@@ -55,7 +55,9 @@ void blend_known_region(const Sampler& sampler, int k, const Tensor& image_laten
   const Tensor noise = noise_in.contiguous();
   const size_t per_row = static_cast<size_t>(image_latents.numel());
   const int64_t hw = latent_mask.numel(), C = image_latents.dim(1);
-  std::vector<float> known(per_row);
+  // Scratch from the tensor pool: after the first step the loop asks the system for nothing.
+  Tensor known_tensor = Tensor::empty(image_latents.shape(), DType::F32);
+  const std::span<float> known(known_tensor.f32(), per_row);
   for (int64_t b = 0; b < latents.dim(0); ++b) {
     const std::span<const float> image(image_latents.f32(), per_row);
     if (k + 1 < sampler.num_evaluations())

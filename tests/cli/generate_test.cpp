@@ -26,20 +26,8 @@ using CliRun = testing::OtterRun;
 using testing::contains;
 
 
-class OtterGenerate : public ::testing::Test {
+class OtterGenerate : public testing::CliTest {
  protected:
-  void SetUp() override {
-    const auto shared = testing::shared_dir();
-    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
-    shared_ = *shared;
-    dir_ = fs::temp_directory_path() /
-           cat("otter_gen_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
   // Runs `otter generate <args>` (args already shell-quoted where needed).
   static CliRun generate(const std::string& args) { return testing::run_otter("generate " + args); }
   std::string model(const std::string& name = "tiny-sd1") const { return cat("-m '", (shared_ / "models" / name).string(), "'"); }
@@ -49,7 +37,6 @@ class OtterGenerate : public ::testing::Test {
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_)) ++n;
     return n;
   }
-  fs::path shared_, dir_;
 };
 
 TEST_F(OtterGenerate, WritesPngWithParametersAndDiffusersLatents) {

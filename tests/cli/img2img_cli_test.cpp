@@ -23,20 +23,8 @@ namespace fs = std::filesystem;
 using testing::contains;
 const fs::path kGoldens = OTTER_PROJECT_GOLDEN_DIR;
 
-class OtterImg2Img : public ::testing::Test {
+class OtterImg2Img : public testing::CliTest {
  protected:
-  void SetUp() override {
-    const auto shared = testing::shared_dir();
-    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
-    shared_ = *shared;
-    dir_ = fs::temp_directory_path() /
-           cat("otter_i2i_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
   static testing::OtterRun generate(const std::string& args) { return testing::run_otter("generate " + args); }
   std::string folder_model(const std::string& name) const { return cat("-m '", (shared_ / "models" / name).string(), "'"); }
   std::string single_file_model(const std::string& name) const {
@@ -82,7 +70,6 @@ class OtterImg2Img : public ::testing::Test {
     }
     EXPECT_LE(static_cast<double>(off), 0.005 * static_cast<double>(want_u8.numel())) << id;
   }
-  fs::path shared_, dir_;
 };
 
 TEST_F(OtterImg2Img, CliMatchesDiffusersInBothLayouts) {

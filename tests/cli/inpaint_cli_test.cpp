@@ -15,6 +15,7 @@
 #include "run_otter.h"
 #include "support/compare.h"
 #include "support/golden.h"
+#include "support/inpainting_model.h"
 #include "support/shared_data.h"
 
 namespace otter {
@@ -24,29 +25,13 @@ namespace fs = std::filesystem;
 using testing::contains;
 const fs::path kGoldens = OTTER_PROJECT_GOLDEN_DIR;
 
-class OtterInpaint : public ::testing::Test {
+class OtterInpaint : public testing::CliTest {
  protected:
   void SetUp() override {
-    const auto shared = testing::shared_dir();
-    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
-    shared_ = *shared;
-    dir_ = fs::temp_directory_path() /
-           cat("otter_inpaint_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_ / "out");
+    CliTest::SetUp();
+    if (!dir_.empty()) fs::create_directories(dir_ / "out");
   }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  // tiny-sd1 with the 9-channel UNet, as a folder of links.
-  fs::path inpainting_model() const {
-    const fs::path folder = dir_ / "tiny-sd1-inpaint", tiny = shared_ / "models" / "tiny-sd1";
-    fs::create_directories(folder);
-    for (const char* part : {"text_encoder", "vae", "tokenizer", "scheduler", "model_index.json"})
-      fs::create_symlink(tiny / part, folder / part);
-    fs::create_directory_symlink(kGoldens / "tiny-sd1-inpaint" / "unet", folder / "unet");
-    return folder;
-  }
+  fs::path inpainting_model() const { return testing::inpainting_model_folder(shared_, dir_); }
   static std::string inputs() {
     return cat("--init-image '", (kGoldens / "img2img_input.png").string(), "' --mask '", (kGoldens / "inpaint_mask.png").string(),
                "'");
@@ -56,13 +41,13 @@ class OtterInpaint : public ::testing::Test {
     for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir_ / "out")) ++n;
     return n;
   }
-  void expect_case(const fs::path& model, const std::string& id, const std::string& sampler) {
+  void expect_case(const fs::path& model, const std::string& id, const std::string& sampler, const std::string& configs = "") {
     const testing::Golden golden(kGoldens / "inpaint.json");
     const nlohmann::json& c = golden.case_by_id(id);
     const nlohmann::json& p = c["params"];
     const fs::path png = dir_ / "out" / "i.png", latents = dir_ / "i.safetensors";
     const testing::OtterRun r = testing::run_otter(
-        cat("generate -m '", model.string(), "' ", inputs(), " -p '", p["prompt"].get<std::string>(), "' --strength ",
+        cat("generate -m '", model.string(), "' ", configs, inputs(), " -p '", p["prompt"].get<std::string>(), "' --strength ",
             p["strength"].get<double>(), " --seed ", p["seed"].get<int>(), " --steps ", p["num_inference_steps"].get<int>(),
             " --sampler ", sampler, " --mask-blur 0 --precision f32 -q -o '", png.string(), "' --save-latents '",
             latents.string(), "'"));
@@ -89,12 +74,14 @@ class OtterInpaint : public ::testing::Test {
     EXPECT_GT(painted, 0);
     fs::remove(png);
   }
-  fs::path shared_, dir_;
 };
 
 TEST_F(OtterInpaint, CliMatchesDiffusersForBothKindsOfModel) {
   expect_case(shared_ / "models" / "tiny-sd1", "tiny-sd1/ddim_strength0.75", "ddim");
   expect_case(inpainting_model(), "tiny-sd1-inpaint/euler", "euler");
+  std::string configs;
+  for (const fs::path& c : testing::inpainting_model_configs(shared_)) configs += cat("--config '", c.string(), "' ");
+  expect_case(testing::inpainting_model_file(shared_, dir_), "tiny-sd1-inpaint/ddim_strength0.6", "ddim", configs);
 }
 
 TEST_F(OtterInpaint, MaskIsRecordedAndFromNeedsIt) {

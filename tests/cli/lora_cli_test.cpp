@@ -28,25 +28,13 @@ namespace fs = std::filesystem;
 using testing::contains;
 const fs::path kGoldens = OTTER_PROJECT_GOLDEN_DIR;
 
-class OtterLora : public ::testing::Test {
+class OtterLora : public testing::CliTest {
  protected:
-  void SetUp() override {
-    const auto shared = testing::shared_dir();
-    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
-    shared_ = *shared;
-    dir_ = fs::temp_directory_path() /
-           cat("otter_lora_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
   std::string model() const { return cat("-m '", (shared_ / "models" / "tiny-sd1").string(), "'"); }
   // The golden run's command line with `loras` (already "--lora …" arguments); returns final latents.
-  Tensor run(const std::string& loras, const std::string& extra = "--precision f32") {
+  Tensor run(const std::string& loras, const std::string& extra = "--precision f32", const std::string& model_args = "") {
     const fs::path latents = dir_ / "l.safetensors";
-    const testing::OtterRun r = testing::run_otter(cat("generate ", model(), " -p 'a green circle on a blue background' "
+    const testing::OtterRun r = testing::run_otter(cat("generate ", model_args.empty() ? model() : model_args, " -p 'a green circle on a blue background' "
                                                        "--seed 5 --steps 8 --sampler euler ", extra, " ", loras,
                                                        " -q -o '", (dir_ / "l.png").string(), "' --save-latents '",
                                                        latents.string(), "'"));
@@ -57,7 +45,6 @@ class OtterLora : public ::testing::Test {
   std::string lora(const std::string& file, const std::string& weight = "") const {
     return cat("--lora '", (kGoldens / file).string(), weight.empty() ? "" : ":" + weight, "'");
   }
-  fs::path shared_, dir_;
 };
 
 TEST_F(OtterLora, CliMatchesTheMergedReference) {
@@ -66,6 +53,14 @@ TEST_F(OtterLora, CliMatchesTheMergedReference) {
   const Tensor want = golden.tensor("tiny-sd1/kohya0.8_peft-0.5/final_latents");
   ASSERT_TRUE(got.defined());
   EXPECT_LE(testing::max_abs_diff(got, want), 1e-4 * testing::max_abs(want));
+  // The original single-file layout: the same merge.
+  std::string single_file = cat("-m '", (shared_ / "models" / "tiny-sd1.safetensors").string(), "'");
+  for (const char* c : {"text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"})
+    single_file += cat(" --config '", (shared_ / "models" / "tiny-sd1" / c).string(), "'");
+  const Tensor from_file = run(lora("lora_tiny-sd1_kohya.safetensors", "0.8") + " " + lora("lora_tiny-sd1_peft.safetensors", "-0.5"),
+                               "--precision f32", single_file);
+  ASSERT_TRUE(from_file.defined());
+  EXPECT_LE(testing::max_abs_diff(from_file, want), 1e-4 * testing::max_abs(want));
   // The PNG names the LoRAs, and --from asks for them again.
   const GenerationParameters p = parse_parameters(read_png(dir_ / "l.png").find_text("parameters").value());
   EXPECT_TRUE(contains(format_parameters(p), "LoRA: \"lora_tiny-sd1_kohya.safetensors:0.8, lora_tiny-sd1_peft.safetensors:-0.5\""))

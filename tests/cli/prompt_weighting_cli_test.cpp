@@ -29,46 +29,42 @@ std::string shell_quoted(const std::string& s) {
   return out + "'";
 }
 
-class OtterPromptWeighting : public ::testing::Test {
+class OtterPromptWeighting : public testing::CliTest {
  protected:
-  void SetUp() override {
-    const auto shared = testing::shared_dir();
-    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
-    shared_ = *shared;
-    dir_ = fs::temp_directory_path() /
-           cat("otter_pw_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  fs::path shared_, dir_;
 };
 
 TEST_F(OtterPromptWeighting, CliMatchesTheWeightedPipelines) {
   const testing::Golden golden(fs::path(OTTER_PROJECT_GOLDEN_DIR) / "prompt_weighting.json");
   int checked = 0;
   for (const auto& c : golden.manifest()["pipelines"]) {
-    const std::string id = c["id"].get<std::string>();
-    const fs::path latents = dir_ / "w.safetensors";
-    const std::string sampler = c["scheduler"] == "DDIMScheduler" ? "ddim" : "euler_a";
-    const testing::OtterRun r = testing::run_otter(
-        cat("generate -m '", (shared_ / c["model"].get<std::string>()).string(), "' -p ",
-            shell_quoted(c["prompt"].get<std::string>()), " -n ", shell_quoted(c["negative_prompt"].get<std::string>()),
-            " --seed ", c["seed"].get<int>(), " --steps ", c["steps"].get<int>(), " --cfg-scale ",
-            c["guidance_scale"].get<double>(), " --sampler ", sampler, " --precision f32 -q -o '",
-            (dir_ / "w.png").string(), "' --save-latents '", latents.string(), "'"));
-    ASSERT_EQ(r.status, 0) << id << ": " << r.err;
-    const Tensor want = golden.tensor_ref(c["tensors"]["final_latents"]);
-    const double rel = testing::max_abs_diff(SafetensorsFile::open(latents).tensor("final_latents"), want) /
-                       testing::max_abs(want);
-    EXPECT_LE(rel, 1e-4) << id;
-    std::printf("[ weights  ] %-28s final latents max rel %.2e (golden's f32-vs-f64: %.2e)\n", id.c_str(), rel,
-                c["f32_vs_f64"]["final_latents"]["max_rel_to_max"].get<double>());
-    ++checked;
+    for (const bool single_file : {false, true}) {
+      const std::string id = cat(single_file ? "single file: " : "", c["id"].get<std::string>());
+      const fs::path latents = dir_ / "w.safetensors";
+      const std::string sampler = c["scheduler"] == "DDIMScheduler" ? "ddim" : "euler_a";
+      const fs::path folder = shared_ / c["model"].get<std::string>();
+      std::string model = cat("-m '", folder.string(), "'");
+      if (single_file) {  // the built-in vocabulary and the family's pad token, from the original layout
+        model = cat("-m '", folder.string(), ".safetensors'");
+        for (const char* f : {"text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"})
+          model += cat(" --config '", (folder / f).string(), "'");
+      }
+      const testing::OtterRun r = testing::run_otter(
+          cat("generate ", model, " -p ",
+              shell_quoted(c["prompt"].get<std::string>()), " -n ", shell_quoted(c["negative_prompt"].get<std::string>()),
+              " --seed ", c["seed"].get<int>(), " --steps ", c["steps"].get<int>(), " --cfg-scale ",
+              c["guidance_scale"].get<double>(), " --sampler ", sampler, " --precision f32 -q -o '",
+              (dir_ / "w.png").string(), "' --save-latents '", latents.string(), "'"));
+      ASSERT_EQ(r.status, 0) << id << ": " << r.err;
+      const Tensor want = golden.tensor_ref(c["tensors"]["final_latents"]);
+      const double rel = testing::max_abs_diff(SafetensorsFile::open(latents).tensor("final_latents"), want) /
+                         testing::max_abs(want);
+      EXPECT_LE(rel, 1e-4) << id;
+      std::printf("[ weights  ] %-28s final latents max rel %.2e (golden's f32-vs-f64: %.2e)\n", id.c_str(), rel,
+                  c["f32_vs_f64"]["final_latents"]["max_rel_to_max"].get<double>());
+      ++checked;
+    }
   }
-  EXPECT_EQ(checked, 2);
+  EXPECT_EQ(checked, 4);
 }
 
 TEST_F(OtterPromptWeighting, EmphasisNoneIsRecordedAndBadWeightsFailEarly) {

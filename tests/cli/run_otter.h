@@ -11,7 +11,10 @@
 #include <sstream>
 #include <string>
 
+#include <gtest/gtest.h>
+
 #include "core/error.h"
+#include "support/shared_data.h"
 
 namespace otter::testing {
 
@@ -43,6 +46,25 @@ inline OtterRun run_otter(const std::string& arguments) {
   fs::remove_all(dir);
   return r;
 }
+
+// A CLI test: the shared reference data (the test is skipped, saying why, without it) and an empty
+// work folder of its own, removed afterwards.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto shared = shared_dir();
+    if (!shared) GTEST_SKIP() << "reference data ../shared not found (set OTTER_SHARED_DIR)";
+    shared_ = *shared;
+    dir_ = std::filesystem::temp_directory_path() /
+           cat("otter_cli_", ::getpid(), "_", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  std::filesystem::path shared_, dir_;
+};
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

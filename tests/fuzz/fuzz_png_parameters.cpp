@@ -1,6 +1,6 @@
-// libFuzzer: PNG files (decode; as an init image or mask: normalise, binarise, resample) and the
-// webui's `parameters` text they carry (parse, and format
-// back). Anything may come in; the only acceptable outcomes are a result or an otter::Error.
+// libFuzzer: PNG files (decoded, and used as an init image or mask: normalised, binarised,
+// resampled) and the webui's `parameters` text they carry (parsed, and formatted back). Anything
+// may come in; the only acceptable outcomes are a result or an otter::Error.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

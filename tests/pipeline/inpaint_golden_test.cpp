@@ -11,13 +11,13 @@
 #include <fstream>
 
 #include "backend/backend.h"
-#include "io/ldm_key_map.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "pipeline/inpaint.h"
 #include "pipeline/txt2img.h"
 #include "support/compare.h"
 #include "support/golden.h"
+#include "support/inpainting_model.h"
 #include "support/shared_data.h"
 
 namespace otter {
@@ -25,30 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 const fs::path kGoldens = OTTER_PROJECT_GOLDEN_DIR;
-
-// tiny-sd1 with the 9-channel UNet: a folder of links to the shared components and the project's
-// UNet, or one original-layout file (the shared checkpoint's tensors with the project's UNet).
-fs::path inpainting_model(const fs::path& shared, bool single_file, const fs::path& dir) {
-  fs::create_directories(dir);
-  const fs::path tiny = shared / "models" / "tiny-sd1";
-  if (!single_file) {
-    const fs::path folder = dir / "tiny-sd1-inpaint";
-    fs::create_directories(folder);
-    for (const char* part : {"text_encoder", "vae", "tokenizer", "scheduler", "model_index.json"})
-      if (!fs::exists(folder / part)) fs::create_symlink(tiny / part, folder / part);
-    if (!fs::exists(folder / "unet")) fs::create_directory_symlink(kGoldens / "tiny-sd1-inpaint" / "unet", folder / "unet");
-    return folder;
-  }
-  const SafetensorsFile base = SafetensorsFile::open(shared / "models" / "tiny-sd1.safetensors");
-  const SafetensorsFile unet = SafetensorsFile::open(kGoldens / "tiny-sd1-inpaint" / "unet_original_layout.fp16.safetensors");
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const std::string& k : base.names())
-    if (k.rfind(kLdmUnetPrefix, 0) != 0) tensors.emplace_back(k, base.tensor(k));
-  for (const std::string& k : unet.names()) tensors.emplace_back(k, unet.tensor(k));
-  const fs::path file = dir / "tiny-sd1-inpaint.safetensors";
-  write_safetensors(file, tensors);
-  return file;
-}
 
 void run_case(StableDiffusion& model, const testing::Golden& golden, const nlohmann::json& c, const std::string& what) {
   const nlohmann::json& p = c["params"];
@@ -127,12 +103,10 @@ TEST_P(InpaintingModel, MatchesDiffusersInBothLayouts) {
   const fs::path dir = fs::temp_directory_path() / cat("otter_inpaint_model_", ::getpid(), GetParam() ? "_file" : "_folder");
   auto backend = make_cpu_backend(Precision::F32);
   LoadOptions options;
-  if (GetParam()) {
-    const fs::path tiny = shared / "models" / "tiny-sd1";
-    options.model.config = {tiny / "text_encoder" / "config.json", kGoldens / "tiny-sd1-inpaint" / "unet" / "config.json",
-                            tiny / "vae" / "config.json", tiny / "scheduler" / "scheduler_config.json"};
-  }
-  auto model = StableDiffusion::load(inpainting_model(shared, GetParam(), dir), *backend, options);
+  if (GetParam()) options.model.config = testing::inpainting_model_configs(shared);
+  auto model = StableDiffusion::load(GetParam() ? testing::inpainting_model_file(shared, dir)
+                                                : testing::inpainting_model_folder(shared, dir),
+                                     *backend, options);
   EXPECT_EQ(model->unet().config().in_channels, 9);
   const testing::Golden golden(kGoldens / "inpaint.json");
   int n = 0;
