@@ -76,22 +76,15 @@ void run_case(StableDiffusion& model, const testing::Golden& golden, const nlohm
   const double final_rel = testing::max_abs_diff(result.final_latents, golden.tensor_ref(t["final_latents"])) /
                            testing::max_abs(golden.tensor_ref(t["final_latents"]));
   const double decoded_abs = testing::max_abs_diff(result.decoded, golden.tensor_ref(t["decoded"]));
-  const Tensor want_u8 = golden.tensor_ref(t["image_uint8"]);
-  int64_t off = 0;
-  int worst = 0;
-  for (int64_t i = 0; i < want_u8.numel(); ++i) {
-    const int d = std::abs(int(result.image.data<uint8_t>()[i]) - int(want_u8.data<uint8_t>()[i]));
-    worst = std::max(worst, d);
-    off += d != 0;
-  }
+  const testing::ByteDiff u8 = testing::byte_diff(result.image.data<uint8_t>(), golden.tensor_ref(t["image_uint8"]));
   EXPECT_LE(max_step_rel, 1e-4) << what;
   EXPECT_LE(decoded_abs, 1e-3) << what;
-  EXPECT_LE(worst, 1) << what;
-  EXPECT_LE(static_cast<double>(off), 0.005 * static_cast<double>(want_u8.numel())) << what;
+  EXPECT_LE(u8.max, 1) << what;
+  EXPECT_LE(static_cast<double>(u8.off), 0.005 * static_cast<double>(u8.total)) << what;
   std::printf("[ parity   ] %-40s image latents rel %.2e  latents max rel/step %.2e  final rel %.2e  decoded |d| %.2e"
               "  uint8 off %lld/%lld\n",
-              what.c_str(), image_latents_rel, max_step_rel, final_rel, decoded_abs, static_cast<long long>(off),
-              static_cast<long long>(want_u8.numel()));
+              what.c_str(), image_latents_rel, max_step_rel, final_rel, decoded_abs, static_cast<long long>(u8.off),
+              static_cast<long long>(u8.total));
 }
 
 void run_cases(const std::string& model_name, StableDiffusion& model, const std::string& label, bool first_only) {

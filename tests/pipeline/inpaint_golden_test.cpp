@@ -56,17 +56,11 @@ void run_case(StableDiffusion& model, const testing::Golden& golden, const nlohm
   };
   const Txt2ImgResult result = txt2img(model, r, {}, trace);
   EXPECT_EQ(steps, c["unet_evaluations"].get<int>()) << what;
-  const Tensor want_u8 = golden.tensor_ref(t["image_uint8"]);
-  int64_t off = 0;
-  int worst = 0;
-  for (int64_t i = 0; i < want_u8.numel(); ++i) {
-    const int d = std::abs(int(result.image_before_overlay.data<uint8_t>()[i]) - int(want_u8.data<uint8_t>()[i]));
-    worst = std::max(worst, d);
-    off += d != 0;
-  }
+  const testing::ByteDiff u8 =
+      testing::byte_diff(result.image_before_overlay.data<uint8_t>(), golden.tensor_ref(t["image_uint8"]));
   EXPECT_LE(max_step_rel, 1e-4) << what;
-  EXPECT_LE(worst, 1) << what;
-  EXPECT_LE(static_cast<double>(off), 0.005 * static_cast<double>(want_u8.numel())) << what;
+  EXPECT_LE(u8.max, 1) << what;
+  EXPECT_LE(static_cast<double>(u8.off), 0.005 * static_cast<double>(u8.total)) << what;
   // With no blur the overlay is exact: unmasked pixels are the input's bytes, masked ones the generated.
   const Tensor& mask = r.init_image->mask;
   int64_t kept = 0;
@@ -82,7 +76,7 @@ void run_case(StableDiffusion& model, const testing::Golden& golden, const nlohm
     }
   EXPECT_GT(kept, 0);
   std::printf("[ parity   ] %-40s latents max rel/step %.2e  uint8 off %lld/%lld (max %d)\n", what.c_str(), max_step_rel,
-              static_cast<long long>(off), static_cast<long long>(want_u8.numel()), worst);
+              static_cast<long long>(u8.off), static_cast<long long>(u8.total), u8.max);
 }
 
 TEST(InpaintGolden, OrdinaryModelMatchesDiffusers) {

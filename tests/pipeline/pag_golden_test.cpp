@@ -68,22 +68,15 @@ TEST(PagGolden, EveryCaseMatchesDiffusersPagPipeline) {
     EXPECT_EQ(result.unet_rows, static_cast<uint64_t>(c["unet_evaluations"].get<int>() * rows_per_eval)) << id;
     const Tensor want_final = golden.tensor_ref(t["final_latents"]);
     const double final_abs = testing::max_abs_diff(result.final_latents, want_final);
-    const Tensor want_u8 = golden.tensor_ref(t["image_uint8"]);
-    int u8_max = 0;
-    int64_t u8_off = 0;
-    for (int64_t i = 0; i < want_u8.numel(); ++i) {
-      const int d = std::abs(int(result.image.data<uint8_t>()[i]) - int(want_u8.data<uint8_t>()[i]));
-      u8_max = std::max(u8_max, d);
-      u8_off += d != 0;
-    }
+    const testing::ByteDiff u8 = testing::byte_diff(result.image.data<uint8_t>(), golden.tensor_ref(t["image_uint8"]));
     EXPECT_LE(latents_rel, 1e-4) << id;
     EXPECT_LE(pred_rel, 1e-4) << id;
     EXPECT_LE(final_abs, 1e-4 * testing::max_abs(want_final)) << id;
-    EXPECT_LE(u8_max, 1) << id;
-    EXPECT_LE(static_cast<double>(u8_off), 0.005 * static_cast<double>(want_u8.numel())) << id;
+    EXPECT_LE(u8.max, 1) << id;
+    EXPECT_LE(static_cast<double>(u8.off), 0.005 * static_cast<double>(u8.total)) << id;
     std::printf("[ pag      ] %-32s latents max rel/step %.2e  guided eps rel %.2e  final |d| %.2e  uint8 off %lld/%lld\n",
-                id.c_str(), latents_rel, pred_rel, final_abs, static_cast<long long>(u8_off),
-                static_cast<long long>(want_u8.numel()));
+                id.c_str(), latents_rel, pred_rel, final_abs, static_cast<long long>(u8.off),
+                static_cast<long long>(u8.total));
     ++cases;
   }
   EXPECT_EQ(cases, 4);

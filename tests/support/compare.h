@@ -36,6 +36,24 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   return m;
 }
 
+// How an 8-bit image differs from a reference of the same size: the largest difference in levels
+// and how many of the values differ.
+struct ByteDiff {
+  int max = 0;
+  int64_t off = 0, total = 0;
+};
+inline ByteDiff byte_diff(const uint8_t* got, const Tensor& want_in) {
+  const Tensor want = want_in.contiguous();
+  ByteDiff d;
+  d.total = want.numel();
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const int diff = std::abs(int(got[i]) - int(want.data<uint8_t>()[i]));
+    d.max = std::max(d.max, diff);
+    d.off += diff != 0;
+  }
+  return d;
+}
+
 // Largest |a| over all elements (0 for an empty tensor); NaN gives +infinity.
 inline double max_abs(const Tensor& a) {
   const Tensor x = a.to(DType::F64);
