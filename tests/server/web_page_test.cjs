@@ -34,6 +34,10 @@ async function main() {
   const browser = await pw.chromium.launch({executablePath: chromium, args: ["--no-sandbox", "--disable-gpu"]});
   try {
     const page = await browser.newPage({viewport: {width: 1100, height: 800}});
+    // Generous defaults: on 2 busy cores (ctest -j2 next to model tests) Chromium alone can take
+    // tens of seconds to start rendering; a slow machine is not a broken page.
+    page.setDefaultTimeout(90000);
+    page.setDefaultNavigationTimeout(90000);
     await page.goto(url);
     await page.waitForFunction(() => document.querySelectorAll("#sampler option").length > 5);
     await page.fill("#prompt", "a red circle on a blue background");
