@@ -229,7 +229,8 @@ class LoraSource : public TensorSource {
   Tensor get(const std::string& name) const override {
     const auto it = updates_.find(name);
     if (!merge_ || it == updates_.end()) return base_->get(name);
-    Tensor w = base_->get(name).to(DType::F32).contiguous().clone();
+    const Tensor base = base_->get(name);
+    Tensor w = base.to(DType::F32).contiguous().clone();
     const int64_t out = w.dim(0), in = w.numel() / out;
     std::vector<double> delta(static_cast<size_t>(w.numel()));
     for (const Update& u : it->second) {
@@ -244,7 +245,9 @@ class LoraSource : public TensorSource {
         }
       for (int64_t i = 0; i < w.numel(); ++i) w.f32()[i] = static_cast<float>(w.f32()[i] + u.scale * delta[static_cast<size_t>(i)]);
     }
-    return w;
+    // Kept in the checkpoint's own dtype, as diffusers' fuse_lora leaves an fp16 model fp16: the
+    // merged copy stays resident beside the mapped file, so an f16 checkpoint's costs half of f32.
+    return base.dtype() == DType::F32 ? w : w.to(base.dtype()).contiguous();
   }
 
  private:

@@ -62,8 +62,8 @@ struct LoraSpec {
 // Each layer's target is the model's diffusers tensor ("down_blocks.0.….to_q.weight"), found in the
 // model's own names (for kohya files also the original checkpoints' UNet names, via the LDM table).
 // Replaces model.unet and model.text_encoder by sources that return every updated weight merged
-// (f32: base + Σ weight·alpha/rank·up·down, summed in double), so the backend prepares merged
-// weights at any precision. Layers the model lacks are errors naming them, or with `lenient`
+// (base + Σ weight·alpha/rank·up·down, computed in f32/double, stored in the checkpoint's dtype),
+// so the backend prepares merged weights at any precision. Layers the model lacks are errors naming them, or with `lenient`
 // warnings appended to `warnings`; a layer of another shape is always an error. `unmerged`: the
 // weights stay as they are and each layer adds weight·alpha/rank·up(down(x)) itself
 // (TensorSource::lora_branches): no merged copy of any weight, two small products more per layer.
