@@ -252,6 +252,45 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
   return spec;
 }
 
+namespace {
+
+// The init picture and mask of a request, named by each API's fields.
+struct InitFields {
+  const char* strength;      // "denoising_strength" / "strength"
+  const char* mask_blur;     // "mask_blur"
+  const char* mask_invert;   // "inpainting_mask_invert" / "mask_invert"
+};
+
+// Sets r.init_image from `picture` (and `mask`): the size is r's when given (the picture resampled
+// to it), else the picture's rounded down to multiples of 8 (diffusers' rule).
+void set_init_image(const json& body, PngImage picture, std::optional<PngImage> mask, const InitFields& f,
+                    Txt2ImgRequest& r) {
+  if (mask && (mask->width != picture.width || mask->height != picture.height))
+    bad("mask", cat("the mask is ", mask->width, "x", mask->height, " but the picture ", picture.width, "x",
+                    picture.height, "; send a mask of the picture's size"));
+  const double strength = get_number(body, f.strength, 0.75, 0, 1);
+  try {
+    (void)img2img_first_step(r.steps, strength);
+  } catch (const Error& e) {
+    bad(f.strength, e.what());
+  }
+  const int w = r.width ? r.width : std::max(8, picture.width / 8 * 8);
+  const int h = r.height ? r.height : std::max(8, picture.height / 8 * 8);
+  if (w != picture.width || h != picture.height) {
+    picture = resize_picture(picture, w, h);
+    if (mask) mask = resize_picture(*mask, w, h);
+  }
+  r.width = w;
+  r.height = h;
+  r.init_image = InitImage{.pixels = picture_to_vae_input(picture), .strength = strength};
+  if (mask) {
+    r.init_image->mask = mask_from_picture(*mask, get_int(body, f.mask_invert, 0, 0, 1) == 1);
+    r.init_image->mask_blur = static_cast<double>(get_int(body, f.mask_blur, 4, 0, 64));
+  }
+}
+
+}  // namespace
+
 GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const ModelCatalog& models,
                                    const std::string& webui_model) {
   check_object(body);
@@ -266,37 +305,14 @@ GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const
   std::optional<PngImage> mask;
   if (const json* m = field(body, "mask")) {
     mask = base64_picture(*m, "mask", limits);
-    if (mask->width != picture.width || mask->height != picture.height)
-      bad("mask", cat("the mask is ", mask->width, "x", mask->height, " but the picture ", picture.width, "x",
-                      picture.height, "; send a mask of the picture's size"));
     if (get_int(body, "inpainting_fill", 1, 0, 3) != 1)
       bad("inpainting_fill", "only inpainting_fill 1 (original: the masked part starts from the picture) is served");
     if (const json* full = field(body, "inpaint_full_res"); full && !(full->is_boolean() ? !full->get<bool>() : *full == 0))
       bad("inpaint_full_res", "inpainting at full resolution (a crop around the mask) is not served; send false");
   }
-
   GenerationSpec spec = parse_webui_txt2img(body, limits, models, webui_model);
-  Txt2ImgRequest& r = spec.request;
-  const double strength = get_number(body, "denoising_strength", 0.75, 0, 1);
-  try {
-    (void)img2img_first_step(r.steps, strength);
-  } catch (const Error& e) {
-    bad("denoising_strength", e.what());
-  }
-  // Without a size: the picture's, rounded down to multiples of 8 (diffusers' rule).
-  const int w = r.width ? r.width : std::max(8, picture.width / 8 * 8);
-  const int h = r.height ? r.height : std::max(8, picture.height / 8 * 8);
-  if (w != picture.width || h != picture.height) {
-    picture = resize_picture(picture, w, h);
-    if (mask) mask = resize_picture(*mask, w, h);
-  }
-  r.width = w;
-  r.height = h;
-  r.init_image = InitImage{.pixels = picture_to_vae_input(picture), .strength = strength};
-  if (mask) {
-    r.init_image->mask = mask_from_picture(*mask, get_int(body, "inpainting_mask_invert", 0, 0, 1) == 1);
-    r.init_image->mask_blur = static_cast<double>(get_int(body, "mask_blur", 4, 0, 64));
-  }
+  set_init_image(body, std::move(picture), std::move(mask), {"denoising_strength", "mask_blur", "inpainting_mask_invert"},
+                 spec.request);
   return spec;
 }
 
@@ -346,6 +362,15 @@ GenerationSpec parse_native_job(const json& body, const Limits& limits, const Mo
   guidance_of(body, r, 7.5, "cfg_scale", "guidance", "cfg_schedule", "rescale");
   spec.model = model_of(get_string(body, "model", ""), models, "model");
   spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
+  // Image to image and inpainting: init_image (a base64 PNG), strength, mask, mask_blur, mask_invert.
+  if (const json* init = field(body, "init_image")) {
+    PngImage picture = base64_picture(*init, "init_image", limits);
+    std::optional<PngImage> mask;
+    if (const json* m = field(body, "mask")) mask = base64_picture(*m, "mask", limits);
+    set_init_image(body, std::move(picture), std::move(mask), {"strength", "mask_blur", "mask_invert"}, r);
+  } else if (field(body, "mask")) {
+    bad("mask", "'mask' says what to repaint in an 'init_image'; send the picture too");
+  }
   return spec;
 }
 

@@ -57,7 +57,8 @@ GenerationSpec parse_webui_img2img(const nlohmann::json& body, const Limits& lim
                                    const std::string& webui_model);
 // POST /v1/images/generations.
 GenerationSpec parse_openai_generation(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models);
-// POST /v1/jobs (otter's own names; see the README).
+// POST /v1/jobs (otter's own names; see the README), image to image and inpainting included:
+// init_image, strength, mask, mask_blur, mask_invert.
 GenerationSpec parse_native_job(const nlohmann::json& body, const Limits& limits, const ModelCatalog& models);
 
 // The body as JSON, or an ApiError saying where it is malformed.

@@ -506,6 +506,31 @@ TEST(Http, WebuiImg2imgIsTheCliImage) {
   EXPECT_EQ(*inpainted, cli_png(s, r));
   r.init_image->mask = Tensor();
 
+  // otter's own jobs API takes the same picture and mask (init_image, strength, mask, mask_blur):
+  // the same file.
+  {
+    const json job_request{{"prompt", "a green circle on a blue background"}, {"seed", 3}, {"steps", 8},
+                           {"sampler", "euler_a"}, {"cfg_scale", 7.5}, {"strength", 0.6}, {"init_image", request["init_images"][0]},
+                           {"mask", masked["mask"]}, {"mask_blur", 2}};
+    auto posted = s.client().Post("/v1/jobs", job_request.dump(), "application/json");
+    ASSERT_TRUE(posted);
+    ASSERT_EQ(posted->status, 202) << posted->body;
+    const std::string id = json::parse(posted->body)["id"];
+    const auto events = read_events(s, id);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().first, "done");
+    auto job_png = s.client().Get(("/v1/jobs/" + id + "/images/0.png").c_str());
+    ASSERT_TRUE(job_png && job_png->status == 200);
+    EXPECT_EQ(decode_png(reinterpret_cast<const uint8_t*>(job_png->body.data()), job_png->body.size()).pixels,
+              decode_png(inpainted->data(), inpainted->size()).pixels);
+    json no_picture = job_request;
+    no_picture.erase("init_image");
+    posted = s.client().Post("/v1/jobs", no_picture.dump(), "application/json");
+    ASSERT_TRUE(posted);
+    EXPECT_EQ(posted->status, 400);
+    EXPECT_NE(posted->body.find("send the picture too"), std::string::npos) << posted->body;
+  }
+
   // A size resamples the picture (resize_mode 0).
   json resized = request;
   resized["width"] = resized["height"] = 128;
