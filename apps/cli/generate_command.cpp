@@ -273,11 +273,7 @@ void run_generate(const GenerateArgs& a) {
     extra.emplace_back("Mask", std::filesystem::path(a.mask).filename().string());
     if (a.mask_invert) extra.emplace_back("Mask mode", "Inpaint not masked");
   }
-  if (!load.loras.empty()) {
-    std::string list;
-    for (const LoraSpec& l : load.loras) list += (list.empty() ? "" : ", ") + l.to_string();
-    extra.emplace_back("LoRA", list);
-  }
+  if (!load.loras.empty()) extra.emplace_back("LoRA", describe_loras(load.loras));
   for (const auto& path : save_images(a.output, request, result, model->files().name, extra))
     std::cout << path.string() << "\n";
 }

@@ -166,19 +166,13 @@ void GenerationService::work(std::shared_ptr<GenerationJob> job) {
     const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
     // Image to image runs the evaluations from its first one on (txt2img's on_step counts in the
     // whole schedule).
-    const int first = request.init_image
-                          ? img2img_first_step(request.steps, request.init_image->strength) * sampler->order()
-                          : 0;
+    const int first = first_evaluation(request, *sampler);
     const int evaluations = sampler->num_evaluations() - first;
     const PredictionType prediction = sampler->prediction_type();
     job->set_running(model->name, request.sampler, request.width, request.height, evaluations * spec.iterations);
     const int64_t batch = request.images_per_prompt * static_cast<int64_t>(request.prompts.size());
     std::vector<std::pair<std::string, std::string>> extra{{"Precision", options_.precision_name}};
-    if (!spec.loras.empty()) {
-      std::string list;
-      for (const LoraSpec& l : spec.loras) list += (list.empty() ? "" : ", ") + l.to_string();
-      extra.emplace_back("LoRA", list);
-    }
+    if (!spec.loras.empty()) extra.emplace_back("LoRA", describe_loras(spec.loras));
 
     std::unique_lock device(device_);
     for (int it = 0; it < spec.iterations; ++it) {

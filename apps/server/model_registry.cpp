@@ -99,8 +99,7 @@ std::shared_ptr<LoadedModel> ModelRegistry::acquire(const std::string& name, con
     throw Error(cat("no model '", name, "'; this server has: ", known));
   }
   if (!loras.empty()) {
-    std::string key = name + "|";
-    for (const LoraSpec& l : loras) key += l.to_string() + ",";
+    const std::string key = name + "|" + describe_loras(loras);
     const std::filesystem::path path = it->second.path;
     it = slots_.try_emplace(key).first;
     it->second.path = path;

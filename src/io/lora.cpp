@@ -202,6 +202,12 @@ LoraSpec LoraSpec::parse(const std::string& text) {
 
 std::string LoraSpec::to_string() const { return cat(path.filename().string(), ":", shortest_text(weight)); }
 
+std::string describe_loras(const std::vector<LoraSpec>& loras) {
+  std::string list;
+  for (const LoraSpec& l : loras) list += (list.empty() ? "" : ", ") + l.to_string();
+  return list;
+}
+
 namespace {
 
 // One update of a weight: W += scale · up · down.

@@ -58,6 +58,8 @@ struct LoraSpec {
   static LoraSpec parse(const std::string& text);  // "style.safetensors:0.8"; throws for a bad weight
   std::string to_string() const;                   // "style.safetensors:0.8"
 };
+// "a.safetensors:0.8, b.safetensors:-0.5": what a PNG records (and the server's model key).
+std::string describe_loras(const std::vector<LoraSpec>& loras);
 
 // Each layer's target is the model's diffusers tensor ("down_blocks.0.….to_q.weight"), found in the
 // model's own names (for kohya files also the original checkpoints' UNet names, via the LDM table).

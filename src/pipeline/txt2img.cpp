@@ -216,6 +216,10 @@ std::vector<Evaluation> plan_evaluations(const Sampler& sampler, int steps) {
   return plan;
 }
 
+int first_evaluation(const Txt2ImgRequest& request, const Sampler& sampler) {
+  return request.init_image ? img2img_first_step(request.steps, request.init_image->strength) * sampler.order() : 0;
+}
+
 PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConfig& scheduler) {
   std::unique_ptr<Sampler> sampler =
       make_sampler(request.sampler.empty() ? default_sampler_for(scheduler) : request.sampler, scheduler,
@@ -227,9 +231,7 @@ PlannedRows planned_unet_rows(const Txt2ImgRequest& request, const SchedulerConf
   const std::unique_ptr<Guider> guider = request.guider ? request.guider->make() : nullptr;
   rows.exact = !(request.guider && request.guider->adaptive);
   const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
-  const size_t first = request.init_image ? static_cast<size_t>(img2img_first_step(request.steps, request.init_image->strength) *
-                                                                sampler->order())
-                                          : 0;
+  const auto first = static_cast<size_t>(first_evaluation(request, *sampler));
   rows.evaluations -= static_cast<int>(first);
   for (size_t k = first; k < plan.size(); ++k) {
     const Evaluation& e = plan[k];
@@ -374,8 +376,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     TurnNoise noise(rng, noise_rows, first_row + r0, first_row + r1);
     Tensor latents = result.init_noise.slice(0, r0, r1).contiguous().clone();
     // Image to image begins part-way through the schedule, from the picture's latents noised there.
-    const int first = request.init_image ? img2img_first_step(request.steps, request.init_image->strength) * sampler->order()
-                                         : 0;
+    const int first = first_evaluation(request, *sampler);
     if (!from_pure_noise) {
       sampler->set_begin_index(first);
       const size_t per_row = static_cast<size_t>(result.image_latents.numel());

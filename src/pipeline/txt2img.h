@@ -126,6 +126,10 @@ struct Evaluation {
 };
 std::vector<Evaluation> plan_evaluations(const Sampler& sampler, int steps);
 
+// The evaluation the loop of `request` begins at: 0, or with an init image t_start · the sampler's
+// order (image to image's get_timesteps). `sampler` must have its timesteps set.
+int first_evaluation(const Txt2ImgRequest& request, const Sampler& sampler);
+
 // The UNet rows one image of `request` takes, counted from the guidance's needs at every
 // evaluation without running anything (otter-bench's per-method table). Adaptive skipping
 // decides from the predictions, so for it the count is an upper bound (exact = false).
