@@ -167,8 +167,6 @@ void run_generate(const GenerateArgs& a) {
   for (const std::string& l : a.loras) load.loras.push_back(LoraSpec::parse(l));
   load.lora_lenient = a.lora_lenient;
   load.lora_unmerged = a.lora_unmerged;
-  // Each LoRA file is read and checked now, before the model is opened.
-  for (const LoraSpec& l : load.loras) (void)read_lora(l.path);
   // Opening maps the files and checks every tensor against the configs; nothing is built yet.
   ModelFiles files = open_model(model_path, load.model);
 
