@@ -15,8 +15,8 @@ JUDGE_SEED = 3  # shape-classifier training renders for the judge
 
 
 def training_set(work: Path, count: int, seed: int = TRAIN_SEED, log=print):
-    """Returns (images uint8 [N,64,64,3], captions list[str]), rendering only on the first call."""
-    cache = Path(work) / f"train_seed{seed}_n{count}.npz"
+    """Returns (images uint8 [N,128,128,3], captions list[str]), rendering only on the first call."""
+    cache = Path(work) / f"train_seed{seed}_n{count}_{shapes.IMAGE_SIZE}px.npz"
     if cache.exists():
         d = np.load(cache)
         return d["images"], json.loads(str(d["captions"]))

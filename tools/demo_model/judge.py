@@ -1,5 +1,6 @@
-"""Reads a 64x64 image and says what it shows: background colour, and for each object its shape
-and colour. Used to measure how well generated images follow their prompts.
+"""Reads an image and says what it shows: background colour, and for each object its shape and
+colour. Used to measure how well generated images follow their prompts. Images larger than 64x64
+(the model's 128x128) are box-filtered to 64x64 first, the size every threshold below is set for.
 
 * Background: median colour of the 2-pixel border, named by the nearest palette colour.
 * Objects: pixels far (in RGB) from the measured background, split into 8-connected components;
@@ -117,9 +118,23 @@ class ShapeClassifier:
 _classifier: ShapeClassifier | None = None
 
 
+def to_judge_size(image: np.ndarray) -> np.ndarray:
+    """Box-filters a square image whose side is a multiple of 64 down to 64x64 (uint8): a 128x128
+    render becomes exactly the 64x64 render of the same layout, up to rounding."""
+    side = image.shape[0]
+    if image.shape[1] != side or side % shapes.LAYOUT_SIZE:
+        raise ValueError(f"the judge reads square images whose side is a multiple of {shapes.LAYOUT_SIZE}; "
+                         f"got {image.shape[1]}x{image.shape[0]}")
+    k = side // shapes.LAYOUT_SIZE
+    if k == 1:
+        return image
+    small = image.astype(np.float32).reshape(shapes.LAYOUT_SIZE, k, shapes.LAYOUT_SIZE, k, 3).mean(axis=(1, 3))
+    return np.clip(np.round(small), 0, 255).astype(np.uint8)
+
+
 def objects_and_background(image: np.ndarray):
     """(background colour name, background RGB, [component masks]) -- the analytic part."""
-    img = image.astype(np.float32)
+    img = to_judge_size(image).astype(np.float32)
     border = np.concatenate([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3),
                              img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)])
     bg_rgb = np.median(border, axis=0)
@@ -132,6 +147,7 @@ def judge(image: np.ndarray, max_objects: int = 2) -> Judgement:
     global _classifier
     if _classifier is None:
         _classifier = ShapeClassifier()
+    image = to_judge_size(image)
     bg, _, comps = objects_and_background(image)
     out = Judgement(bg)
     for m in comps[:max_objects]:

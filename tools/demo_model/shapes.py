@@ -1,7 +1,9 @@
-"""Drawn-shapes data set for otter's demo model: 64x64 RGB images with captions and labels.
+"""Drawn-shapes data set for otter's demo model: 128x128 RGB images with captions and labels.
 
-Every sample is one or two flat-coloured shapes on a plain background, rendered at 4x and
-box-filtered down (anti-aliasing). The caption mentions a random subset of the attributes (shape
+Every sample is one or two flat-coloured shapes on a plain background. Layouts are drawn in a
+64x64 coordinate system (v1's image size; the judge still reads 64x64), rendered on a 256x256
+grid and box-filtered down to the image size (anti-aliasing): a 64x64 render is exactly v1's, a
+128x128 one has the same shapes at twice the resolution. The caption mentions a random subset of the attributes (shape
 always; colour, background, size and position only sometimes), so the model must learn that an
 attribute left out of the caption may take any value -- which is what makes classifier-free
 guidance measurable on it.
@@ -16,8 +18,9 @@ from typing import Iterator
 
 import numpy as np
 
-IMAGE_SIZE = 64
-SUPERSAMPLE = 4
+IMAGE_SIZE = 128  # what the model is trained on (v1: 64)
+LAYOUT_SIZE = 64  # coordinates of CELL_CENTERS, RADIUS and JITTER; also the judge's input size
+FINE = 256  # side of the grid coverage is computed on
 
 # Hues far apart in RGB so a nearest-palette judge separates them even after a blurry decoder.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -48,7 +51,7 @@ JITTER = 1.5  # pixels of random offset from the cell centre
 
 @dataclass
 class Sample:
-    image: np.ndarray  # [64, 64, 3] uint8
+    image: np.ndarray  # [size, size, 3] uint8 (IMAGE_SIZE unless asked otherwise)
     caption: str
     shapes: list[str]
     colors: list[str]
@@ -96,25 +99,29 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, x: np.ndarray, y: np.
     raise ValueError(f"unknown shape '{shape}' (known: {SHAPES})")
 
 
-_FINE = (np.arange(IMAGE_SIZE * SUPERSAMPLE) + 0.5) / SUPERSAMPLE
-_FX, _FY = np.meshgrid(_FINE, _FINE)
+_S = FINE // LAYOUT_SIZE  # fine-grid points per layout pixel
+_FINE_AXIS = (np.arange(FINE) + 0.5) / _S
+_FX, _FY = np.meshgrid(_FINE_AXIS, _FINE_AXIS)
 
 
-def render(shapes, colors, background, geometry) -> np.ndarray:
-    """Draws shapes (list of names) with colours over a background; geometry = [(cx, cy, r), ...].
-
-    Coverage is computed on a 4x grid and averaged per pixel, so edges are anti-aliased."""
+def render(shapes, colors, background, geometry, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Draws shapes (list of names) with colours over a background; geometry = [(cx, cy, r), ...]
+    in layout pixels. Coverage is computed on the FINE grid and averaged per output pixel, so
+    edges are anti-aliased; size must divide FINE."""
+    if FINE % size:
+        raise ValueError(f"image size {size} must divide {FINE}")
     fine = np.empty(_FX.shape + (3,), dtype=np.float32)
     fine[:] = PALETTE[background]
-    s = SUPERSAMPLE
+    s = _S
     for shape, color, (cx, cy, r) in zip(shapes, colors, geometry):
         # Only the shape's bounding box is tested (every shape lies within 1.2 r of its centre).
-        x1, y1 = (min(IMAGE_SIZE * s, int((c + 1.2 * r + 1) * s) + 1) for c in (cx, cy))
+        x1, y1 = (min(FINE, int((c + 1.2 * r + 1) * s) + 1) for c in (cx, cy))
         y0 = max(0, int((cy - 1.2 * r - 1) * s))
         x0 = max(0, int((cx - 1.2 * r - 1) * s))
         box = (slice(y0, y1), slice(x0, x1))
         fine[box][shape_mask(shape, cx, cy, r, _FX[box], _FY[box])] = PALETTE[color]
-    img = fine.reshape(IMAGE_SIZE, s, IMAGE_SIZE, s, 3).mean(axis=(1, 3))
+    k = FINE // size
+    img = fine.reshape(size, k, size, k, 3).mean(axis=(1, 3))
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
@@ -182,25 +189,26 @@ def random_layout(rng: np.random.Generator):
     return shapes, colors, background, sizes, positions, geometry
 
 
-def make_sample(rng: np.random.Generator, draw: bool = True) -> Sample:
+def make_sample(rng: np.random.Generator, draw: bool = True, size: int = IMAGE_SIZE) -> Sample:
     """One sample; with draw=False the image is left empty (captions only, ~100x faster)."""
     shapes, colors, background, sizes, positions, geometry = random_layout(rng)
-    image = render(shapes, colors, background, geometry) if draw else np.zeros((0, 0, 3), np.uint8)
+    image = render(shapes, colors, background, geometry, size) if draw else np.zeros((0, 0, 3), np.uint8)
     s = Sample(image, "", shapes, colors, background, sizes, positions)
     s.caption, s.mentioned = caption_for(s, rng)
     return s
 
 
-def samples(seed: int, draw: bool = True) -> Iterator[Sample]:
-    """Infinite, deterministic stream: item n uses its own generator seeded by (seed, n)."""
+def samples(seed: int, draw: bool = True, size: int = IMAGE_SIZE) -> Iterator[Sample]:
+    """Infinite, deterministic stream: item n uses its own generator seeded by (seed, n); the
+    layouts and captions do not depend on the image size."""
     n = 0
     while True:
-        yield make_sample(np.random.default_rng([seed, n]), draw)
+        yield make_sample(np.random.default_rng([seed, n]), draw, size)
         n += 1
 
 
-def batch(seed: int, count: int, draw: bool = True) -> list[Sample]:
-    it = samples(seed, draw)
+def batch(seed: int, count: int, draw: bool = True, size: int = IMAGE_SIZE) -> list[Sample]:
+    it = samples(seed, draw, size)
     return [next(it) for _ in range(count)]
 
 
@@ -220,8 +228,9 @@ if __name__ == "__main__":
 
         cols = 8
         rows = (len(items) + cols - 1) // cols
-        sheet = np.zeros((rows * IMAGE_SIZE, cols * IMAGE_SIZE, 3), dtype=np.uint8)
+        n = IMAGE_SIZE
+        sheet = np.zeros((rows * n, cols * n, 3), dtype=np.uint8)
         for i, s in enumerate(items):
             r, c = divmod(i, cols)
-            sheet[r * IMAGE_SIZE:(r + 1) * IMAGE_SIZE, c * IMAGE_SIZE:(c + 1) * IMAGE_SIZE] = s.image
+            sheet[r * n:(r + 1) * n, c * n:(c + 1) * n] = s.image
         Image.fromarray(sheet).save(args.sheet)

@@ -38,7 +38,7 @@ def object_examples(seed: int, count: int, blur_fraction: float):
     rng = np.random.default_rng(seed + 1000)
     masks, labels = [], []
     color_hits = bg_hits = objects = 0
-    for s in shapes.batch(seed, count):
+    for s in shapes.batch(seed, count, size=shapes.LAYOUT_SIZE):
         img = box_blur(s.image) if rng.random() < blur_fraction else s.image
         bg, _, comps = judge.objects_and_background(img)
         bg_hits += bg == s.background
