@@ -1,6 +1,6 @@
 """Trains otter's bundled demo model from scratch and exports it as a diffusers folder.
 
-  /usr/bin/python3 tools/demo_model/train.py             # full run (~1 h on 2 cores), writes
+  /usr/bin/python3 tools/demo_model/train.py             # full run (~1.5 h on 2 cores), writes
                                                          # models/otter-shapes and train_log.csv
   /usr/bin/python3 tools/demo_model/train.py --smoke     # a few steps of every stage (CI, < 30 s)
 
@@ -29,6 +29,7 @@ import configs  # noqa: E402
 import dataset  # noqa: E402
 import export  # noqa: E402
 import modules  # noqa: E402
+from checkpoint import StageCheckpoint  # noqa: E402
 from clip_tokenize import Tokenizer  # noqa: E402
 from train_diffusion import train_diffusion  # noqa: E402
 from train_vae import encode_all, finetune_decoder, scaling_factor, train_vae  # noqa: E402
@@ -36,10 +37,12 @@ from train_vae import encode_all, finetune_decoder, scaling_factor, train_vae  #
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-FULL = dict(captions=20000, images=24000, vae_steps=1000, vae_batch=16, vae_lr=1e-3,
-            decoder_steps=1000, decoder_batch=16, decoder_lr=5e-4, unet_steps=1500, unet_batch=64, unet_lr=1e-3, ema=0.998, log_every=25)
+FULL = dict(captions=20000, images=32000, vae_steps=1000, vae_batch=16, vae_lr=1e-3,
+            decoder_steps=500, decoder_batch=16, decoder_lr=5e-4, unet_steps=3600, unet_batch=64, unet_lr=1e-3, ema=0.999,
+            log_every=25, checkpoint_every=100)
 SMOKE = dict(captions=500, images=64, vae_steps=2, vae_batch=4, vae_lr=1e-3,
-             decoder_steps=2, decoder_batch=4, decoder_lr=5e-4, unet_steps=2, unet_batch=4, unet_lr=1e-3, ema=0.998, log_every=1)
+             decoder_steps=2, decoder_batch=4, decoder_lr=5e-4, unet_steps=4, unet_batch=4, unet_lr=1e-3, ema=0.998,
+             log_every=1, checkpoint_every=2)
 SEED = 20240501
 
 
@@ -92,9 +95,10 @@ def main() -> int:
                                               "with --smoke: WORK/smoke-model)")
     ap.add_argument("--log", type=Path, help="loss log CSV (default: tools/demo_model/train_log.csv)")
     ap.add_argument("--resume", action="store_true",
-                    help="reuse the stage checkpoints already in the work folder (vae.pt, decoder.pt, "
-                         "te_unet_ema.pt) and append to the log; every stage has its own seed, so the "
-                         "result equals an uninterrupted run")
+                    help="continue an interrupted run: reuse the finished stages in the work folder (vae.pt, "
+                         "decoder.pt, te_unet_ema.pt), continue an unfinished one from its last mid-stage "
+                         "checkpoint (*.ckpt) and append to the log; every stage has its own seeded "
+                         "generator, saved with it, so the result equals an uninterrupted run")
     args = ap.parse_args()
     p = SMOKE if args.smoke else FULL
     work = args.work / ("smoke" if args.smoke else "full")
@@ -104,6 +108,13 @@ def main() -> int:
     torch.set_num_threads(2)
     torch.manual_seed(SEED)
     start = time.time()
+
+    def stage_checkpoint(name: str) -> StageCheckpoint:
+        """Mid-stage state of `name`; a run without --resume starts the stage afresh."""
+        path = work / f"{name}.ckpt"
+        if not args.resume and path.exists():
+            path.unlink()
+        return StageCheckpoint(path, p["checkpoint_every"])
 
     # 1. Tokenizer.
     texts = [s.caption for s in dataset.shapes.batch(dataset.TRAIN_SEED, p["captions"], draw=False)]
@@ -123,9 +134,11 @@ def main() -> int:
         vae.load_state_dict(torch.load(work / "vae.pt")["vae"])
         log.note("VAE loaded from vae.pt")
     else:
+        ckpt = stage_checkpoint("vae")
         train_vae(vae, images, p["vae_steps"], p["vae_batch"], p["vae_lr"], SEED + 1, log,
-                  lambda v: save_reconstructions(v, images[:16], work / "vae_reconstructions.png"))
+                  lambda v: save_reconstructions(v, images[:16], work / "vae_reconstructions.png"), ckpt)
         torch.save({"vae": vae.state_dict()}, work / "vae.pt")
+        ckpt.done()
     vae.eval()
     mean, std = encode_all(vae, images)
     sf = scaling_factor(mean, std, SEED + 2)
@@ -135,8 +148,11 @@ def main() -> int:
         vae.load_state_dict(torch.load(work / "decoder.pt")["vae"])
         log.note("fine-tuned decoder loaded from decoder.pt")
     else:
-        finetune_decoder(vae, images, mean, std, p["decoder_steps"], p["decoder_batch"], p["decoder_lr"], SEED + 4, log)
+        ckpt = stage_checkpoint("decoder")
+        finetune_decoder(vae, images, mean, std, p["decoder_steps"], p["decoder_batch"], p["decoder_lr"], SEED + 4, log,
+                         ckpt)
         torch.save({"vae": vae.state_dict()}, work / "decoder.pt")
+        ckpt.done()
     save_reconstructions(vae, images[:16], work / "vae_reconstructions.png")
 
     # 4. Text encoder + UNet.
@@ -150,9 +166,11 @@ def main() -> int:
         log.note("text encoder + UNet loaded from te_unet_ema.pt")
     else:
         ids = tok.batch(captions)
+        ckpt = stage_checkpoint("diffusion")
         te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
-                                           p["unet_lr"], p["ema"], SEED + 3, log)
+                                           p["unet_lr"], p["ema"], SEED + 3, log, ckpt)
         torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "te_unet_ema.pt")
+        ckpt.done()
     minutes = (time.time() - start) / 60
     log.note(f"training done in {minutes:.1f} min")
 

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from checkpoint import StageCheckpoint
 from configs import SCHEDULE
 
 CAPTION_DROPOUT = 0.1
@@ -43,8 +44,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 
 
 def train_diffusion(te, unet, latent_mean, latent_std, sf: float, ids, empty_ids, steps: int, batch: int,
-                    lr: float, ema_decay: float, seed: int, log):
-    """Trains in place; returns the EMA copy (te, unet) to export."""
+                    lr: float, ema_decay: float, seed: int, log, ckpt: StageCheckpoint | None = None):
+    """Trains in place; returns the EMA copy (te, unet) to export. With `ckpt`, resumes from its
+    last save and saves every ckpt.every steps."""
     g = torch.Generator().manual_seed(seed)
     model = Joint(te, unet).train()
     ema = copy.deepcopy(model).eval()
@@ -53,7 +55,12 @@ def train_diffusion(te, unet, latent_mean, latent_std, sf: float, ids, empty_ids
     ids = torch.as_tensor(ids)
     empty = torch.as_tensor(empty_ids)[None]
     n = len(ids)
-    for step in range(steps):
+    ckpt = ckpt or StageCheckpoint(None, 1)
+    state = {"model": model, "ema": ema}
+    first = ckpt.load(state, opt, g)
+    if first:
+        log.note(f"diffusion: resumed at step {first}")
+    for step in range(first, steps):
         scale = min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
@@ -72,4 +79,5 @@ def train_diffusion(te, unet, latent_mean, latent_std, sf: float, ids, empty_ids
         opt.step()
         ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
         log("diffusion", step, {"loss": loss.item()})
+        ckpt.maybe_save(step, state, opt, g)
     return ema.te, ema.unet

@@ -1,4 +1,4 @@
-"""Stage 1: the KL autoencoder (64x64x3 <-> 8x8x4), then its latent scaling factor.
+"""Stage 1: the KL autoencoder (128x128x3 <-> 16x16x4), then its latent scaling factor.
 
 Loss = L1 + MSE on pixels in [-1, 1] + a small KL term that keeps the latents bounded and smooth
 (SD's VAE adds perceptual and GAN losses; flat-coloured shapes do not need them). Pixels that
@@ -12,6 +12,7 @@ import math
 import torch
 
 import modules
+from checkpoint import StageCheckpoint
 from dataset import to_model_range
 
 KL_WEIGHT = 1e-5
@@ -28,12 +29,16 @@ def foreground_weights(x):
 
 
 def train_vae(vae: modules.AutoencoderKL, images, steps: int, batch: int, lr: float, seed: int, log,
-              snapshot=None):
+              snapshot=None, ckpt: StageCheckpoint | None = None):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     n = len(images)
-    for step in range(steps):
+    ckpt = ckpt or StageCheckpoint(None, 1)
+    first = ckpt.load({"vae": vae}, opt, g)
+    if first:
+        log.note(f"vae: resumed at step {first}")
+    for step in range(first, steps):
         scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
@@ -52,6 +57,7 @@ def train_vae(vae: modules.AutoencoderKL, images, steps: int, batch: int, lr: fl
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         log("vae", step, {"loss": loss.item(), "l1": l1.item(), "kl": kl.item()})
+        ckpt.maybe_save(step, {"vae": vae}, opt, g)
         if snapshot and (step + 1) % 250 == 0:
             vae.eval()
             snapshot(vae)
@@ -61,7 +67,7 @@ def train_vae(vae: modules.AutoencoderKL, images, steps: int, batch: int, lr: fl
 
 @torch.no_grad()
 def encode_all(vae: modules.AutoencoderKL, images, batch: int = 256):
-    """(mean, std) of the latent Gaussian for every image, float32 [N,4,8,8] each."""
+    """(mean, std) of the latent Gaussian for every image, float32 [N,4,h,w] each."""
     means, stds = [], []
     for i in range(0, len(images), batch):
         mean, logvar = vae.encode(to_model_range(images[i:i + batch]))
@@ -78,7 +84,7 @@ def scaling_factor(mean, std, seed: int) -> float:
 
 
 def finetune_decoder(vae: modules.AutoencoderKL, images, latent_mean, latent_std, steps: int, batch: int, lr: float,
-                     seed: int, log):
+                     seed: int, log, ckpt: StageCheckpoint | None = None):
     """Trains only post_quant_conv + decoder on latents of the frozen encoder (as SD's ft-MSE VAE
     did): sharper shapes, while the latents the UNet learns on stay exactly the same."""
     g = torch.Generator().manual_seed(seed)
@@ -86,7 +92,11 @@ def finetune_decoder(vae: modules.AutoencoderKL, images, latent_mean, latent_std
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     vae.decoder.train()
     n = len(images)
-    for step in range(steps):
+    ckpt = ckpt or StageCheckpoint(None, 1)
+    first = ckpt.load({"vae": vae}, opt, g)
+    if first:
+        log.note(f"decoder: resumed at step {first}")
+    for step in range(first, steps):
         scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
@@ -102,4 +112,5 @@ def finetune_decoder(vae: modules.AutoencoderKL, images, latent_mean, latent_std
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         log("decoder", step, {"loss": loss.item(), "l1": l1.item()})
+        ckpt.maybe_save(step, {"vae": vae}, opt, g)
     vae.eval()
