@@ -8,7 +8,7 @@
 #include <random>
 
 #include "backend/backend.h"
-#include "backend/cpu/f16_gemm.h"
+#include "backend/cpu/half_gemm.h"
 #include "core/cpu_features.h"
 
 namespace otter {
@@ -83,23 +83,25 @@ void BM_Matmul4096x320x320(benchmark::State& state) {
 }
 BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// The AVX-512 FP16 matmul (groundwork, src/backend/cpu/f16_gemm.h) on the same shapes as the
-// oneDNN linear layers above and the UNet's feed-forward at 512x512 (8192 x 320 -> 2560 at batch 2).
-void BM_F16Gemm(benchmark::State& state) {
-  if (!cpu::f16_gemm_available()) {
-    state.SkipWithError("no AVX-512 FP16 on this CPU");
+// The 16-bit matmul tiles (src/backend/cpu/half_gemm.h; range(3): 0 = f16 on AVX-512 FP16, 1 = bf16
+// on AVX-512 BF16) on the same shapes as the oneDNN linear layers above and the UNet's feed-forward
+// at 512x512 (8192 x 320 -> 2560 at batch 2).
+void BM_HalfGemm(benchmark::State& state) {
+  const auto format = state.range(3) == 0 ? cpu::HalfFormat::F16 : cpu::HalfFormat::BF16;
+  if (!cpu::half_gemm_available(format)) {
+    state.SkipWithError(format == cpu::HalfFormat::F16 ? "no AVX-512 FP16 on this CPU" : "no AVX-512 BF16 on this CPU");
     return;
   }
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   const Tensor x = random_tensor(Shape{m, k}, 1);
-  const cpu::F16PackedWeights w = cpu::pack_f16_weights(random_tensor(Shape{n, k}, 2));
+  const cpu::HalfPackedWeights w = cpu::pack_half_weights(random_tensor(Shape{n, k}, 2), format);
   Tensor y = Tensor::empty(Shape{m, n}, DType::F32);
-  for (auto _ : state) cpu::gemm_f16(x.f32(), m, w, nullptr, y.f32());
+  for (auto _ : state) cpu::gemm_half(x.f32(), m, w, nullptr, y.f32());
   set_flops(state, 2.0 * m * k * n);
-  state.SetLabel("f16");
+  state.SetLabel(cpu::half_format_name(format));
 }
-BENCHMARK(BM_F16Gemm)->Args({4096, 320, 320})->Args({8192, 320, 2560})->Args({2048, 2048, 2048})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1}})->ArgsProduct({{8192}, {320}, {2560}, {0, 1}})
+    ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // oneDNN f32 on the same two larger shapes, for the comparison.
 void BM_MatmulShapes(benchmark::State& state) {

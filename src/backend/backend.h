@@ -41,7 +41,7 @@ struct LinearWeights {
   Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
   Tensor bias;    // [out] or undefined
   std::shared_ptr<void> prepared;      // backend-private, built lazily on first use
-  std::shared_ptr<void> prepared_f16;  // the same for the f16 path
+  std::shared_ptr<void> prepared_half;  // the same for the f16 path
   // LoRA updates applied unmerged: the output gains scale · up(down(x)) for each (null: none).
   std::shared_ptr<std::vector<LinearLora>> lora{};
 };
@@ -53,7 +53,7 @@ struct Conv2dWeights {
   // Zero padding per side; the VAE encoder's downsampler pads only bottom and right.
   int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
   std::shared_ptr<void> prepared;
-  std::shared_ptr<void> prepared_f16;
+  std::shared_ptr<void> prepared_half;
   // As LinearWeights::lora: down is a conv with this conv's kernel, stride and padding, up a 1x1.
   std::shared_ptr<std::vector<ConvLora>> lora{};
 };

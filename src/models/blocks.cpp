@@ -56,7 +56,7 @@ void attach_lora(Conv2dWeights& w, const std::vector<LoraBranch>& branches) {
     l.down = w;  // kernel geometry, stride and padding of the layer itself
     l.down.lora.reset();
     l.down.prepared.reset();
-    l.down.prepared_f16.reset();
+    l.down.prepared_half.reset();
     l.down.bias = Tensor();
     l.down.weight = b.down.contiguous().reshape(Shape{rank, w.weight.dim(1), w.weight.dim(2), w.weight.dim(3)});
     l.up.weight = b.up.contiguous().reshape(Shape{b.up.dim(0), rank, 1, 1});

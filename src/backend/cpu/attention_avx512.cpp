@@ -120,7 +120,7 @@ void pv_block(const float* p, int64_t nk, const float* v, int64_t v_stride, int6
 
 // ---- f16 products (--precision f16 on CPUs with AVX-512 FP16) ----
 // The same tasks and f32 online softmax; the two products take f16 operands two at a time, as the
-// f16 matmul does (f16_gemm.h): each 32-bit broadcast carries a pair of terms — two head dims of a
+// f16 matmul does (half_gemm.h): each 32-bit broadcast carries a pair of terms — two head dims of a
 // key for Q·Kᵀ, one dim of two keys' values for P·V — against vectors of 16 queries x that pair,
 // so each accumulator lane sums every other term of one query at twice the f32 rate. The pairs are
 // added in f32 at write-out. Q·Kᵀ sums D/2 products per lane in f16, P·V a block's 64 key pairs;

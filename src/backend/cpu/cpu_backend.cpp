@@ -1,13 +1,16 @@
-// The CPU backend: oneDNN for convolution and matmul, otter's own vectorised OpenMP kernels for
-// everything else.
+// The CPU backend: convolutions and linear layers on otter's 16-bit implicit-GEMM path (half_ops.h)
+// under f16, and under bf16 where the CPU has AVX-512 BF16; oneDNN for them otherwise (f32, and
+// bf16 emulated on plain AVX-512) and for batched matmuls; otter's own vectorised OpenMP kernels
+// for everything else.
 #include <omp.h>
 
 #include <cstdlib>
+#include <optional>
 
 #include "backend/backend.h"
 #include "backend/cpu/dnnl_ops.h"
-#include "backend/cpu/f16_gemm.h"
-#include "backend/cpu/f16_ops.h"
+#include "backend/cpu/half_gemm.h"
+#include "backend/cpu/half_ops.h"
 #include "backend/cpu/kernels.h"
 #include "core/allocator.h"
 #include "core/cpu_features.h"
@@ -18,7 +21,14 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(Precision precision) : precision_(precision) {}
+  explicit CpuBackend(Precision precision) : precision_(precision) {
+    if (precision == Precision::F16) half_ = cpu::HalfFormat::F16;
+    // OTTER_BF16_ONEDNN=1 keeps bf16 on oneDNN: the path before the 16-bit kernels, for
+    // comparisons in one build (bench, tests).
+    if (precision == Precision::BF16 && cpu::half_ops_available(cpu::HalfFormat::BF16) &&
+        std::getenv("OTTER_BF16_ONEDNN") == nullptr)
+      half_ = cpu::HalfFormat::BF16;
+  }
 
   std::string name() const override { return cat("cpu (", precision_name(precision_), ")"); }
   Precision precision() const override { return precision_; }
@@ -44,14 +54,14 @@ class CpuBackend final : public Backend {
  public:
 
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    Tensor y = precision_ == Precision::F16 ? cpu::f16_linear(x, w) : cpu::dnnl_linear(x, w, precision_);
+    Tensor y = half_ ? cpu::half_linear(x, w, *half_) : cpu::dnnl_linear(x, w, precision_);
     add_lora(y, x, w);
     return y;
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
     Tensor y;
-    if (precision_ == Precision::F16) {
-      y = cpu::f16_linear(x, w, &residual);
+    if (half_) {
+      y = cpu::half_linear(x, w, *half_, &residual);
     } else {
       y = cpu::dnnl_linear(x, w, precision_);
       cpu::add_residual(y, residual, "linear");
@@ -64,20 +74,20 @@ class CpuBackend final : public Backend {
     return cpu::dnnl_matmul(a, b, precision_ == Precision::F16 ? Precision::F32 : precision_);
   }
   Tensor conv2d(const Tensor& x, Conv2dWeights& w) override {
-    Tensor y = precision_ == Precision::F16 ? cpu::f16_conv2d(x, w) : cpu::dnnl_conv2d(x, w, precision_);
+    Tensor y = half_ ? cpu::half_conv2d(x, w, *half_) : cpu::dnnl_conv2d(x, w, precision_);
     add_lora(y, x, nullptr, w);
     return y;
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w) override {
-    Tensor y = precision_ == Precision::F16 ? cpu::f16_conv2d(x, w, &t)
-                                            : cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
+    Tensor y = half_ ? cpu::half_conv2d(x, w, *half_, &t)
+                     : cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
     add_lora(y, x, &t, w);
     return y;
   }
   Tensor conv2d(const Tensor& x, const ConvInputTransform& t, Conv2dWeights& w, const Tensor& residual) override {
     Tensor y;
-    if (precision_ == Precision::F16) {
-      y = cpu::f16_conv2d(x, w, &t, &residual);
+    if (half_) {
+      y = cpu::half_conv2d(x, w, *half_, &t, &residual);
     } else {
       y = cpu::dnnl_conv2d(cpu::apply_conv_input_transform(x, t), w, precision_);
       cpu::add_residual(y, residual, "conv2d");
@@ -109,11 +119,12 @@ class CpuBackend final : public Backend {
   }
   void release_cached_memory() override {
     Allocator::global().free_cached();
-    cpu::f16_release_scratch();  // empty unless the f16 path ran
+    cpu::half_release_scratch();  // empty unless the 16-bit path ran
   }
 
  private:
   Precision precision_;
+  std::optional<cpu::HalfFormat> half_;  // the 16-bit implicit-GEMM path's format, if it runs
 };
 
 }  // namespace
@@ -133,7 +144,7 @@ const char* precision_name(Precision p) {
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
     throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
-  if (precision == Precision::F16 && !cpu::f16_ops_available())
+  if (precision == Precision::F16 && !cpu::half_ops_available(cpu::HalfFormat::F16))
     throw Error("f16 compute needs a CPU with AVX-512 FP16; use --precision f32 (or auto) on this CPU");
   // Default: one thread per physical core, unless OMP_NUM_THREADS says otherwise.
   if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = physical_cores();

@@ -39,9 +39,12 @@ OTTER_KERNEL Moments moments(const float* x, int64_t n, float eps) {
   return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(var + eps))};
 }
 
-// (x - mean) * inv_std * gamma + beta as one multiply-add: the scale and shift of one channel.
+// (x - mean) * inv_std * gamma + beta as one multiply-add: the scale and shift of one channel. The
+// shift is an explicit fma: written as beta - mean * scale, the compiler fused it inside the
+// AVX-512 kernel clones and not in group_norm_affine (built for the baseline ISA), so the fused
+// convolutions' input differed from group_norm's by an ulp, enough to flip a bf16 rounding.
 inline float norm_scale(Moments m, float gamma) { return m.inv_std * gamma; }
-inline float norm_shift(Moments m, float gamma, float beta) { return beta - m.mean * norm_scale(m, gamma); }
+inline float norm_shift(Moments m, float gamma, float beta) { return std::fma(-m.mean, norm_scale(m, gamma), beta); }
 
 // y = (x - mean) * inv_std * gamma + beta over one channel's `n` values, optionally then SiLU.
 OTTER_KERNEL void normalise(const float* x, float* y, int64_t n, Moments m, float gamma, float beta, bool silu) {

@@ -1,4 +1,4 @@
-#include "backend/cpu/f16_ops.h"
+#include "backend/cpu/half_ops.h"
 
 #include <omp.h>
 
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/dnnl_ops.h"
-#include "backend/cpu/f16_gemm.h"
+#include "backend/cpu/half_gemm.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/vector_math.h"
 #include "core/error.h"
@@ -37,44 +37,52 @@ std::vector<float> bias_f32(const Tensor& bias) {
   return std::vector<float>(b.f32(), b.f32() + b.numel());
 }
 
-struct PreparedF16Linear {
-  F16PackedWeights w;
+struct PreparedHalfLinear {
+  HalfPackedWeights w;
   std::vector<float> bias;
   bool use_f32 = false;  // an output overflowed f16 once: this layer runs in f32 from then on
   std::once_flag packed;
 };
 
-struct PreparedF16Conv {
-  F16PackedWeights w;  // [O][taps · Cp], Cp = C rounded up to even
+struct PreparedHalfConv {
+  HalfPackedWeights w;  // [O][taps · Cp], Cp = C rounded up to even
   std::vector<float> bias;
   bool use_f32 = false;
   std::once_flag packed;
 };
 
+// A layer's weights are packed for one format; a second backend of another format would need its
+// own copy of the model (StableDiffusion::load builds one per backend).
+void check_format(const HalfPackedWeights& w, HalfFormat f) {
+  OTTER_CHECK(w.panels.empty() || w.format == f, "these weights were packed for ", half_format_name(w.format),
+              " and are now used in ", half_format_name(f), ": load the model once per precision");
+}
+
 }  // namespace
 
-bool f16_ops_available() { return f16_gemm_available(); }
+bool half_ops_available(HalfFormat f) { return half_gemm_available(f); }
 
-Tensor f16_linear(const Tensor& x_in, LinearWeights& w, const Tensor* residual_in) {
+Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, const Tensor* residual_in) {
   OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
   OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
               " features (weight ", w.weight.describe(), ")");
-  if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Linear>();
-  auto& prep = *static_cast<PreparedF16Linear*>(w.prepared_f16.get());
+  if (!w.prepared_half) w.prepared_half = std::make_shared<PreparedHalfLinear>();
+  auto& prep = *static_cast<PreparedHalfLinear*>(w.prepared_half.get());
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
   const Tensor residual = residual_f32(residual_in, Shape(out_shape), "linear");
   if (prep.use_f32) return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
   std::call_once(prep.packed, [&] {
-    prep.w = pack_f16_weights(w.weight);
+    prep.w = pack_half_weights(w.weight, format);
     prep.bias = bias_f32(w.bias);
     w.weight.release_file_pages();
   });
+  check_format(prep.w, format);
   const Tensor x = x_in.to(DType::F32).contiguous();
   const int64_t M = x.numel() / K;
   Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
-  if (!gemm_f16(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32(),
+  if (!gemm_half(x.f32(), M, prep.w, prep.bias.empty() ? nullptr : prep.bias.data(), y.f32(),
                 residual.defined() ? residual.f32() : nullptr)) {
     prep.use_f32 = true;
     return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
@@ -84,12 +92,13 @@ Tensor f16_linear(const Tensor& x_in, LinearWeights& w, const Tensor* residual_i
 
 namespace {
 
-// Shapes of one convolution call. SH, SW: the source, as the f16 copy holds it; H, W: the
+// Shapes of one convolution call. SH, SW: the source, as the 16-bit copy holds it; H, W: the
 // convolution's input, the source upsampled 2x when up_shift is 1. cp = C rounded up to even (the
-// f16 kernel reads k in pairs).
+// kernels read k in pairs).
 struct ConvGeometry {
   int64_t N, C, SH, SW, H, W, O, kh, kw, OH, OW, stride, pad_top, pad_left, cp;
   int up_shift;
+  HalfFormat format;
 };
 
 // y = fma(x, a, b), then SiLU if asked: group_norm's arithmetic for one channel's row, in a
@@ -103,8 +112,8 @@ OTTER_KERNEL void affine_row(const float* x, float* y, int64_t n, float a, float
   }
 }
 
-// The source as f16 NHWC with Cp channels into xh, through the transform's group norm (+ SiLU)
-// when it has one: the same float values group_norm would produce, rounded to f16 once.
+// The source as 16-bit NHWC with Cp channels into xh, through the transform's group norm (+ SiLU)
+// when it has one: the same float values group_norm would produce, rounded to 16 bits once.
 void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, uint16_t* xh) {
   const int64_t SH = g.SH, SW = g.SW;
   const bool norm = t != nullptr && t->group_norm != nullptr, silu = norm && t->silu;
@@ -132,25 +141,26 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
         }
         for (int64_t ww = 0; ww < SW; ++ww) row[static_cast<size_t>(ww * g.cp + c)] = src[ww];
       }
-      f32_to_f16_n(row.data(), xh + ((n * SH + h) * SW) * g.cp, row.size());
+      f32_to_half_n(g.format, row.data(), xh + ((n * SH + h) * SW) * g.cp, row.size());
     }
 }
 
 // Writes one group's results — consecutive output pixels [p0, p1) x channels [o0, o0 + cols) —
-// into NCHW y: each tile row's lane pairs are summed (+ bias) into a channel-major buffer, then
+// into NCHW y: each tile row's columns (+ bias) go into a channel-major buffer, then
 // every channel's pixels go out as contiguous runs (split where the group crosses an image), plus
 // the residual's (NCHW like y) where there is one. Returns false if a sum is not finite (f16
 // overflow).
-bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int64_t p1, const float* bias,
+bool conv_write_group(const float (*acc)[kHalfRows * kMaxHalfLanes], int64_t p0, int64_t p1, const float* bias,
                       const float* residual, const ConvGeometry& g, int64_t o0, int64_t cols, float* y) {
-  constexpr int64_t kMaxPixels = 16 * kF16Rows;
-  alignas(64) float buf[kF16Cols][kMaxPixels];
+  constexpr int64_t kMaxPixels = 16 * kHalfRows;
+  alignas(64) float buf[kHalfCols][kMaxPixels];
+  const int lanes_per_row = tile_lanes(g.format);
   const int64_t count = p1 - p0;
   float poison = 0.0f;  // becomes NaN if any value is inf or NaN
   for (int64_t q = 0; q < count; ++q) {
-    const float* lanes = acc[q / kF16Rows] + (q % kF16Rows) * kF16Lanes;
+    const float* lanes = acc[q / kHalfRows] + (q % kHalfRows) * lanes_per_row;
     for (int64_t c = 0; c < cols; ++c) {
-      const float v = lanes[2 * c] + lanes[2 * c + 1] + (bias ? bias[o0 + c] : 0.0f);
+      const float v = tile_column(g.format, lanes, c) + (bias ? bias[o0 + c] : 0.0f);
       buf[c][q] = v;
       poison += v * 0.0f;
     }
@@ -174,11 +184,12 @@ bool conv_write_group(const float (*acc)[kF16Rows * kF16Lanes], int64_t p0, int6
 
 }  // namespace
 
-Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform* transform,
-                  const Tensor* residual_in) {
+Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, const ConvInputTransform* transform,
+                   const Tensor* residual_in) {
   OTTER_CHECK(x_in.rank() == 4, "conv2d needs [N, C, H, W], got ", x_in.describe());
   OTTER_CHECK(w.weight.rank() == 4, "conv2d weight must be [O, I, kh, kw], got ", w.weight.describe());
   ConvGeometry g{};
+  g.format = format;
   g.up_shift = transform != nullptr && transform->upsample_nearest2x ? 1 : 0;
   g.N = x_in.dim(0), g.C = x_in.dim(1), g.SH = x_in.dim(2), g.SW = x_in.dim(3);
   g.H = g.SH << g.up_shift, g.W = g.SW << g.up_shift;
@@ -190,14 +201,14 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
   g.OW = (g.W + w.pad_left + w.pad_right - g.kw) / w.stride + 1;
   g.cp = (g.C + 1) / 2 * 2;
   const Tensor residual = residual_f32(residual_in, Shape{g.N, g.O, g.OH, g.OW}, "conv2d");
-  // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows.
+  // Runs the unfused ops, then oneDNN f32: the fallback when f16 overflows (bf16 cannot).
   auto in_f32 = [&] {
     const Tensor x = transform ? apply_conv_input_transform(x_in, *transform) : x_in;
     return with_residual(dnnl_conv2d(x, w, Precision::F32), residual);
   };
 
-  if (!w.prepared_f16) w.prepared_f16 = std::make_shared<PreparedF16Conv>();
-  auto& prep = *static_cast<PreparedF16Conv*>(w.prepared_f16.get());
+  if (!w.prepared_half) w.prepared_half = std::make_shared<PreparedHalfConv>();
+  auto& prep = *static_cast<PreparedHalfConv*>(w.prepared_half.get());
   if (prep.use_f32) return in_f32();
   std::call_once(prep.packed, [&] {
     // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel. The staging copies
@@ -211,22 +222,23 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
     for (int64_t o = 0; o < g.O; ++o)
       for (int64_t c = 0; c < g.C; ++c)
         for (int64_t t = 0; t < taps; ++t) dst[o * taps * g.cp + t * g.cp + c] = src[(o * g.C + c) * taps + t];
-    prep.w = pack_f16_weights(w2);
+    prep.w = pack_half_weights(w2, format);
     prep.bias = bias_f32(w.bias);
     w.weight.release_file_pages();
   });
+  check_format(prep.w, format);
 
-  // The input as f16 NHWC with Cp channels, plus one row of zeros for the padding taps.
+  // The input as 16-bit NHWC with Cp channels, plus one row of zeros for the padding taps.
   const Tensor x = x_in.to(DType::F32).contiguous();
   const int64_t source_pixels = g.N * g.SH * g.SW;
-  uint16_t* const xh = f16_scratch(static_cast<size_t>(source_pixels * g.cp + g.cp), 1);
+  uint16_t* const xh = half_scratch(static_cast<size_t>(source_pixels * g.cp + g.cp), 1);
   uint16_t* zeros = xh + source_pixels * g.cp;
   std::fill(zeros, zeros + g.cp, uint16_t{0});
   convert_input(x, transform, g, xh);
 
   Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
-  const int64_t pixels = g.N * g.OH * g.OW, tiles = (pixels + kF16Rows - 1) / kF16Rows;
-  const int64_t panels = (g.O + kF16Cols - 1) / kF16Cols, K = prep.w.k_padded;
+  const int64_t pixels = g.N * g.OH * g.OW, tiles = (pixels + kHalfRows - 1) / kHalfRows;
+  const int64_t panels = (g.O + kHalfCols - 1) / kHalfCols, K = prep.w.k_padded;
   const float* bias = prep.bias.empty() ? nullptr : prep.bias.data();
   // Tiles in groups: taps outer, the group's tiles inner, so one tap's slice of the weight panel
   // (Cp x 64 columns, 40 KB at Cp = 320) stays in L1 while the group uses it; tile by tile, the
@@ -237,27 +249,27 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
 #pragma omp parallel for collapse(2) schedule(static) reduction(|| : overflow)
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t gi = 0; gi < groups; ++gi) {
-      alignas(64) float acc[kGroup][kF16Rows * kF16Lanes];
-      int64_t n_of[kGroup][kF16Rows], oh_of[kGroup][kF16Rows], ow_of[kGroup][kF16Rows];
+      alignas(64) float acc[kGroup][kHalfRows * kMaxHalfLanes];
+      int64_t n_of[kGroup][kHalfRows], oh_of[kGroup][kHalfRows], ow_of[kGroup][kHalfRows];
       const int64_t t0 = gi * kGroup, t1 = std::min(tiles, t0 + kGroup);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ti = t - t0;
-        for (int r = 0; r < kF16Rows; ++r) {
+        for (int r = 0; r < kHalfRows; ++r) {
           // A last tile's missing rows repeat its last pixel (their sums are not written).
-          const int64_t pixel = std::min(t * kF16Rows + r, pixels - 1);
+          const int64_t pixel = std::min(t * kHalfRows + r, pixels - 1);
           n_of[ti][r] = pixel / (g.OH * g.OW);
           oh_of[ti][r] = pixel / g.OW % g.OH;
           ow_of[ti][r] = pixel % g.OW;
         }
       }
-      const uint16_t* panel = prep.w.panels.data() + p * K * kF16Cols;
+      const uint16_t* panel = prep.w.panels.data() + p * K * kHalfCols;
       for (int64_t i = 0; i < g.kh; ++i)
         for (int64_t j = 0; j < g.kw; ++j) {
           const int64_t tap = i * g.kw + j;
           for (int64_t t = t0; t < t1; ++t) {
             const int64_t ti = t - t0;
-            const uint16_t* row_ptrs[kF16Rows];
-            for (int r = 0; r < kF16Rows; ++r) {
+            const uint16_t* row_ptrs[kHalfRows];
+            for (int r = 0; r < kHalfRows; ++r) {
               const int64_t ih = oh_of[ti][r] * g.stride + i - g.pad_top, iw = ow_of[ti][r] * g.stride + j - g.pad_left;
               // An upsampled pixel reads its nearest source pixel: the 2x tensor never exists.
               row_ptrs[r] = ih < 0 || ih >= g.H || iw < 0 || iw >= g.W
@@ -265,12 +277,12 @@ Tensor f16_conv2d(const Tensor& x_in, Conv2dWeights& w, const ConvInputTransform
                                 : xh + ((n_of[ti][r] * g.SH + (ih >> g.up_shift)) * g.SW + (iw >> g.up_shift)) * g.cp;
             }
             // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
-            f16_tile(row_ptrs, panel + tap * g.cp * kF16Cols, 0, g.cp, acc[ti], tap > 0);
+            half_tile(format, row_ptrs, panel + tap * g.cp * kHalfCols, 0, g.cp, acc[ti], tap > 0);
           }
         }
-      const bool finite = conv_write_group(acc, t0 * kF16Rows, std::min(pixels, t1 * kF16Rows), bias,
-                                           residual.defined() ? residual.f32() : nullptr, g, p * kF16Cols,
-                                           std::min<int64_t>(kF16Cols, g.O - p * kF16Cols), y.f32());
+      const bool finite = conv_write_group(acc, t0 * kHalfRows, std::min(pixels, t1 * kHalfRows), bias,
+                                           residual.defined() ? residual.f32() : nullptr, g, p * kHalfCols,
+                                           std::min<int64_t>(kHalfCols, g.O - p * kHalfCols), y.f32());
       if (!finite) overflow = true;
     }
   if (overflow) {

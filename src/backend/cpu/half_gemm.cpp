@@ -1,0 +1,227 @@
+// GCC 12 warns about its own AVX-512 intrinsic headers (the known false positive on the
+// extract/convert helpers, as in attention_kernel.cpp); the intrinsics are used as documented.
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's warning names; clang has no such false positive
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include "backend/cpu/half_gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backend/cpu/kernels.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/half.h"
+
+namespace otter::cpu {
+
+// Six rows x four vectors, k taken in pairs: a row's two f16 values for k and k+1 are broadcast
+// together as one 32-bit element (vpbroadcastd from memory is a pure load; broadcasting a single
+// 16-bit value costs a shuffle uop on one of the two FMA ports, which held the kernel at half the
+// FMA rate). The panel holds, for each pair, W[k] and W[k+1] of one column in adjacent lanes, so
+// each accumulator lane sums every other k of one column; the pairs are added at write-out.
+// 24 accumulators + 4 panel vectors + 1 broadcast fit the 32 registers.
+__attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint16_t* const rows[kHalfRows],
+                                                                      const uint16_t* panel, int64_t k_begin,
+                                                                      int64_t k_end, float* acc_f32, bool accumulate) {
+  constexpr int kVecs = kF16Lanes / 32;
+  const uint16_t* r0 = rows[0];
+  const uint16_t* r1 = rows[1];
+  const uint16_t* r2 = rows[2];
+  const uint16_t* r3 = rows[3];
+  const uint16_t* r4 = rows[4];
+  const uint16_t* r5 = rows[5];
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kF16Chunk) {
+    const int64_t k1 = std::min<int64_t>(k_end, k0 + kF16Chunk);
+    const bool add = accumulate || k0 != k_begin;
+    __m512h acc[kHalfRows][kVecs];
+    OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
+        _mm512_setzero_ph();
+    for (int64_t k = k0; k < k1; k += 2) {
+      __m512h bv[kVecs];
+      OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] = _mm512_loadu_ph(panel + k * kHalfCols + 32 * c);
+      const uint16_t* a[kHalfRows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};
+      OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, a[r], sizeof(pair));
+        const __m512h av = _mm512_castsi512_ph(_mm512_set1_epi32(pair));
+        OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] = _mm512_fmadd_ph(av, bv[c], acc[r][c]);
+      }
+    }
+    OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) {
+      OTTER_UNROLL for (int c = 0; c < kVecs; ++c) {
+        const __m512i bits = _mm512_castph_si512(acc[r][c]);
+        const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));
+        const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1));
+        float* dst = acc_f32 + r * kF16Lanes + c * 32;
+        // The first chunk stores: zeroing the tile first (a rep stos) took a quarter of the time.
+        _mm512_storeu_ps(dst, add ? _mm512_add_ps(_mm512_loadu_ps(dst), lo) : lo);
+        _mm512_storeu_ps(dst + 16, add ? _mm512_add_ps(_mm512_loadu_ps(dst + 16), hi) : hi);
+      }
+    }
+  }
+}
+
+// The same tile on vdpbf16ps: each instruction multiplies a broadcast pair (k, k+1) of one row by
+// sixteen columns' pairs and adds both products into the column's f32 lane, so the accumulators are
+// the sums themselves (no chunks, no lane pairs). 24 accumulators + 4 panel vectors + 1 broadcast.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint16_t* const rows[kHalfRows],
+                                                                       const uint16_t* panel, int64_t k_begin,
+                                                                       int64_t k_end, float* acc_f32,
+                                                                       bool accumulate) {
+  constexpr int kVecs = kBF16Lanes / 16;
+  __m512 acc[kHalfRows][kVecs];
+  OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
+      accumulate ? _mm512_loadu_ps(acc_f32 + r * kBF16Lanes + 16 * c) : _mm512_setzero_ps();
+  const uint16_t* r0 = rows[0];
+  const uint16_t* r1 = rows[1];
+  const uint16_t* r2 = rows[2];
+  const uint16_t* r3 = rows[3];
+  const uint16_t* r4 = rows[4];
+  const uint16_t* r5 = rows[5];
+  for (int64_t k = k_begin; k < k_end; k += 2) {
+    __m512bh bv[kVecs];
+    OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] =
+        reinterpret_cast<__m512bh>(_mm512_loadu_si512(panel + k * kHalfCols + 32 * c));
+    const uint16_t* a[kHalfRows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};
+    OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, a[r], sizeof(pair));
+      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
+      OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av, bv[c]);
+    }
+  }
+  OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c)
+      _mm512_storeu_ps(acc_f32 + r * kBF16Lanes + 16 * c, acc[r][c]);
+}
+
+// out[c] = column c of a tile row (f16: lanes[2c] + lanes[2c + 1], its even-k and odd-k sums;
+// bf16: lanes[c]) (+ bias[c]) (+ residual[c]) for c < cols, sixteen columns per step (scalar, this
+// write-out took half the GEMM's time). Returns false if a sum is not finite (an f16 partial sum
+// overflowed), checked here rather than in a second pass over the output.
+__attribute__((target("avx512f"))) bool write_row(HalfFormat format, const float* lanes, const float* bias,
+                                                  const float* residual, int64_t cols, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 poison = zero;  // x·0 is NaN exactly when x is inf or NaN
+  for (int64_t c = 0; c < cols; c += 16) {
+    const __mmask16 m = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - c)) - 1);
+    __m512 sum;
+    if (format == HalfFormat::F16) {
+      const __m512 a = _mm512_loadu_ps(lanes + 2 * c), b = _mm512_loadu_ps(lanes + 2 * c + 16);
+      sum = _mm512_add_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+    } else {
+      sum = _mm512_maskz_loadu_ps(m, lanes + c);
+    }
+    if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + c));
+    poison = _mm512_mask_add_ps(poison, m, poison, _mm512_mul_ps(sum, zero));
+    if (residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, residual + c));
+    if (m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
+      _mm512_stream_ps(out + c, sum);  // no read-for-ownership of the output line
+    else
+      _mm512_mask_storeu_ps(out + c, m, sum);
+  }
+  return _mm512_cmp_ps_mask(poison, zero, _CMP_EQ_OQ) == 0xFFFF;
+}
+
+namespace {
+std::vector<uint16_t>* scratch_buffers() {
+  thread_local std::vector<uint16_t> buffers[2];
+  return buffers;
+}
+}  // namespace
+
+uint16_t* half_scratch(size_t n, int slot) {
+  std::vector<uint16_t>& b = scratch_buffers()[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+void half_release_scratch() {
+  for (int slot = 0; slot < 2; ++slot) std::vector<uint16_t>().swap(scratch_buffers()[slot]);
+}
+
+bool half_gemm_available(HalfFormat f) {
+  return f == HalfFormat::F16 ? cpu_features().avx512fp16 : cpu_features().avx512_bf16;
+}
+
+const char* half_format_name(HalfFormat f) { return f == HalfFormat::F16 ? "f16" : "bf16"; }
+
+void f32_to_half_n(HalfFormat f, const float* in, uint16_t* out, size_t n) {
+  if (f == HalfFormat::F16)
+    f32_to_f16_n(in, out, n);
+  else
+    f32_to_bf16_n(in, out, n);
+}
+
+HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
+  OTTER_CHECK(w_in.rank() == 2, "pack_half_weights needs [N, K], got ", w_in.describe());
+  Allocator staging;  // the 16-bit copy lives only for this call and goes back to the system
+  const Tensor w = w_in.to(format == HalfFormat::F16 ? DType::F16 : DType::BF16, staging);
+  HalfPackedWeights p;
+  p.format = format;
+  p.n = w.dim(0);
+  p.k = w.dim(1);
+  p.k_padded = (p.k + 1) / 2 * 2;
+  const int64_t panels = (p.n + kHalfCols - 1) / kHalfCols;
+  p.panels.assign(static_cast<size_t>(panels * p.k_padded * kHalfCols), 0);
+  const auto* src = w.data<uint16_t>();
+  // Panel element for column n, index k: pair k/2, column n % kHalfCols, slot k % 2.
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t k = 0; k < p.k; ++k)
+      p.panels[static_cast<size_t>((n / kHalfCols) * p.k_padded * kHalfCols + (k / 2) * 2 * kHalfCols +
+                                   (n % kHalfCols) * 2 + k % 2)] = src[n * p.k + k];
+  return p;
+}
+
+bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const float* bias, float* y,
+               const float* residual) {
+  OTTER_CHECK(half_gemm_available(w.format), "gemm_half: this CPU lacks the ", half_format_name(w.format),
+              " instructions (AVX-512 ", w.format == HalfFormat::F16 ? "FP16" : "BF16", ")");
+  const int64_t K = w.k_padded, N = w.n;
+  const int lanes = tile_lanes(w.format);
+  const int64_t row_blocks = (M + kHalfRows - 1) / kHalfRows, panels = (N + kHalfCols - 1) / kHalfCols;
+  // x in 16 bits, rows padded to an even length with a zero (the kernels read k in pairs).
+  uint16_t* a_data = half_scratch(static_cast<size_t>(M * K), 0);
+#pragma omp parallel for if (M * K > (1 << 16))
+  for (int64_t m = 0; m < M; ++m) {
+    f32_to_half_n(w.format, x + m * w.k, a_data + m * K, static_cast<size_t>(w.k));
+    if (K != w.k) a_data[m * K + w.k] = 0;
+  }
+
+  // Blocked so a k-block of one panel (kKBlock x 64 columns, 16 KB) stays in L1 while a group of
+  // row blocks passes over it; each row block's f32 tile lives in a per-task buffer until the
+  // last k-block. Streaming whole panels from L2 for every row block ran at half the rate.
+  constexpr int64_t kKBlock = 128, kGroup = 16;
+  const int64_t groups = (row_blocks + kGroup - 1) / kGroup;
+  bool finite = true;
+#pragma omp parallel for collapse(2) schedule(static) reduction(&& : finite)
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t g = 0; g < groups; ++g) {
+      alignas(64) float tiles[kGroup][kHalfRows * kMaxHalfLanes];
+      const int64_t rb0 = g * kGroup, rb1 = std::min(row_blocks, rb0 + kGroup);
+      const uint16_t* panel = w.panels.data() + p * K * kHalfCols;
+      for (int64_t kb = 0; kb < K; kb += kKBlock)
+        for (int64_t rb = rb0; rb < rb1; ++rb) {
+          const uint16_t* rows[kHalfRows];
+          for (int r = 0; r < kHalfRows; ++r) rows[r] = a_data + std::min(rb * kHalfRows + r, M - 1) * K;
+          half_tile(w.format, rows, panel, kb, std::min(K, kb + kKBlock), tiles[rb - rb0], kb > 0);
+        }
+      const int64_t n0 = p * kHalfCols, cols = std::min<int64_t>(kHalfCols, N - n0);
+      for (int64_t rb = rb0; rb < rb1; ++rb)
+        for (int r = 0; r < kHalfRows && rb * kHalfRows + r < M; ++r) {
+          const int64_t row = rb * kHalfRows + r;
+          finite = write_row(w.format, tiles[rb - rb0] + r * lanes, bias ? bias + n0 : nullptr,
+                             residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
+                   finite;
+        }
+      _mm_sfence();  // the streaming stores are weakly ordered: complete them before other threads read y
+    }
+  return finite;
+}
+
+}  // namespace otter::cpu

@@ -1,0 +1,106 @@
+#pragma once
+// Matrix multiplies on 16-bit operands with one register-tile design for both formats the CPUs
+// otter runs on offer at twice the f32 rate:
+//   * f16 (AVX-512 FP16, Intel Sapphire Rapids-class Xeons): vfmadd...ph, products summed in f16;
+//   * bf16 (AVX-512 BF16, AMD Zen 4/5, also those Xeons): vdpbf16ps, products of bf16 pairs summed
+//     into f32 lanes.
+// Both take k in pairs: a row's two 16-bit values for k and k+1 are broadcast together as one
+// 32-bit element (vpbroadcastd from memory is a pure load; a 16-bit broadcast costs a shuffle uop
+// on an FMA port, which held the f16 kernel at half the FMA rate), and both read the same packed
+// weight panels: for each pair, W[k] and W[k+1] of one column in adjacent 16-bit slots.
+//
+// f16 numerics: operands are rounded to f16 (11 significant bits, 8x finer than bf16's 8); products
+// are summed in f16 over chunks of kF16Chunk consecutive k (each accumulator lane takes every other
+// k, so 64 terms), and each chunk's sum is added into an f32 accumulator. With unit roundoff
+// u = 2^-11, partial sums of c terms leave a relative error of at most about u·c/sqrt(3) — 1.8% for
+// c = 64 when all terms share a sign; with mixed signs the test measures at most 0.163% of max|y|
+// (K = 65..1280), the order of bf16's operand rounding alone. f16's range (±65504) holds SD's
+// activations (the network runs in f16 on GPUs); a chunk sum is bounded by c·max|x|·max|w|.
+//
+// bf16 numerics: operands rounded to bf16 (8 significant bits), each pair's products added into an
+// f32 lane (vdpbf16ps), so the sum is f32 throughout, as oneDNN's bf16 matmul: the error is the
+// operands' rounding (the test's bound is the bf16 ops' 2e-2 of max|y|). No overflow short of f32's.
+//
+// The micro-kernel, C[6 rows][64 columns] (f32) = A rows (16-bit, a pair at a time) · a panel of B
+// ([K/2][64][2]), is written for both uses a 16-bit path needs:
+//   * linear layers: A = the activations [M, K], B = the weights, packed once;
+//   * convolutions (implicit GEMM): A = the input's channel vectors, one row pointer per output
+//     pixel and kernel tap, B = the weights packed as [taps·C][O] (half_ops.cpp).
+// An f16 tile keeps each column's even-k and odd-k sums in two lanes (kF16Lanes per row, added at
+// write-out); a bf16 tile's vdpbf16ps adds the pair itself (kBF16Lanes per row).
+//
+// Measured (f16) on the 2-core Xeon, medians of 3 against oneDNN f32 in the same run
+// (otter-microbench BM_F16Gemm / BM_MatmulShapes): 4096x320x320 360 vs 294 GFLOP/s (1.22x),
+// 8192x320x2560 381 vs 288 (1.32x), 2048³ 421 vs 285 (1.48x), with 64-k chunks; the tile alone on
+// L1-resident data runs at 332 GFLOP/s on one core with 128-k chunks (93% of the f16 FMA rate).
+// Storing the first chunk instead of zeroing the tile, and writing the output with streaming
+// stores (the read-for-ownership of a large output took a fifth of the time), got the rest.
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace otter::cpu {
+
+enum class HalfFormat { F16, BF16 };
+
+constexpr int kF16Chunk = 128;  // k terms per f16 partial sum (each lane sums every other one: 64)
+constexpr int kHalfRows = 6;    // rows of A per register tile
+constexpr int kHalfCols = 64;   // columns per register tile (four vectors of 16 columns x 2 k)
+constexpr int kF16Lanes = 2 * kHalfCols;  // f32 accumulator lanes per f16 tile row (each column's k pairs)
+constexpr int kBF16Lanes = kHalfCols;     // f32 lanes per bf16 tile row (one per column)
+constexpr int kMaxHalfLanes = kF16Lanes;
+constexpr int tile_lanes(HalfFormat f) { return f == HalfFormat::F16 ? kF16Lanes : kBF16Lanes; }
+
+bool half_gemm_available(HalfFormat f);  // AVX-512 FP16 / AVX-512 BF16 present
+const char* half_format_name(HalfFormat f);
+
+// f32 -> the format's 16-bit bits, n elements (round to nearest even).
+void f32_to_half_n(HalfFormat f, const float* in, uint16_t* out, size_t n);
+
+// A grow-only 16-bit buffer of at least n elements, one per (calling thread, slot), reused across
+// calls: the 16-bit copies of activations are rebuilt every call, and fresh buffers page-faulted
+// and zero-filled megabytes each time (at 512x512 that cost 15% of a CFG step), while the caching
+// allocator kept one block per distinct size (+0.4 GB). Slot 0: gemm_half's input; slot 1: the
+// convolutions' NHWC input.
+uint16_t* half_scratch(size_t n, int slot);
+// Frees the calling thread's scratch buffers (they grow again on the next call).
+void half_release_scratch();
+
+// W [N, K] (any float dtype) packed once for the tiles: panels of kHalfCols output columns,
+// k-major, 16-bit bits of `format`, zero past N.
+struct HalfPackedWeights {
+  HalfFormat format = HalfFormat::F16;
+  int64_t n = 0, k = 0, k_padded = 0;  // k_padded: K rounded up to even (the kernels take k in pairs)
+  std::vector<uint16_t> panels;        // [ceil(N / kHalfCols)][k_padded / 2][kHalfCols][2]
+};
+HalfPackedWeights pack_half_weights(const Tensor& w, HalfFormat format);
+
+// y[M, N] = x[M, K] · Wᵀ (+ bias[N]) (+ residual[M, N]), each added where not null; x, y and the
+// residual f32 row-major (the residual may not alias y), threaded with OpenMP. Returns false if a
+// product is not finite (f16 overflow; the caller recomputes in f32).
+bool gemm_half(const float* x, int64_t m, const HalfPackedWeights& w, const float* bias, float* y,
+               const float* residual = nullptr);
+
+// The micro-kernels: acc[kHalfRows][tile_lanes(format)] (+)= the products of rows[r][k] and the
+// panel over k in [k_begin, k_end) (both even). f16: column c's sums in lanes 2c (even k) and
+// 2c + 1 (odd k); bf16: column c's in lane c. Rows are 16-bit of even length (tail rows may repeat
+// a valid row; their results are ignored); `accumulate` adds to acc instead of overwriting it.
+void f16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
+              bool accumulate);
+void bf16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
+               bool accumulate);
+inline void half_tile(HalfFormat f, const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
+                      int64_t k_end, float* acc, bool accumulate) {
+  if (f == HalfFormat::F16)
+    f16_tile(rows, panel, k_begin, k_end, acc, accumulate);
+  else
+    bf16_tile(rows, panel, k_begin, k_end, acc, accumulate);
+}
+
+// Column c of a tile row: the f16 tile's two lanes added, the bf16 tile's one lane.
+inline float tile_column(HalfFormat f, const float* lanes, int64_t c) {
+  return f == HalfFormat::F16 ? lanes[2 * c] + lanes[2 * c + 1] : lanes[c];
+}
+
+}  // namespace otter::cpu
