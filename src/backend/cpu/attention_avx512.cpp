@@ -8,8 +8,8 @@
 // With the head size in the loops rather than the lanes no lane is wasted on SD1's 40 (the
 // keys-in-lanes kernel padded P·V to 48), broadcasts of f32 are pure loads, and register tiles
 // of 6 keys (or 6 value dims) x 4 query vectors keep 24 accumulators in registers. Extra memory:
-// O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix. Under --precision f16 the two
-// products run on f16 operands at twice the rate (see "f16 products" below).
+// O(64·(D + 128)) per thread, never the [Nq, Nk] score matrix. Under --precision f16 and bf16 the
+// two products run on 16-bit operands at twice the rate (see "f16 products" and "bf16 products").
 #if defined(__GNUC__) && !defined(__clang__)  // GCC's warning names; clang has no such false positive
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's false positive in its AVX-512 headers
 #pragma GCC diagnostic ignored "-Wuninitialized"        // (the same, for the f16 conversions)
@@ -216,6 +216,86 @@ void pv_block_f16(const uint16_t* pp, int64_t nk, const uint16_t* vp, int64_t D,
   });
 }
 
+// ---- bf16 products (--precision bf16 on CPUs with AVX-512 BF16) ----
+// The f16 products' layout (pairs of terms per 32-bit broadcast, queries x pairs in the vectors) on
+// vdpbf16ps, which adds each pair's two products into an f32 lane itself: the accumulators are the
+// 16 queries' f32 sums, in query order, with no pair sums at write-out and no f16 range limit.
+
+#define OTTER_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+OTTER_BF16_TARGET inline __m512bh broadcast_pair_bf16(const uint16_t* p) {
+  int32_t pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
+}
+
+OTTER_BF16_TARGET inline __m512bh load_bf16(const uint16_t* p) {
+  return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p));
+}
+
+// As scores_tile_f16, with qp and k in bf16.
+template <int NJ>
+OTTER_BF16_TARGET void scores_tile_bf16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t d_pairs,
+                                       float* s) {
+  __m512 acc[NJ][kVecs];
+  OTTER_UNROLL for (int i = 0; i < NJ; ++i) OTTER_UNROLL for (int v = 0; v < kVecs; ++v) acc[i][v] =
+      _mm512_setzero_ps();
+  for (int64_t dp = 0; dp < d_pairs; ++dp) {
+    __m512bh q[kVecs];
+    OTTER_UNROLL for (int v = 0; v < kVecs; ++v) q[v] = load_bf16(qp + (dp * kQueries + v * kLanes) * 2);
+    OTTER_UNROLL for (int i = 0; i < NJ; ++i) {
+      const __m512bh kb = broadcast_pair_bf16(k + i * k_stride + 2 * dp);
+      OTTER_UNROLL for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], kb, q[v]);
+    }
+  }
+  OTTER_UNROLL for (int i = 0; i < NJ; ++i) OTTER_UNROLL for (int v = 0; v < kVecs; ++v)
+      _mm512_storeu_ps(s + i * kQueries + v * kLanes, acc[i][v]);
+}
+
+// As pv_tile_f16, with pp and vp in bf16; the running output is the accumulators' start.
+template <int ND>
+OTTER_BF16_TARGET void pv_tile_bf16(const uint16_t* pp, int64_t key_pairs, const uint16_t* vp, int64_t D, float* ot) {
+  __m512 acc[ND][kVecs];
+  OTTER_UNROLL for (int i = 0; i < ND; ++i) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[i][c] =
+      _mm512_loadu_ps(ot + i * kQueries + c * kLanes);
+  for (int64_t jp = 0; jp < key_pairs; ++jp) {
+    __m512bh pj[kVecs];
+    OTTER_UNROLL for (int c = 0; c < kVecs; ++c) pj[c] = load_bf16(pp + (jp * kQueries + c * kLanes) * 2);
+    OTTER_UNROLL for (int i = 0; i < ND; ++i) {
+      const __m512bh vb = broadcast_pair_bf16(vp + (jp * D + i) * 2);
+      OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], vb, pj[c]);
+    }
+  }
+  OTTER_UNROLL for (int i = 0; i < ND; ++i) OTTER_UNROLL for (int c = 0; c < kVecs; ++c)
+      _mm512_storeu_ps(ot + i * kQueries + c * kLanes, acc[i][c]);
+}
+
+// As pair_rows_f16, rounding to bf16 (nearest even, as f32_to_bf16 for finite values).
+OTTER_BF16_TARGET void pair_rows_bf16(const float* s, int64_t nk, uint16_t* pp) {
+  alignas(64) int16_t idx[32];
+  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
+  const __m512i interleave = _mm512_load_si512(idx);
+  for (int64_t j = 0; j < nk; j += 2)
+    for (int c = 0; c < kVecs; ++c) {
+      const __m512 a = _mm512_loadu_ps(s + j * kQueries + c * kLanes);
+      const __m512 b = j + 1 < nk ? _mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes) : _mm512_setzero_ps();
+      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // a in lanes 0-15, b in 16-31
+      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
+    }
+}
+
+void scores_block_bf16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
+  for_tiles(nk, [&](auto nj, int64_t j) {
+    scores_tile_bf16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
+  });
+}
+
+void pv_block_bf16(const uint16_t* pp, int64_t nk, const uint16_t* vp, int64_t D, float* ot) {
+  for_tiles(D, [&](auto nd, int64_t d) {
+    pv_tile_bf16<decltype(nd)::value>(pp, (nk + 1) / 2, vp + d * 2, D, ot + d * kQueries);
+  });
+}
+
 // Online softmax over the block's nk score rows, per query lane: new running max m, scores turned
 // into unnormalised probabilities against it, running sum l and partial output ot rescaled by
 // exp(old max - new max). A lane whose scores are all -inf so far (causal masking) keeps m = -inf,
@@ -249,23 +329,26 @@ __attribute__((target("avx512f"))) void softmax_block(float* s, int64_t nk, floa
 
 __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, const Tensor& k, const Tensor& v,
                                                            int heads, float scale, bool causal, int threads,
-                                                           bool f16_products) {
+                                                           AttentionProducts products) {
   const int64_t B = q.dim(0), Nq = q.dim(1), Nk = k.dim(1), HD = q.dim(2), D = HD / heads;
-  const bool f16 = f16_products && D % 2 == 0;  // a key's dims are taken in pairs
+  // 16-bit products (a key's dims are taken in pairs, so even head sizes only); bf: in bf16.
+  const bool f16 = products != AttentionProducts::F32 && D % 2 == 0;
+  const bool bf = products == AttentionProducts::BF16;
+  const DType half_type = bf ? DType::BF16 : DType::F16;
   Tensor out = Tensor::empty(Shape{B, Nq, HD}, DType::F32);
   const int64_t q_blocks = (Nq + kQueries - 1) / kQueries, tasks = B * heads * q_blocks;
   const int64_t per_thread = 2 * D * kQueries + kKeys * kQueries + 2 * kQueries;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 
-  // f16 operands, converted once per call: the keys as they are (a key's dims d, d+1 are adjacent),
+  // 16-bit operands, converted once per call: the keys as they are (a key's dims d, d+1 are adjacent),
   // the values as [B·H][key pairs][D][2] (two keys' values of one dim adjacent), and per thread
   // the task's queries and a block's probabilities as pairs.
   const int64_t key_pairs = (Nk + 1) / 2, per_thread_f16 = D * kQueries + kKeys * kQueries;
   Tensor k16, v16, scratch16;
   if (f16) {
-    k16 = k.to(DType::F16);
-    const Tensor v_flat = v.to(DType::F16);
-    v16 = Tensor::empty(Shape{B * heads, key_pairs, D, 2}, DType::F16);
+    k16 = k.to(half_type);
+    const Tensor v_flat = v.to(half_type);
+    v16 = Tensor::empty(Shape{B * heads, key_pairs, D, 2}, half_type);
     const uint16_t* src = v_flat.data<uint16_t>();
     uint16_t* dst = v16.data<uint16_t>();
 #pragma omp parallel for collapse(2) num_threads(threads)
@@ -276,7 +359,7 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
           for (int64_t d = 0; d < D; ++d)
             dst[((bh * key_pairs + jp) * D + d) * 2 + e] = j < Nk ? src[(b * Nk + j) * HD + h * D + d] : uint16_t{0};
         }
-    scratch16 = Tensor::empty(Shape{threads, per_thread_f16}, DType::F16);
+    scratch16 = Tensor::empty(Shape{threads, per_thread_f16}, half_type);
   }
 
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
@@ -294,7 +377,7 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     const float* qsrc = q.f32() + (b * Nq + q0) * HD + h * D;
     for (int64_t d = 0; d < D; ++d)
       for (int64_t i = 0; i < kQueries; ++i) qt[d * kQueries + i] = i < nq ? qsrc[i * HD + d] * scale : 0.0f;
-    if (f16) pair_rows_f16(qt, D, qp);
+    if (f16) (bf ? pair_rows_bf16 : pair_rows_f16)(qt, D, qp);
     std::fill(ot, ot + D * kQueries, 0.0f);
     std::fill(m, m + kQueries, kNegInf);
     std::fill(l, l + kQueries, 0.0f);
@@ -303,7 +386,8 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     for (int64_t k0 = 0; k0 < key_end; k0 += kKeys) {
       const int64_t nk = std::min(kKeys, key_end - k0);
       if (f16) {
-        scores_block_f16(qp, k16.data<uint16_t>() + (b * Nk + k0) * HD + h * D, HD, D, nk, s);
+        (bf ? scores_block_bf16 : scores_block_f16)(qp, k16.data<uint16_t>() + (b * Nk + k0) * HD + h * D, HD, D, nk,
+                                                    s);
       } else {
         scores_block(qt, k.f32() + (b * Nk + k0) * HD + h * D, HD, D, nk, s);
       }
@@ -313,8 +397,9 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
             if (k0 + j > q0 + i) s[j * kQueries + i] = kNegInf;
       softmax_block(s, nk, m, l, ot, D);
       if (f16) {
-        pair_rows_f16(s, nk, pp);  // k0 is a multiple of kKeys, so the block starts on a key pair
-        pv_block_f16(pp, nk, v16.data<uint16_t>() + ((b * heads + h) * key_pairs + k0 / 2) * D * 2, D, ot);
+        (bf ? pair_rows_bf16 : pair_rows_f16)(s, nk, pp);  // k0 is a multiple of kKeys: the block starts on a pair
+        (bf ? pv_block_bf16 : pv_block_f16)(pp, nk, v16.data<uint16_t>() + ((b * heads + h) * key_pairs + k0 / 2) * D * 2,
+                                            D, ot);
       } else {
         pv_block(s, nk, v.f32() + (b * Nk + k0) * HD + h * D, HD, D, ot);
       }

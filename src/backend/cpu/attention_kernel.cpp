@@ -76,7 +76,7 @@ OTTER_KERNEL void online_softmax_row_portable(float* s, int64_t nk, float* o, in
 }  // namespace
 
 Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int heads, float scale, bool causal,
-                 bool f16_products) {
+                 AttentionProducts products) {
   OTTER_CHECK(q_in.rank() == 3 && k_in.rank() == 3 && v_in.rank() == 3,
               "attention needs q, k, v as [B, N, H*D], got ", q_in.describe(), ", ", k_in.describe(), ", ",
               v_in.describe());
@@ -94,11 +94,15 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
   const int64_t work = B * heads * Nq * Nk * D;
   const int threads =
       work < 64 * kParallelMinElements ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(tasks)));
-  if (cpu_features().avx512f)
-    // f16 products from one key block up: below it, converting the keys and values costs more than
-    // the faster products save (4096 queries x 77 keys: 113 GFLOP/s in f16, 130 in f32).
+  if (cpu_features().avx512f) {
+    // 16-bit products from one key block up: below it, converting the keys and values costs more
+    // than the faster products save (4096 queries x 77 keys: 113 GFLOP/s in f16, 130 in f32).
+    const bool has = products == AttentionProducts::F16    ? cpu_features().avx512fp16
+                     : products == AttentionProducts::BF16 ? cpu_features().avx512_bf16
+                                                           : false;
     return attention_avx512(q, k, v, heads, scale, causal, threads,
-                            f16_products && cpu_features().avx512fp16 && Nk >= kKeyBlock);
+                            has && Nk >= kKeyBlock ? products : AttentionProducts::F32);
+  }
   const int64_t per_thread = 2 * kQueryBlock * D + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 

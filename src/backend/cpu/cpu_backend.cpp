@@ -104,7 +104,10 @@ class CpuBackend final : public Backend {
   Tensor geglu(const Tensor& x) override { return cpu::geglu(x); }
   Tensor softmax(const Tensor& x) override { return cpu::softmax(x); }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
-    return cpu::attention(q, k, v, heads, scale, causal, precision_ == Precision::F16);
+    const auto products = !half_                           ? cpu::AttentionProducts::F32
+                          : *half_ == cpu::HalfFormat::F16 ? cpu::AttentionProducts::F16
+                                                           : cpu::AttentionProducts::BF16;
+    return cpu::attention(q, k, v, heads, scale, causal, products);
   }
   Tensor add(const Tensor& a, const Tensor& b) override { return cpu::binary(a, b, cpu::BinaryOp::Add); }
   Tensor mul(const Tensor& a, const Tensor& b) override { return cpu::binary(a, b, cpu::BinaryOp::Mul); }

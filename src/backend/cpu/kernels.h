@@ -34,9 +34,11 @@ Tensor activation(const Tensor& x, Activation act);
 Tensor geglu(const Tensor& x);
 Tensor softmax(const Tensor& x);
 
-// f16_products: the two products on f16 operands where the CPU has AVX-512 FP16 (--precision f16).
+// The operands of attention's two products: F16 where the CPU has AVX-512 FP16 (--precision f16),
+// BF16 where it has AVX-512 BF16 (--precision bf16); f32 otherwise.
+enum class AttentionProducts { F32, F16, BF16 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal,
-                 bool f16_products = false);
+                 AttentionProducts products = AttentionProducts::F32);
 
 enum class BinaryOp { Add, Mul };
 Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
