@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "core/system_memory.h"
 #include "io/component_tensors.h"
+#include "io/ldm_key_map.h"
 #include "io/safetensors.h"
 #include "io/safetensors_source.h"
 #include "guidance/guidance_recipe.h"
@@ -203,6 +204,33 @@ void write_random_model(const ModelConfigs& configs, DType storage, const std::f
       << "\n";
 }
 
+// The same random-weight model (SD 1.x) as one original-layout .safetensors, named and shaped as
+// SD 1.5's released checkpoint (the VAE's mid-block attention as 1x1 convolutions): the file
+// stable-diffusion.cpp, the webui and otter all load, so bench/peers runs every engine on the
+// same weights. The names come from otter's own LDM tables, read in reverse.
+void write_random_single_file(const ModelConfigs& configs, DType storage, const std::filesystem::path& file) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const auto component = [&](const LdmKeyMap& map, const std::vector<TensorSpec>& specs, uint32_t seed,
+                             const std::string& name) {
+    RandomWeights w(specs, storage, seed, "random " + name);
+    for (const std::string& n : w.names()) {
+      const auto it = map.find(n);
+      OTTER_CHECK(it != map.end() && it->second.row_begin < 0, "no original-layout name for ", name, " tensor '", n,
+                  "' (single files are written for SD 1.x only)");
+      Tensor t = w.get(n);
+      const std::string& key = it->second.key;
+      if (key.find(".mid.attn_1.") != std::string::npos && t.rank() == 2)
+        t = t.reshape(Shape{t.dim(0), t.dim(1), 1, 1});
+      tensors.emplace_back(key, t);
+    }
+  };
+  component(clip_ldm_key_map(configs.text_encoder, std::string(kLdmClipPrefix), true),
+            text_encoder_tensor_specs(configs.text_encoder), 1, "text_encoder");
+  component(unet_ldm_key_map(configs.unet), unet_tensor_specs(configs.unet), 2, "unet");
+  component(vae_ldm_key_map(configs.vae), vae_tensor_specs(configs.vae), 3, "vae");
+  write_safetensors(file, tensors);
+}
+
 // What every guidance method costs in UNet rows for one image of `steps` steps with the model's
 // scheduler: counted from each method's needs at every evaluation (pipeline/txt2img.h), the same
 // count the CLI logs after a run. Adaptive skipping depends on the predictions: an upper bound.
@@ -305,8 +333,14 @@ int run(const Args& a) {
                    {"auto_precision", precision_name(probe.preferred)}};
 
   if (!a.write_model.empty()) {
-    write_random_model(configs, storage, a.write_model);
-    std::printf("wrote a diffusers folder with the random weights to %s\n", a.write_model.c_str());
+    if (std::filesystem::path(a.write_model).extension() == ".safetensors") {
+      OTTER_CHECK(a.family == "sd1", "--write-model FILE.safetensors writes SD 1.x single files only (use a folder for sd2)");
+      write_random_single_file(configs, storage, a.write_model);
+      std::printf("wrote an original-layout single file with the random weights to %s\n", a.write_model.c_str());
+    } else {
+      write_random_model(configs, storage, a.write_model);
+      std::printf("wrote a diffusers folder with the random weights to %s\n", a.write_model.c_str());
+    }
     return 0;
   }
   report["guidance_rows"] = guidance_rows(configs, a.steps);
@@ -490,8 +524,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "Threads (default: one per physical core)");
   app.add_option("--json", a.json_path, "Write the JSON report here instead of stdout");
   app.add_option("--write-model", a.write_model,
-                 "Write the random-weight model (--family, --weights) as a diffusers folder for otter generate -m, "
-                 "then stop");
+                 "Write the random-weight model (--family, --weights) for otter generate -m, then stop: a diffusers "
+                 "folder, or with a .safetensors name one original-layout single file (SD 1.x; what "
+                 "stable-diffusion.cpp loads)");
   app.add_option("--pag-layers", a.pag_layers, "Layers of the CFG+PAG step (names or a pattern, as --guidance pag's)")
       ->capture_default_str();
   app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");
