@@ -36,6 +36,7 @@ class Obj:
     color: str
     area: int
     center: tuple[float, float]  # (x, y) in pixels
+    extent: int = 0  # the longer side of its bounding box, in pixels
 
 
 @dataclass
@@ -154,7 +155,8 @@ def judge(image: np.ndarray, max_objects: int = 2) -> Judgement:
         ys, xs = np.nonzero(m)
         color = nearest_color(np.median(image[m].astype(np.float32), axis=0))
         out.objects.append(Obj(_classifier(normalized_mask(m)), color, int(m.sum()),
-                               (float(xs.mean()), float(ys.mean()))))
+                               (float(xs.mean()), float(ys.mean())),
+                               int(max(xs.max() - xs.min(), ys.max() - ys.min())) + 1))
     return out
 
 
