@@ -1,7 +1,7 @@
 """Runs `otter generate` for a batch of prompts and returns the images (numpy uint8 HWC).
 
 One call generates every prompt of the batch from one seed (the noise is one torch.randn of shape
-[B,4,8,8], so with the same prompt list and seed, row i gets the same noise at every guidance
+[B,4,16,16] for the bundled model, so with the same prompt list and seed, row i gets the same noise at every guidance
 scale). Several prompts per call amortise the model loading.
 """
 from __future__ import annotations
