@@ -13,7 +13,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 otter=${OTTER:-$here/build/release/otter}
 model=${1:-}
-size=${2:-64}
+size=${2:-128}  # the bundled model's native size
 steps=${3:-20}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

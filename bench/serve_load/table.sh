@@ -4,14 +4,14 @@
 # each mode and stops it after.
 #
 #   bench/serve_load/table.sh [MODEL] [SIZE] [STEPS] [REQUESTS_PER_CLIENT]
-#   bench/serve_load/table.sh                       # the bundled model, 64x64, 20 steps, 4 requests
+#   bench/serve_load/table.sh                       # the bundled model, 128x128, 20 steps, 4 requests
 #   bench/serve_load/table.sh /tmp/sd15 256 10 2    # otter-bench --write-model /tmp/sd15 (SD 1.5, random weights)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 otter="$root/build/release/otter"
 load="$root/build/release/bench/serve_load"
 model="${1:-}"
-size="${2:-64}"
+size="${2:-128}"  # the bundled model's native size
 steps="${3:-20}"
 per_client="${4:-4}"
 cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"

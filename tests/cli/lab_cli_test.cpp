@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "io/png.h"
 #include "models/latent_rgb_map.h"
+#include "pipeline/default_model.h"
 #include "run_otter.h"
 
 namespace otter {
@@ -66,8 +67,11 @@ TEST(OtterLab, WritesImagesNumbersAndASelfContainedReport) {
   EXPECT_TRUE(testing::contains(read_png(dir / "negative.png").find_text("parameters").value(),
                                 "Negative prompt: solar system with 9 planets"));
   const PngImage sheet = read_png(dir / "contact_sheet.png");
-  EXPECT_EQ(sheet.width, 7 * 64 + 8 * 4);
-  EXPECT_EQ(sheet.height, 64 + 8);
+  // Seven images side by side at the bundled model's native size (sample_size latents x 8).
+  const int native =
+      nlohmann::json::parse(std::ifstream(find_default_model() / "unet" / "config.json")).at("sample_size").get<int>() * 8;
+  EXPECT_EQ(sheet.width, 7 * native + 8 * 4);
+  EXPECT_EQ(sheet.height, native + 8);
   const nlohmann::json lab = nlohmann::json::parse(read(dir / "lab.json"));
   ASSERT_EQ(lab["experiments"].size(), names.size());
   for (const auto& e : lab["experiments"]) EXPECT_EQ(e["steps"].size(), 8u) << e["name"];

@@ -85,7 +85,7 @@ TEST(Lab, GuiderExperimentsAreTheirGenerateRuns) {
   settings.only = {"cfg"};
   settings.guidance = {"apg:scale=5,momentum=-0.5,eta=0", "cfg:scale=9,start=0.3", "cfg_pp:scale=0.6",
                        "pag:layers=[mid,up.1],pag_scale=2", "seg:layers=down.1", "slg:skip_layer_guidance_stop=0.7,layers=mid",
-                       "autoguidance:scale=4,layers=up.2"};
+                       "autoguidance:scale=4,layers=up.1"};
   LabRequest request;
   request.prompt = "a green square";
   request.experiments = lab_experiments(settings);

@@ -37,7 +37,8 @@ Tensor generate(Precision precision, const std::vector<std::string>& prompts, ui
   auto model = StableDiffusion::load(find_default_model(), *backend);
   Txt2ImgRequest r;
   r.prompts = prompts;
-  r.width = r.height = 64;
+  // The model's native size (128x128 for otter-shapes v2).
+  r.width = r.height = model->files().configs.unet.value("sample_size", 64) * model->vae().config().downscale_factor();
   r.steps = 20;
   r.seed = seed;
   r.guidance.schedule = GuidanceSchedule::constant(7.5f);

@@ -90,6 +90,9 @@ void expect_shape(const json& actual, const json& shape, const std::string& wher
   }
 }
 
+// The bundled model's native image side (the size a request without one gets).
+int native_size(Server& s) { return s.models.acquire(s.models.default_name())->native_size; }
+
 std::vector<uint8_t> cli_png(Server& s, const Txt2ImgRequest& r_in) {
   auto m = s.models.acquire(s.models.default_name());
   Txt2ImgRequest r = r_in;
@@ -174,7 +177,7 @@ TEST(Http, WebuiListsProgressInterruptAndOptions) {
   EXPECT_GT(progress["progress"].get<double>(), 0.0);
   const auto preview = base64_decode(progress["current_image"].get<std::string>());
   ASSERT_TRUE(preview);
-  EXPECT_EQ(decode_png(preview->data(), preview->size()).width, 64);
+  EXPECT_EQ(decode_png(preview->data(), preview->size()).width, native_size(s));
   auto interrupt = c.Post("/sdapi/v1/interrupt", "", "application/json");
   ASSERT_TRUE(interrupt && interrupt->status == 200);
   t.join();
@@ -274,7 +277,7 @@ TEST(Http, NativeJobsWithEventsImagesAndCancel) {
   // The same parameters through otter generate: the same file.
   Txt2ImgRequest r;
   r.prompts = {rec["request"]["prompt"]};
-  r.width = r.height = 64;
+  r.width = r.height = native_size(s);  // the job names no size
   r.seed = rec["request"]["seed"];
   r.steps = 6;
   r.sampler = "dpmpp_2m";
@@ -318,7 +321,7 @@ TEST(Http, LabRunsEveryExperimentFromOneNoise) {
   }
   Txt2ImgRequest r;
   r.prompts = {"a red circle"};
-  r.width = r.height = 64;
+  r.width = r.height = native_size(s);  // the lab request names no size
   r.seed = 3;
   r.steps = 6;
   r.sampler = "euler";
@@ -617,7 +620,7 @@ TEST(Http, LoraTagsInThePromptApplyTheServersLoras) {
 
   Txt2ImgRequest r;
   r.prompts = {"a red circle  on a blue background"};
-  r.width = r.height = 64;
+  r.width = r.height = native_size(s);  // the request names no size
   r.seed = 2;
   r.steps = 6;
   r.sampler = "euler";
