@@ -161,5 +161,9 @@ const char* precision_name(Precision p);
 // The CPU backend (oneDNN + own kernels). `threads` <= 0: one per physical core, or
 // OMP_NUM_THREADS where set.
 std::unique_ptr<Backend> make_cpu_backend(Precision precision = Precision::F32, int threads = 0);
+// Whether the CPU backend runs convolutions, linear layers and attention's products in `precision`
+// on otter's 16-bit kernels (f16 always; bf16 where the CPU has AVX-512 BF16, unless
+// OTTER_BF16_ONEDNN is set) rather than oneDNN: the memory plan replays that path's buffers.
+bool cpu_uses_16bit_kernels(Precision precision);
 
 }  // namespace otter

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/backend.h"
 #include "models/clip_text_encoder.h"
 #include "models/unet_config.h"
 #include "models/vae.h"
@@ -49,7 +50,7 @@ class Sim {
     return Buf(new Block{this, c});
   }
   void freed(double c) { --counts_[c].live; }
-  // Backend::release_cached_memory(): cached blocks and the f16 scratch go back.
+  // Backend::release_cached_memory(): cached blocks and the 16-bit kernels' scratch go back.
   void release_cache() {
     held_ = 0;
     for (auto& [c, n] : counts_) {
@@ -90,18 +91,20 @@ Block::~Block() { sim->freed(bytes); }
 // The backend ops, each allocating what its CPU implementation allocates. Activations are f32.
 class Ops {
  public:
-  Ops(Sim& sim, Precision p, int threads) : s_(sim), p_(p), threads_(std::max(1, threads)) {}
+  Ops(Sim& sim, Precision p, int threads)
+      : s_(sim), p_(p), half_(cpu_uses_16bit_kernels(p)), threads_(std::max(1, threads)) {}
 
   static double f32(double elements) { return 4.0 * elements; }
 
   // conv2d on n images of [cin, pixels_in] -> [cout, pixels_out]; `norm` = a fused GroupNorm(+SiLU)
   // input transform, `up` = nearest 2x upsampling (pixels_out = 4 pixels_in).
   Buf conv(double n, double cin, double pixels_in, double cout, double pixels_out, bool norm, bool up) {
-    if (p_ == Precision::F16) {
+    if (half_) {  // the 16-bit kernels: a 16-bit NHWC copy of the input in scratch, transform fused
       s_.scratch(1, 2.0 * n * pixels_in * (std::ceil(cin / 2) * 2));
       return s_.alloc(f32(n * cout * pixels_out));
     }
-    // f32/bf16: the transform runs as ops, then oneDNN reorders in and out of its blocked layout.
+    // oneDNN (f32, or bf16 without AVX-512 BF16): the transform runs as ops, then oneDNN reorders
+    // in and out of its blocked layout.
     Buf normed = norm ? s_.alloc(f32(n * cin * pixels_in)) : nullptr;
     Buf upsampled = up ? s_.alloc(f32(n * cin * pixels_out)) : nullptr;
     const double src_pixels = up ? pixels_out : pixels_in, element = p_ == Precision::BF16 ? 2.0 : 4.0;
@@ -113,8 +116,8 @@ class Ops {
 
   // linear on m rows of k -> n.
   Buf linear(double m, double k, double n) {
-    if (p_ == Precision::F16) s_.scratch(0, 2.0 * m * k);
-    Buf x16 = p_ == Precision::BF16 ? s_.alloc(2.0 * m * k) : nullptr;
+    if (half_) s_.scratch(0, 2.0 * m * k);
+    Buf x16 = !half_ && p_ == Precision::BF16 ? s_.alloc(2.0 * m * k) : nullptr;
     return s_.alloc(f32(m * n));
   }
 
@@ -125,7 +128,7 @@ class Ops {
     const double head = dim / heads;
     Buf scratch = s_.alloc(f32(threads_ * (2 * head * 64 + 128 * 64 + 2 * 64)));
     Buf k16, v_flat, v16, scratch16;
-    if (p_ == Precision::F16 && nk >= 128) {
+    if (half_ && nk >= 128) {  // 16-bit products: keys and values converted once per call
       k16 = s_.alloc(2.0 * b * nk * dim);
       v_flat = s_.alloc(2.0 * b * nk * dim);
       v16 = s_.alloc(2.0 * b * heads * std::ceil(nk / 2) * 2 * head);
@@ -137,6 +140,7 @@ class Ops {
  private:
   Sim& s_;
   Precision p_;
+  bool half_;  // the backend's 16-bit kernels run this precision
   int threads_;
 };
 

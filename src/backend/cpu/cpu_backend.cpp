@@ -22,12 +22,8 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(Precision precision) : precision_(precision) {
-    if (precision == Precision::F16) half_ = cpu::HalfFormat::F16;
-    // OTTER_BF16_ONEDNN=1 keeps bf16 on oneDNN: the path before the 16-bit kernels, for
-    // comparisons in one build (bench, tests).
-    if (precision == Precision::BF16 && cpu::half_ops_available(cpu::HalfFormat::BF16) &&
-        std::getenv("OTTER_BF16_ONEDNN") == nullptr)
-      half_ = cpu::HalfFormat::BF16;
+    if (cpu_uses_16bit_kernels(precision))
+      half_ = precision == Precision::F16 ? cpu::HalfFormat::F16 : cpu::HalfFormat::BF16;
   }
 
   std::string name() const override { return cat("cpu (", precision_name(precision_), ")"); }
@@ -142,6 +138,14 @@ Precision parse_precision(const std::string& name) {
 
 const char* precision_name(Precision p) {
   return p == Precision::BF16 ? "bf16" : p == Precision::F16 ? "f16" : "f32";
+}
+
+bool cpu_uses_16bit_kernels(Precision precision) {
+  if (precision == Precision::F16) return true;
+  // OTTER_BF16_ONEDNN=1 keeps bf16 on oneDNN: the path before the 16-bit kernels, for comparisons
+  // in one build (bench, tests).
+  return precision == Precision::BF16 && cpu::half_ops_available(cpu::HalfFormat::BF16) &&
+         std::getenv("OTTER_BF16_ONEDNN") == nullptr;
 }
 
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
