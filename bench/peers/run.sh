@@ -54,6 +54,10 @@ sd_run() { seconds "$sd" -m "$model" -p "$prompt" --seed 1 --steps "$2" -W "$1" 
 per_step() { echo "($1 - $2) / 4" | bc -l; }
 min() { if [[ -z "$1" ]] || (($(echo "$2 < $1" | bc -l))); then echo "$2"; else echo "$1"; fi; }
 
+# Warm-up, untimed: the model file into the page cache for both CLIs (a cold first read would land
+# in one of the two timed runs and not cancel).
+for size in $sizes; do otter_run "$size" 1 >/dev/null; sd_run "$size" 1 >/dev/null; done
+
 declare -A best
 for ((r = 1; r <= runs; r++)); do
   for size in $sizes; do

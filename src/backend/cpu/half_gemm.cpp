@@ -170,11 +170,19 @@ HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
   const int64_t panels = (p.n + kHalfCols - 1) / kHalfCols;
   p.panels.assign(static_cast<size_t>(panels * p.k_padded * kHalfCols), 0);
   const auto* src = w.data<uint16_t>();
-  // Panel element for column n, index k: pair k/2, column n % kHalfCols, slot k % 2.
-  for (int64_t n = 0; n < p.n; ++n)
-    for (int64_t k = 0; k < p.k; ++k)
-      p.panels[static_cast<size_t>((n / kHalfCols) * p.k_padded * kHalfCols + (k / 2) * 2 * kHalfCols +
-                                   (n % kHalfCols) * 2 + k % 2)] = src[n * p.k + k];
+  // Panel element for column n, index k: pair k/2, column n % kHalfCols, slot k % 2. Panels in
+  // parallel, each column's row of W read in order (a panel, K x 64 x 2 bytes, stays in L2): SD
+  // 1.5's 860M UNet parameters packed element by element on one thread took ~10 s of the first step.
+#pragma omp parallel for schedule(dynamic) if (p.n * p.k > (1 << 20))
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    uint16_t* dst = p.panels.data() + panel * p.k_padded * kHalfCols;
+    const int64_t n1 = std::min(p.n, (panel + 1) * kHalfCols);
+    for (int64_t n = panel * kHalfCols; n < n1; ++n) {
+      const uint16_t* row = src + n * p.k;
+      uint16_t* col = dst + (n % kHalfCols) * 2;
+      for (int64_t k = 0; k < p.k; ++k) col[(k / 2) * 2 * kHalfCols + (k & 1)] = row[k];
+    }
+  }
   return p;
 }
 

@@ -219,6 +219,7 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
     Tensor w2 = Tensor::zeros(Shape{g.O, taps * g.cp}, DType::F32, staging);
     const float* src = wf.f32();
     float* dst = w2.f32();
+#pragma omp parallel for if (g.O * g.C * taps > (1 << 20))
     for (int64_t o = 0; o < g.O; ++o)
       for (int64_t c = 0; c < g.C; ++c)
         for (int64_t t = 0; t < taps; ++t) dst[o * taps * g.cp + t * g.cp + c] = src[(o * g.C + c) * taps + t];
