@@ -1,5 +1,7 @@
 #include "core/half.h"
 
+#include <algorithm>
+
 // GCC 12 warns about its own AVX-512 intrinsic headers (a known false positive on the
 // reduce/extract helpers); the intrinsics are used as documented.
 #if defined(__GNUC__) && !defined(__clang__)  // GCC's warning names; clang has no such false positive
@@ -161,6 +163,25 @@ void convert(const void* in, DType in_type, void* out, DType out_type, size_t n)
     return f16_to_f32_n(static_cast<const uint16_t*>(in), static_cast<float*>(out), n);
   if (in_type == DType::BF16 && out_type == DType::F32)
     return bf16_to_f32_n(static_cast<const uint16_t*>(in), static_cast<float*>(out), n);
+  // Between the two 16-bit formats through f32 in chunks, on the bulk conversions (f16 -> f32 is
+  // exact, so the result equals the element-wise path's; the element-wise path took a tenth of the
+  // first step packing SD 1.5's f16 weights for the bf16 kernels).
+  if ((in_type == DType::F16 && out_type == DType::BF16) || (in_type == DType::BF16 && out_type == DType::F16)) {
+    constexpr size_t kChunk = 4096;
+    float buf[kChunk];
+    const auto* src = static_cast<const uint16_t*>(in);
+    for (size_t i = 0; i < n; i += kChunk) {
+      const size_t m = std::min(kChunk, n - i);
+      if (in_type == DType::F16) {
+        f16_to_f32_n(src + i, buf, m);
+        f32_to_bf16_n(buf, h + i, m);
+      } else {
+        bf16_to_f32_n(src + i, buf, m);
+        f32_to_f16_n(buf, h + i, m);
+      }
+    }
+    return;
+  }
   // I64 through double would lose precision past 2^53.
   if (in_type == DType::I64 && out_type == DType::I32) {
     for (size_t i = 0; i < n; ++i) static_cast<int32_t*>(out)[i] = static_cast<int32_t>(static_cast<const int64_t*>(in)[i]);
