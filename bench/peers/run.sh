@@ -15,8 +15,10 @@
 # The model: otter-bench's random SD 1.5 weights (f16) written once as an original-layout single
 # file (build/peers/sd15.safetensors), which otter and sd.cpp both load; PyTorch builds the same
 # architecture from tools/demo_model/modules.py (speed does not depend on the weights' values).
-# A step's time for the two CLIs is (T(6 steps) - T(2 steps)) / 4 over whole runs (Euler, CFG 7),
-# so loading, text encoding and decoding cancel; PyTorch's is its UNet pass at batch 2.
+# A step's time for the two CLIs is (T(12 steps) - T(2 steps)) / 10 over whole runs (Euler, CFG 7),
+# so loading, weight preparation, text encoding and decoding cancel (ten steps apart, so that their
+# run-to-run spread — seconds for a first step that prepares 1.7 GB of weights — is divided by ten);
+# PyTorch's is its UNet pass at batch 2.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 src="${1:?usage: bench/peers/run.sh SDCPP_SOURCE [RUNS] [SIZES]}"
@@ -51,7 +53,7 @@ seconds() {  # wall seconds of a command, its output discarded
 }
 otter_run() { seconds "$otter" generate -m "$model" -p "$prompt" --seed 1 --steps "$2" -W "$1" -H "$1" --sampler euler --cfg-scale 7 --threads "$threads" -q -o "$out/otter.png"; }
 sd_run() { seconds "$sd" -m "$model" -p "$prompt" --seed 1 --steps "$2" -W "$1" -H "$1" --sampling-method euler --cfg-scale 7 -t "$threads" -o "$out/sdcpp.png"; }
-per_step() { echo "($1 - $2) / 4" | bc -l; }
+per_step() { echo "($1 - $2) / 10" | bc -l; }
 min() { if [[ -z "$1" ]] || (($(echo "$2 < $1" | bc -l))); then echo "$2"; else echo "$1"; fi; }
 
 # Warm-up, untimed: the model file into the page cache for both CLIs (a cold first read would land
@@ -61,8 +63,8 @@ for size in $sizes; do otter_run "$size" 1 >/dev/null; sd_run "$size" 1 >/dev/nu
 declare -A best
 for ((r = 1; r <= runs; r++)); do
   for size in $sizes; do
-    best[otter_$size]=$(min "${best[otter_$size]:-}" "$(per_step "$(otter_run "$size" 6)" "$(otter_run "$size" 2)")")
-    best[sd_$size]=$(min "${best[sd_$size]:-}" "$(per_step "$(sd_run "$size" 6)" "$(sd_run "$size" 2)")")
+    best[otter_$size]=$(min "${best[otter_$size]:-}" "$(per_step "$(otter_run "$size" 12)" "$(otter_run "$size" 2)")")
+    best[sd_$size]=$(min "${best[sd_$size]:-}" "$(per_step "$(sd_run "$size" 12)" "$(sd_run "$size" 2)")")
     # shellcheck disable=SC2086
     /usr/bin/python3 "$root/bench/pytorch/reference.py" --sizes "$size" --precisions f32 bf16 --threads "$threads" \
       --runs 1 --json "$out/pytorch.json" >/dev/null 2>&1
