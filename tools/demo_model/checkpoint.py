@@ -25,9 +25,9 @@ class StageCheckpoint:
         self.path = Path(path) if path else None
         self.every = every
 
-    def load(self, modules: dict, opt, generator: torch.Generator) -> int:
-        """Restores the saved state into `modules`, `opt` and `generator`; returns the step to
-        continue from (0 when there is no checkpoint)."""
+    def load(self, modules: dict, opt, generator: torch.Generator, note=print) -> int:
+        """Restores the saved state into `modules`, `opt` and `generator` and says so through
+        `note`; returns the step to continue from (0 when there is no checkpoint)."""
         if self.path is None or not self.path.exists():
             return 0
         state = torch.load(self.path)
@@ -35,7 +35,9 @@ class StageCheckpoint:
             m.load_state_dict(state["modules"][name])
         opt.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        return int(state["next_step"])
+        first = int(state["next_step"])
+        note(f"{self.path.stem}: resumed at step {first}")
+        return first
 
     def maybe_save(self, step: int, modules: dict, opt, generator: torch.Generator) -> None:
         """Saves after `step` (0-based) every `every` steps."""
@@ -54,3 +56,7 @@ class StageCheckpoint:
         """The stage finished and its result is saved elsewhere: drop the mid-stage state."""
         if self.path is not None and self.path.exists():
             self.path.unlink()
+
+
+# A stage run without checkpoints (the loops' default): loads nothing, saves nothing.
+NO_CHECKPOINT = StageCheckpoint(None, 1)

@@ -26,11 +26,9 @@ import eval_guidance  # noqa: E402
 import judge  # noqa: E402
 import modules  # noqa: E402
 from clip_tokenize import Tokenizer  # noqa: E402
+from train import FULL, REPO, SEED  # noqa: E402
 from train_diffusion import Joint, alphas_cumprod  # noqa: E402
 from train_vae import encode_all, scaling_factor  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-SEED = 20240501  # train.py's: the scaling factor is drawn with SEED + 2
 
 
 def load_networks(work: Path):
@@ -59,9 +57,9 @@ def latent_scale(work: Path, vae) -> float:
     else:
         import dataset
 
-        images, _ = dataset.training_set(work, 32000)
+        images, _ = dataset.training_set(work, FULL["images"])
         mean, std = encode_all(vae, images)
-    return scaling_factor(mean, std, SEED + 2)
+    return scaling_factor(mean, std, SEED + 2)  # as train.py draws it
 
 
 @torch.no_grad()

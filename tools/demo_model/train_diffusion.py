@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from checkpoint import StageCheckpoint
+from checkpoint import NO_CHECKPOINT, StageCheckpoint
 from configs import SCHEDULE
 
 CAPTION_DROPOUT = 0.1
@@ -52,7 +52,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
 
 
 def train_diffusion(te, unet, latent_mean, latent_std, sf: float, ids, empty_ids, steps: int, batch: int,
-                    lr: float, ema_decay: float, seed: int, log, ckpt: StageCheckpoint | None = None):
+                    lr: float, ema_decay: float, seed: int, log, ckpt: StageCheckpoint = NO_CHECKPOINT):
     """Trains in place; returns the EMA copy (te, unet) to export. With `ckpt`, resumes from its
     last save and saves every ckpt.every steps."""
     g = torch.Generator().manual_seed(seed)
@@ -63,11 +63,8 @@ def train_diffusion(te, unet, latent_mean, latent_std, sf: float, ids, empty_ids
     ids = torch.as_tensor(ids)
     empty = torch.as_tensor(empty_ids)[None]
     n = len(ids)
-    ckpt = ckpt or StageCheckpoint(None, 1)
     state = {"model": model, "ema": ema}
-    first = ckpt.load(state, opt, g)
-    if first:
-        log.note(f"diffusion: resumed at step {first}")
+    first = ckpt.load(state, opt, g, log.note)
     for step in range(first, steps):
         scale = min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:

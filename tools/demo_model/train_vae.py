@@ -12,7 +12,7 @@ import math
 import torch
 
 import modules
-from checkpoint import StageCheckpoint
+from checkpoint import NO_CHECKPOINT, StageCheckpoint
 from dataset import to_model_range
 
 KL_WEIGHT = 1e-5
@@ -29,15 +29,12 @@ def foreground_weights(x):
 
 
 def train_vae(vae: modules.AutoencoderKL, images, steps: int, batch: int, lr: float, seed: int, log,
-              snapshot=None, ckpt: StageCheckpoint | None = None):
+              snapshot=None, ckpt: StageCheckpoint = NO_CHECKPOINT):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     n = len(images)
-    ckpt = ckpt or StageCheckpoint(None, 1)
-    first = ckpt.load({"vae": vae}, opt, g)
-    if first:
-        log.note(f"vae: resumed at step {first}")
+    first = ckpt.load({"vae": vae}, opt, g, log.note)
     for step in range(first, steps):
         scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
@@ -84,7 +81,7 @@ def scaling_factor(mean, std, seed: int) -> float:
 
 
 def finetune_decoder(vae: modules.AutoencoderKL, images, latent_mean, latent_std, steps: int, batch: int, lr: float,
-                     seed: int, log, ckpt: StageCheckpoint | None = None):
+                     seed: int, log, ckpt: StageCheckpoint = NO_CHECKPOINT):
     """Trains only post_quant_conv + decoder on latents of the frozen encoder (as SD's ft-MSE VAE
     did): sharper shapes, while the latents the UNet learns on stay exactly the same."""
     g = torch.Generator().manual_seed(seed)
@@ -92,10 +89,7 @@ def finetune_decoder(vae: modules.AutoencoderKL, images, latent_mean, latent_std
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     vae.decoder.train()
     n = len(images)
-    ckpt = ckpt or StageCheckpoint(None, 1)
-    first = ckpt.load({"vae": vae}, opt, g)
-    if first:
-        log.note(f"decoder: resumed at step {first}")
+    first = ckpt.load({"vae": vae}, opt, g, log.note)
     for step in range(first, steps):
         scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
