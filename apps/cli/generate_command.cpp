@@ -204,6 +204,7 @@ void run_generate(const GenerateArgs& a) {
   plan_request.base_bytes = process_memory().resident_bytes;
   plan_request.total_images = total_images;
   plan_request.encodes_image = init_picture.has_value();
+  plan_request.releases_weights = true;  // one generation, then the process ends
   const MemoryBudget budget = memory_budget(a.memory_limit > 0 ? std::optional<double>(a.memory_limit) : std::nullopt);
   const std::optional<int64_t> max_batch = a.max_batch > 0 ? std::optional<int64_t>(a.max_batch) : std::nullopt;
   const MemoryDecision memory = fit_memory(files.configs, plan_request, total_images, max_batch, budget);
@@ -217,6 +218,7 @@ void run_generate(const GenerateArgs& a) {
                      memory.turn_images, "), same images"));
   }
   request.max_batch = memory.turn_images < total_images ? static_cast<int>(memory.turn_images) : 0;
+  request.release_weights_when_done = true;  // as the plan assumed
   request.vae_tiling = memory.plan.vae_tiled;  // the plan decided with the pipeline's own rule
 
   auto backend = make_cpu_backend(precision, a.threads);

@@ -50,7 +50,7 @@ void BM_Conv2d3x3_320(benchmark::State& state) {
   if (skip_unsupported(state)) return;
   auto backend = make_cpu_backend(precision_of(state));
   const Tensor x = random_tensor(Shape{2, 320, 64, 64}, 1);
-  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1, nullptr, nullptr};
+  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1};
   backend->conv2d(x, w);  // prepare weights and primitive outside the timing
   for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, w));
   set_flops(state, 2.0 * 2 * 320 * 64 * 64 * 320 * 9);
@@ -63,7 +63,7 @@ void BM_NormSiluConv2d3x3_320(benchmark::State& state) {
   auto backend = make_cpu_backend(precision_of(state));
   const Tensor x = random_tensor(Shape{2, 320, 64, 64}, 1);
   const NormWeights norm{random_tensor(Shape{320}, 4), random_tensor(Shape{320}, 5), 1e-5f};
-  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1, nullptr, nullptr};
+  Conv2dWeights w{random_tensor(Shape{320, 320, 3, 3}, 2), random_tensor(Shape{320}, 3), 1, 1, 1, 1, 1};
   const ConvInputTransform t{.group_norm = &norm, .groups = 32, .silu = true};
   backend->conv2d(x, t, w);
   for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, t, w));
@@ -76,7 +76,7 @@ void BM_Matmul4096x320x320(benchmark::State& state) {
   if (skip_unsupported(state)) return;
   auto backend = make_cpu_backend(precision_of(state));
   const Tensor x = random_tensor(Shape{4096, 320}, 1);
-  LinearWeights w{random_tensor(Shape{320, 320}, 2), Tensor(), nullptr, nullptr};
+  LinearWeights w{random_tensor(Shape{320, 320}, 2), Tensor()};
   backend->linear(x, w);
   for (auto _ : state) benchmark::DoNotOptimize(backend->linear(x, w));
   set_flops(state, 2.0 * 4096 * 320 * 320);
@@ -108,7 +108,7 @@ void BM_MatmulShapes(benchmark::State& state) {
   auto backend = make_cpu_backend(Precision::F32);
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   const Tensor x = random_tensor(Shape{m, k}, 1);
-  LinearWeights w{random_tensor(Shape{n, k}, 2), Tensor(), nullptr, nullptr};
+  LinearWeights w{random_tensor(Shape{n, k}, 2), Tensor()};
   backend->linear(x, w);
   for (auto _ : state) benchmark::DoNotOptimize(backend->linear(x, w));
   set_flops(state, 2.0 * m * k * n);

@@ -89,7 +89,7 @@ double matmul_peak_gflops(Precision p, int threads) {
   auto be = make_cpu_backend(p, threads);
   const int64_t n = 2048;
   const Tensor x = random_input(Shape{n, n}, 1);
-  LinearWeights w{random_input(Shape{n, n}, 2), Tensor(), nullptr, nullptr};
+  LinearWeights w{random_input(Shape{n, n}, 2), Tensor()};
   be->linear(x, w);
   const double s = best_of(3, [&] { be->linear(x, w); }).seconds;
   return 2.0 * n * n * n / s * 1e-9;
@@ -403,6 +403,10 @@ int run(const Args& a) {
       const double te_flops = counter.flops();
       const Timing te = best_of(a.runs + 1, [&] { nets.te().encode(ids, 2); });
       prec["text_encoding"] = row("-", "text encoding (2x77 tokens)", te, te_flops);
+      // As `otter generate` does (Txt2ImgRequest::release_weights_when_done): the text encoder's
+      // prepared weights go once the prompts are encoded, the UNet's before the decode (and are
+      // prepared again by the next size's first step).
+      nets.te().release_prepared_weights();
 
       for (int size : a.sizes) {
         const int64_t l = size / 8;
@@ -419,6 +423,7 @@ int run(const Args& a) {
         plan_request.threads = threads;
         plan_request.vae_tiling = false;  // the benchmark decodes whole
         plan_request.base_bytes = base_bytes;
+        plan_request.releases_weights = true;
         const MemoryPlan plan = plan_memory(net_configs, plan_request);
         Allocator::global().reset_peak();
         const auto first = Clock::now();
@@ -468,6 +473,7 @@ int run(const Args& a) {
                     "peak RSS through the UNet", peak_rss_gb(), plan.unet_phase() / 1e9,
                     100.0 * (plan.unet_phase() / 1e9 / peak_rss_gb() - 1));
         at["estimated_peak_gb_unet"] = plan.unet_phase() / 1e9;
+        nets.unet().release_prepared_weights();
         be->release_cached_memory();  // as the pipeline does between denoising and decoding
         const Tensor z = random_input(Shape{n, latent_channels, l, l}, 7);
         Allocator::global().reset_peak();

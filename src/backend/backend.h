@@ -33,15 +33,48 @@ struct ConvInputTransform {
   bool upsample_nearest2x = false;
 };
 
-// A linear layer's weights, prepared once at load (the backend may reorder or convert them).
+// What a backend derives from a layer's weights (reordered, converted, packed for its kernels),
+// built lazily on first use and shared by the layer's copies. Dropping it gives the memory back;
+// the next use builds it again from the weights (still mapped from the file).
+struct PreparedWeights {
+  std::shared_ptr<void> dnnl;  // oneDNN's reordered copy, for the precision it was made for
+  std::shared_ptr<void> half;  // the 16-bit kernels' packed panels
+  void release() {
+    dnnl.reset();
+    half.reset();
+  }
+  bool held() const { return dnnl || half; }
+};
+
+// The prepared slots of one model component (every layer its loader built), so that a caller
+// done with the component — the CLI after the text encoding, or after the last denoising step —
+// can give back its prepared weights at once (for SD 1.5's UNet in bf16, 1.7 GB) before the
+// next stage needs memory.
+class PreparedWeightsSet {
+ public:
+  void add(std::shared_ptr<PreparedWeights> slot) { slots_.push_back(std::move(slot)); }
+  void release() {
+    for (const auto& s : slots_) s->release();
+  }
+  size_t layers() const { return slots_.size(); }
+  size_t held() const {
+    size_t n = 0;
+    for (const auto& s : slots_) n += s->held() ? 1 : 0;
+    return n;
+  }
+
+ private:
+  std::vector<std::shared_ptr<PreparedWeights>> slots_;
+};
+
 struct LinearLora;
 struct ConvLora;
 
+// A linear layer's weights as stored, and what the backend prepared from them.
 struct LinearWeights {
   Tensor weight;  // [out, in], any float dtype as stored in the checkpoint
   Tensor bias;    // [out] or undefined
-  std::shared_ptr<void> prepared;      // backend-private, built lazily on first use
-  std::shared_ptr<void> prepared_half;  // the same for the f16 path
+  std::shared_ptr<PreparedWeights> prepared = std::make_shared<PreparedWeights>();
   // LoRA updates applied unmerged: the output gains scale · up(down(x)) for each (null: none).
   std::shared_ptr<std::vector<LinearLora>> lora{};
 };
@@ -52,8 +85,7 @@ struct Conv2dWeights {
   int stride = 1;
   // Zero padding per side; the VAE encoder's downsampler pads only bottom and right.
   int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
-  std::shared_ptr<void> prepared;
-  std::shared_ptr<void> prepared_half;
+  std::shared_ptr<PreparedWeights> prepared = std::make_shared<PreparedWeights>();
   // As LinearWeights::lora: down is a conv with this conv's kernel, stride and padding, up a 1x1.
   std::shared_ptr<std::vector<ConvLora>> lora{};
 };

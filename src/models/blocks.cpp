@@ -23,6 +23,7 @@ Conv2dWeights load_conv(ParamLoader& p, const std::string& name, int64_t in, int
   const int pad = static_cast<int>(kernel / 2);
   w.pad_top = w.pad_bottom = w.pad_left = w.pad_right = pad;
   attach_lora(w, p.lora(name + ".weight"));
+  p.track(w.prepared);
   return w;
 }
 
@@ -31,6 +32,7 @@ LinearWeights load_linear(ParamLoader& p, const std::string& name, int64_t in, i
   w.weight = p.get(name + ".weight", Shape{out, in});
   if (bias) w.bias = p.get(name + ".bias", Shape{out});
   attach_lora(w, p.lora(name + ".weight"));
+  p.track(w.prepared);
   return w;
 }
 
@@ -55,8 +57,7 @@ void attach_lora(Conv2dWeights& w, const std::vector<LoraBranch>& branches) {
     const int64_t rank = b.down.dim(0);
     l.down = w;  // kernel geometry, stride and padding of the layer itself
     l.down.lora.reset();
-    l.down.prepared.reset();
-    l.down.prepared_half.reset();
+    l.down.prepared = std::make_shared<PreparedWeights>();  // its own weights, not the layer's
     l.down.bias = Tensor();
     l.down.weight = b.down.contiguous().reshape(Shape{rank, w.weight.dim(1), w.weight.dim(2), w.weight.dim(3)});
     l.up.weight = b.up.contiguous().reshape(Shape{b.up.dim(0), rank, 1, 1});

@@ -19,13 +19,22 @@ using DebugHook = std::function<void(const std::string& name, const Tensor& valu
 
 // Fetches a module's tensors under a diffusers name prefix ("down_blocks.0.resnets.1.") and
 // adds up their element counts, so each model's parameter_count() is exact by construction.
+// It also collects the prepared slots of the layers it builds into the component's set (when it
+// has one), so the component can give its prepared weights back (PreparedWeightsSet).
 class ParamLoader {
  public:
-  ParamLoader(Weights& weights, int64_t& counter, std::string prefix = "")
-      : weights_(weights), counter_(counter), prefix_(std::move(prefix)) {}
+  ParamLoader(Weights& weights, int64_t& counter, std::string prefix = "", PreparedWeightsSet* prepared = nullptr)
+      : weights_(weights), counter_(counter), prefix_(std::move(prefix)), prepared_(prepared) {}
 
   // A loader for the child module `name` ("resnets.0" -> prefix "...resnets.0.").
-  ParamLoader child(const std::string& name) const { return ParamLoader(weights_, counter_, prefix_ + name + "."); }
+  ParamLoader child(const std::string& name) const {
+    return ParamLoader(weights_, counter_, prefix_ + name + ".", prepared_);
+  }
+  // Adds a layer's prepared slot to the component's set; load_linear and load_conv call it, layers
+  // loaded another way call it themselves.
+  void track(const std::shared_ptr<PreparedWeights>& slot) {
+    if (prepared_) prepared_->add(slot);
+  }
   Tensor get(const std::string& name, const Shape& expected);
   bool has(const std::string& name) const { return weights_.has(prefix_ + name); }
   // Unmerged LoRA updates of weight `name` (see attach_lora).
@@ -36,6 +45,7 @@ class ParamLoader {
   Weights& weights_;
   int64_t& counter_;
   std::string prefix_;
+  PreparedWeightsSet* prepared_;
 };
 
 // `name.weight` [out, in, k, k] and `name.bias`; padding k/2 on every side.

@@ -120,6 +120,7 @@ ClipTextEncoder::Layer ClipTextEncoder::load_layer(Weights& weights, int index) 
     w.weight = get(weights, p + name + ".weight", Shape{out, in});
     w.bias = get(weights, p + name + ".bias", Shape{out});
     attach_lora(w, weights.lora_branches(p + name + ".weight"));
+    prepared_.add(w.prepared);
     return w;
   };
   Layer layer;

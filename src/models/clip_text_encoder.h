@@ -80,6 +80,10 @@ class ClipTextEncoder {
   // Number of parameters the model uses: embeddings, all layers it runs, the final LayerNorm
   // (buffers such as position_ids and ignored extra layers are not counted).
   int64_t parameter_count() const { return parameter_count_; }
+  // Gives back what the backend prepared from this component's weights (packed, converted); the
+  // next forward prepares them again. For a caller that is done with the component.
+  void release_prepared_weights() { prepared_.release(); }
+  const PreparedWeightsSet& prepared_weights() const { return prepared_; }
   // Layers present in the source beyond num_hidden_layers, not loaded (for the loader to report).
   int ignored_layers_in_source() const { return ignored_layers_; }
 
@@ -110,6 +114,7 @@ class ClipTextEncoder {
   std::vector<Layer> layers_;
   NormWeights final_layer_norm_;
   int64_t parameter_count_ = 0;
+  PreparedWeightsSet prepared_;
   int ignored_layers_ = 0;
 };
 

@@ -73,6 +73,7 @@ LinearWeights load_projection(ParamLoader& p, const std::string& name, int64_t c
   w.weight = p.get(name + ".weight", Shape{channels, channels, 1, 1}).reshape(Shape{channels, channels});
   w.bias = p.get(name + ".bias", Shape{channels});
   attach_lora(w, p.lora(name + ".weight"));
+  p.track(w.prepared);
   return w;
 }
 

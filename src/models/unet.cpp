@@ -9,7 +9,7 @@ namespace otter {
 UNet::UNet(const UNetConfig& config, Weights& weights)
     : config_(config), block_names_(config.transformer_block_names()) {
   const UNetConfig& c = config_;
-  ParamLoader root(weights, parameter_count_);
+  ParamLoader root(weights, parameter_count_, "", &prepared_);
   const size_t n = c.num_blocks();
   const auto& ch = c.block_out_channels;
   const int64_t temb = c.time_embed_dim;

@@ -39,6 +39,10 @@ class UNet {
 
   const UNetConfig& config() const { return config_; }
   int64_t parameter_count() const { return parameter_count_; }
+  // Gives back what the backend prepared from this component's weights (packed, converted); the
+  // next forward prepares them again. For a caller that is done with the component.
+  void release_prepared_weights() { prepared_.release(); }
+  const PreparedWeightsSet& prepared_weights() const { return prepared_; }
 
  private:
   struct DownBlock {
@@ -64,6 +68,7 @@ class UNet {
 
   UNetConfig config_;
   int64_t parameter_count_ = 0;
+  PreparedWeightsSet prepared_;
   Conv2dWeights conv_in_, conv_out_;
   LinearWeights time_linear_1_, time_linear_2_;
   std::vector<DownBlock> down_;

@@ -161,7 +161,7 @@ Tensor VaeEncoder::forward(Backend& be, const Tensor& image, const DebugHook& ho
 // ---- AutoencoderKL ----
 
 Vae::Vae(const VaeConfig& config, Weights& weights) : config_(config) {
-  ParamLoader root(weights, parameter_count_);
+  ParamLoader root(weights, parameter_count_, "", &prepared_);
   const int64_t latent = config_.latent_channels;
   decoder_.emplace(root.child("decoder"), config_);
   if (config_.use_post_quant_conv) post_quant_conv_ = load_conv(root, "post_quant_conv", latent, latent, 1);

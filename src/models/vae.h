@@ -114,10 +114,15 @@ class Vae {
   bool has_encoder() const { return encoder_.has_value(); }
   const VaeConfig& config() const { return config_; }
   int64_t parameter_count() const { return parameter_count_; }
+  // Gives back what the backend prepared from this component's weights (packed, converted); the
+  // next forward prepares them again. For a caller that is done with the component.
+  void release_prepared_weights() { prepared_.release(); }
+  const PreparedWeightsSet& prepared_weights() const { return prepared_; }
 
  private:
   VaeConfig config_;
   int64_t parameter_count_ = 0;
+  PreparedWeightsSet prepared_;
   std::optional<VaeDecoder> decoder_;
   std::optional<VaeEncoder> encoder_;
   std::optional<Conv2dWeights> quant_conv_, post_quant_conv_;

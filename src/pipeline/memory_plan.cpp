@@ -110,6 +110,9 @@ std::string MemoryPlan::describe() const {
       << request.width << "x" << request.height << (vae_tiled ? ", tiled" : "") << "), process before loading "
       << format_gb(base) << ", libraries " << format_gb(runtime);
   if (request.encodes_image) out << ", VAE encode " << format_gb(vae_encode.total()) << " (the init picture)";
+  if (text_released())
+    out << "; the text encoder's weights are given back after the encoding"
+        << (unet_released_for_decode() ? ", the UNet's before the decode" : "");
   return out.str();
 }
 

@@ -32,6 +32,9 @@ struct MemoryPlanRequest {
   double vae_memory_limit_gb = 2.0;
   double base_bytes = 0;  // the process's RSS before loading (process_memory().resident_bytes)
   bool encodes_image = false;  // image to image: the VAE encoder runs on one picture first
+  // Txt2ImgRequest::release_weights_when_done (the CLI): the text encoder's prepared weights are
+  // gone before the UNet runs, and the UNet's before the last turn's decode.
+  bool releases_weights = false;
 };
 
 struct MemoryPlan {
@@ -46,12 +49,25 @@ struct MemoryPlan {
   MemoryPlanRequest request;
 
   double weights() const { return text_weights + unet_weights + vae_weights; }
-  double unet_phase() const {
-    return base + runtime + text_weights + unet_weights + outputs + text.total() + unet.total();
+  // Released weights (request.releases_weights): the text encoder's after the encoding, the UNet's
+  // before the decode when this turn is the run's only one (earlier turns decode beside it).
+  bool text_released() const { return request.releases_weights; }
+  bool unet_released_for_decode() const {
+    return request.releases_weights && (request.total_images <= request.images);
   }
-  double decode_phase() const { return base + runtime + weights() + outputs + heap_leftover + vae.total(); }
+  double unet_phase() const {
+    const double text_held = text_released() ? 0.0 : text_weights + text.total();
+    return base + runtime + text_held + unet_weights + outputs + unet.total();
+  }
+  double decode_phase() const {
+    const double held = vae_weights + (text_released() ? 0.0 : text_weights) +
+                        (unet_released_for_decode() ? 0.0 : unet_weights);
+    return base + runtime + held + outputs + heap_leftover + vae.total();
+  }
   // The init picture's encode, before the denoising: every weight may be resident by then.
-  double encode_phase() const { return base + runtime + weights() + outputs + vae_encode.total(); }
+  double encode_phase() const {
+    return base + runtime + weights() - (text_released() ? text_weights : 0.0) + outputs + vae_encode.total();
+  }
   double peak() const { return std::max({unet_phase(), decode_phase(), encode_phase()}); }
   // "2.71 GB (weights 2.15, UNet activations 0.28 on 2 rows at 64x64 latents, VAE decode 0.40, ...)"
   std::string describe() const;

@@ -330,6 +330,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // cond and uncond hold one row per prompt; each turn repeats them for its own images only.
   result.seconds_text = since(t0);
   text_activity.reset();
+  if (request.release_weights_when_done) model.text_encoder().release_prepared_weights();
 
   // Noise: one torch-compatible draw for the whole batch, as diffusers does.
   const int64_t B = static_cast<int64_t>(request.prompts.size()) * request.images_per_prompt, h = request.height / 8,
@@ -488,6 +489,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
                             request.height, " with the VAE"));
       // The UNet's activation sizes are not the VAE's: hand the cached blocks back rather than hold
       // both working sets at once (at 512x512 the cache held ~1 GB of UNet blocks during decode).
+      if (request.release_weights_when_done && turn + 1 == turns) model.unet().release_prepared_weights();
       be.release_cached_memory();
       result.vae_tiled = request.vae_tiling.value_or(estimated_decode_bytes(model.vae(), latents) >
                                                      request.vae_memory_limit_gb * 1e9);

@@ -54,6 +54,11 @@ struct Txt2ImgRequest {
   // those of the one-batch run (each turn's noise is its rows of the whole batch's draws).
   int max_batch = 0;
   bool keep_decoded = false;  // also return the f32 decoder output (B x 3 x H x W; parity tests)
+  // For a caller that generates once and exits (the CLI): give back the text encoder's prepared
+  // weights once the prompts are encoded, and the UNet's before the last turn's decode, so the
+  // decoder's working memory does not stack on 1.7 GB of SD 1.5 UNet weights (bf16). A model
+  // used again afterwards prepares them again (seconds), so the server and the lab keep them.
+  bool release_weights_when_done = false;
   // The images' noise is rows [noise_first_row, noise_first_row + B) of the draws a batch of
   // noise_batch_rows images makes (0: their own batch): one image of an earlier batch again.
   int64_t noise_batch_rows = 0, noise_first_row = 0;

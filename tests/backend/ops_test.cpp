@@ -82,7 +82,7 @@ TEST_P(OpsTest, Conv2dMatchesNaive) {
     const Tensor x = random_tensor(Shape{cc.n, cc.c, cc.h, cc.w}, seed++);
     const Tensor w = random_tensor(Shape{cc.o, cc.c, cc.k, cc.k}, seed++);
     const Tensor b = random_tensor(Shape{cc.o}, seed++);
-    Conv2dWeights cw{w, b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr, nullptr, nullptr};
+    Conv2dWeights cw{w, b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr};
     const Tensor y = backend_->conv2d(x, cw);
     const Tensor y2 = backend_->conv2d(x, cw);  // cached primitive and weights
     const auto ref = testing::naive_conv2d(operand(x), operand(w), &b, cc.stride, cc.pt, cc.pb, cc.pl, cc.pr);
@@ -110,7 +110,7 @@ TEST_P(OpsTest, Conv2dWithInputTransformMatchesNaive) {
     const NormWeights norm{gamma, beta, 1e-6f};
     const Tensor wt = random_tensor(Shape{o, c, cc.k, cc.k}, seed++), b = random_tensor(Shape{o}, seed++);
     const int pad = static_cast<int>(cc.k / 2);
-    Conv2dWeights cw{wt, b, 1, pad, pad, pad, pad, nullptr, nullptr};
+    Conv2dWeights cw{wt, b, 1, pad, pad, pad, pad};
     ConvInputTransform t;
     if (cc.norm) t = {.group_norm = &norm, .groups = static_cast<int>(groups), .silu = cc.silu};
     t.upsample_nearest2x = cc.upsample;
@@ -150,7 +150,7 @@ TEST_P(OpsTest, Conv2dWithInputTransformMatchesNaive) {
 // residual of the wrong shape refused.
 TEST_P(OpsTest, ResidualAddedAsTheResultIsWritten) {
   const Tensor x = random_tensor(Shape{2, 7, 19}, 80);
-  LinearWeights lw{random_tensor(Shape{37, 19}, 81), random_tensor(Shape{37}, 82), nullptr, nullptr};
+  LinearWeights lw{random_tensor(Shape{37, 19}, 81), random_tensor(Shape{37}, 82)};
   const Tensor res = random_tensor(Shape{2, 7, 37}, 83);
   const auto res_before = to_double(res);
   Tensor unfused = backend_->linear(x, lw);
@@ -161,7 +161,7 @@ TEST_P(OpsTest, ResidualAddedAsTheResultIsWritten) {
 
   const Tensor xc = random_tensor(Shape{2, 9, 5, 7}, 85, -2, 3);
   const NormWeights norm{random_tensor(Shape{9}, 86), random_tensor(Shape{9}, 87), 1e-6f};
-  Conv2dWeights cw{random_tensor(Shape{11, 9, 3, 3}, 88), random_tensor(Shape{11}, 89), 1, 1, 1, 1, 1, nullptr, nullptr};
+  Conv2dWeights cw{random_tensor(Shape{11, 9, 3, 3}, 88), random_tensor(Shape{11}, 89), 1, 1, 1, 1, 1};
   const ConvInputTransform t{.group_norm = &norm, .groups = 3, .silu = true};
   const Tensor cres = random_tensor(Shape{2, 11, 5, 7}, 90);
   Tensor cunfused = backend_->conv2d(xc, t, cw);
@@ -175,11 +175,11 @@ TEST_P(OpsTest, LinearMatchesNaive) {
     const Tensor x = random_tensor(Shape{1, m, k}, static_cast<uint32_t>(m * 31 + k));
     const Tensor w = random_tensor(Shape{n, k}, static_cast<uint32_t>(n * 17 + k));
     const Tensor b = random_tensor(Shape{n}, 3);
-    LinearWeights lw{w, b, nullptr, nullptr};
+    LinearWeights lw{w, b};
     const Tensor y = backend_->linear(x, lw);
     EXPECT_EQ(y.shape(), (Shape{1, m, n}));
     expect_close(y, testing::naive_linear(operand(x), operand(w), &b), testing::naive_linear(x, w, &b), "linear");
-    LinearWeights no_bias{w, Tensor(), nullptr, nullptr};
+    LinearWeights no_bias{w, Tensor()};
     expect_close(backend_->linear(x, no_bias), testing::naive_linear(operand(x), operand(w), nullptr),
                  testing::naive_linear(x, w, nullptr), "linear without bias");
   }
@@ -188,7 +188,7 @@ TEST_P(OpsTest, LinearMatchesNaive) {
 TEST_P(OpsTest, LinearAcceptsHalfStoredWeights) {
   const Tensor x = random_tensor(Shape{5, 24}, 8);
   const Tensor w16 = random_tensor(Shape{12, 24}, 9).to(DType::F16);
-  LinearWeights lw{w16, Tensor(), nullptr, nullptr};
+  LinearWeights lw{w16, Tensor()};
   const Tensor wf = w16.to(DType::F32);
   expect_close(backend_->linear(x, lw), testing::naive_linear(operand(x), operand(wf), nullptr),
                testing::naive_linear(x, wf, nullptr), "linear f16 weights");
@@ -411,21 +411,21 @@ TEST(F16Overflow, FallsBackToF32) {
   auto backend = make_cpu_backend(Precision::F16);
   Tensor x = Tensor::full(Shape{6, 64}, 3000.0f);
   Tensor w = Tensor::full(Shape{8, 64}, 2.0f);  // each output 64 * 6000 = 384000 > 65504
-  LinearWeights lw{w, Tensor(), nullptr, nullptr};
+  LinearWeights lw{w, Tensor()};
   for (int run = 0; run < 2; ++run) {
     const Tensor y = backend->linear(x, lw);
     for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.f32()[i], 384000.0f) << "run " << run << " at " << i;
   }
   // The same with a residual: the recomputed f32 result gets it too.
-  LinearWeights lw_res{w, Tensor(), nullptr, nullptr};
+  LinearWeights lw_res{w, Tensor()};
   const Tensor res = Tensor::full(Shape{6, 8}, 1.0f);
   const Tensor yr = backend->linear(x, lw_res, res);
   for (int64_t i = 0; i < yr.numel(); ++i) ASSERT_EQ(yr.f32()[i], 384001.0f) << i;
   Tensor xc = Tensor::full(Shape{1, 64, 4, 4}, 3000.0f);
-  Conv2dWeights cw{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0, nullptr, nullptr};
+  Conv2dWeights cw{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0};
   const Tensor yc = backend->conv2d(xc, cw);
   for (int64_t i = 0; i < yc.numel(); ++i) ASSERT_EQ(yc.f32()[i], 384000.0f) << i;
-  Conv2dWeights cw_res{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0, nullptr, nullptr};
+  Conv2dWeights cw_res{Tensor::full(Shape{4, 64, 1, 1}, 2.0f), Tensor(), 1, 0, 0, 0, 0};
   const Tensor ycr = backend->conv2d(xc, ConvInputTransform{}, cw_res, Tensor::full(Shape{1, 4, 4, 4}, 1.0f));
   for (int64_t i = 0; i < ycr.numel(); ++i) ASSERT_EQ(ycr.f32()[i], 384001.0f) << i;
 }

@@ -99,16 +99,17 @@ Tensor dnnl_conv2d(const Tensor& x_in, Conv2dWeights& w, Precision precision) {
   const int64_t OW = (W + w.pad_left + w.pad_right - kw) / w.stride + 1;
   auto& dn = Dnnl::get();
 
-  if (!w.prepared || static_cast<PreparedConv*>(w.prepared.get())->precision != precision) {
+  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
+  if (!w.prepared->dnnl || static_cast<PreparedConv*>(w.prepared->dnnl.get())->precision != precision) {
     auto p = std::make_shared<PreparedConv>();
     p->precision = precision;
     if (w.bias.defined()) {
       p->bias_f32 = as_f32(w.bias);
       w.bias.release_file_pages();
     }
-    w.prepared = p;
+    w.prepared->dnnl = p;
   }
-  auto& prep = *static_cast<PreparedConv*>(w.prepared.get());
+  auto& prep = *static_cast<PreparedConv*>(w.prepared->dnnl.get());
   std::lock_guard<std::mutex> lock(prep.mutex);
 
   const ConvKey key{N, H, W};
@@ -205,7 +206,8 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
   auto& dn = Dnnl::get();
   const dt ct = compute_type(precision);
 
-  if (!w.prepared || static_cast<PreparedLinear*>(w.prepared.get())->precision != precision) {
+  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
+  if (!w.prepared->dnnl || static_cast<PreparedLinear*>(w.prepared->dnnl.get())->precision != precision) {
     auto p = std::make_shared<PreparedLinear>();
     p->precision = precision;
     if (w.bias.defined()) {
@@ -214,9 +216,9 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
     }
     // Weights layout chosen once, independent of M, so the reorder happens once at load.
     p->weights_md = memory::desc({K, N}, ct, tag::any);
-    w.prepared = p;
+    w.prepared->dnnl = p;
   }
-  auto& prep = *static_cast<PreparedLinear*>(w.prepared.get());
+  auto& prep = *static_cast<PreparedLinear*>(w.prepared->dnnl.get());
   std::lock_guard<std::mutex> lock(prep.mutex);
 
   auto it = prep.plans.find(M);
