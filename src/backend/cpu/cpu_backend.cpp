@@ -117,7 +117,10 @@ class CpuBackend final : public Backend {
     return cpu::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift);
   }
   void release_cached_memory() override {
-    Allocator::global().free_cached();
+    // trim, not only free_cached: blocks under the allocator's mapping size go back through
+    // free(), and glibc keeps those pages until malloc_trim (37 MB of the demo UNet's f32 weights
+    // stayed resident through the decode after the CLI dropped them).
+    Allocator::global().trim();
     cpu::half_release_scratch();  // empty unless the 16-bit path ran
   }
 
