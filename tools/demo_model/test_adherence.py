@@ -19,8 +19,10 @@ from pathlib import Path
 
 SKIP = 77
 PROMPTS = 24
-THRESHOLD = 0.45  # measured on 200 prompts: 0.567 at 7.5, 0.367 at 1 (docs/guidance/adherence.md);
-# on these 24 prompts 0.625. 0.45 leaves ~2 standard errors of a 24-prompt sample below the curve.
+THRESHOLD = 0.9  # measured on 200 prompts: 0.990 at 7.5, 0.937 at 1 (docs/guidance/adherence.md);
+# on these 24 prompts 0.986 (71 of 72 judgements right) and 0.958 at 1. 0.9 is about 6 wrong
+# judgements more than measured: room for other CPUs' rounding, none for a broken model (version 1
+# of the model measured 0.625 on these prompts).
 
 
 def main() -> int:
