@@ -131,6 +131,17 @@ void require_config(const ModelConfigs& c, ConfigKind kind, const fs::path& wher
                   "); restore it from the model's download or pass --config with a folder or file that has it"));
 }
 
+
+// "CLIP ViT-L text encoder, quick_gelu" for SD's own sizes; the sizes themselves otherwise (the
+// bundled demo model's is CLIP-shaped, hidden 128, 3 layers — not ViT-L).
+std::string text_encoder_summary(const nlohmann::json& config, ModelFamily family) {
+  const int hidden = config.value("hidden_size", 0), layers = config.value("num_hidden_layers", 0);
+  if (family == ModelFamily::SD1 && hidden == 768 && layers == 12) return "CLIP ViT-L text encoder, quick_gelu";
+  if (family != ModelFamily::SD1 && hidden == 1024) return "OpenCLIP ViT-H text encoder, gelu";
+  return cat(family == ModelFamily::SD1 ? "CLIP text encoder, quick_gelu" : "OpenCLIP text encoder, gelu", ", hidden ",
+             hidden, ", ", layers, " layers");
+}
+
 ModelFiles open_diffusers_folder(const fs::path& dir, const ModelOptions& opts) {
   const fs::path index_path = dir / "model_index.json";
   if (!fs::is_regular_file(index_path))
@@ -164,10 +175,8 @@ ModelFiles open_diffusers_folder(const fs::path& dir, const ModelOptions& opts) 
   if (pipeline != "StableDiffusionPipeline")
     m.notes.push_back(cat("model_index.json names ", pipeline, "; its components are loaded as a text-to-image model"));
   m.family = family_from_text_encoder_config(m.configs.text_encoder);
-  m.notes.insert(m.notes.begin(),
-                 cat("detected ", family_name(m.family), " (",
-                     m.family == ModelFamily::SD1 ? "CLIP ViT-L text encoder, quick_gelu" : "OpenCLIP text encoder, gelu",
-                     ")"));
+  m.notes.insert(m.notes.begin(), cat("detected ", family_name(m.family), " (",
+                                      text_encoder_summary(m.configs.text_encoder, m.family), ")"));
   return m;
 }
 
