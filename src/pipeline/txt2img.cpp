@@ -440,6 +440,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     // schedule is indexed by step, so count distinct consecutive timesteps.
     const std::vector<float>& timesteps = sampler->timesteps();
     const int evaluations = sampler->num_evaluations();
+    if (turn == 0) result.step_seconds.reserve(static_cast<size_t>(turns) * static_cast<size_t>(evaluations));
     const std::vector<Evaluation> plan = plan_evaluations(*sampler, request.steps);
     // The scale the progress report shows: a guider's own, or the schedule's at each step.
     const float guider_scale =
@@ -464,6 +465,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       // An ordinary model keeps the unmasked region on the picture's own noisy path.
       if (inpaint && !unet_takes_mask) blend_known_region(*sampler, k, result.image_latents, turn_noise, latent_mask, latents);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
+      result.step_seconds.push_back(since(step_start));  // reserved: no allocation in the loop
       if (progress) {
         StepReport report{k - first, evaluations - first, timesteps[static_cast<size_t>(k)],
                           request.guider ? guider_scale : request.guidance.schedule.at(schedule_step, request.steps),
@@ -508,6 +510,14 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     }
   }
   return result;
+}
+
+double Txt2ImgResult::median_step_seconds() const {
+  if (step_seconds.empty()) return 0;
+  std::vector<double> sorted = step_seconds;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t n = sorted.size();
+  return n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
 }
 
 }  // namespace otter

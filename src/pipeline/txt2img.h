@@ -93,6 +93,11 @@ struct Txt2ImgResult {
   int first_evaluation = 0;          // where the loop began in the schedule (image to image: t_start · order)
   uint64_t skipped_uncond_steps = 0; // steps with scale 1 that ran without the uncond rows
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
+  // Every evaluation's wall time (sampler step, guidance and UNet call), turn after turn: its median
+  // is the steady step time, what otter-bench's CFG step measures (the first step of a run also
+  // prepares the weights).
+  std::vector<double> step_seconds;
+  double median_step_seconds() const;
 };
 
 // Per-evaluation observer (parity tests, the server's previews): called after each sampler step
