@@ -46,6 +46,14 @@ struct PreparedWeights {
   bool held() const { return dnnl || half; }
 };
 
+// A layer's prepared slot, for the backend's ops; weights built by hand with a null `prepared`
+// get one here rather than a crash.
+template <class LayerWeights>
+PreparedWeights& prepared_slot(LayerWeights& w) {
+  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();
+  return *w.prepared;
+}
+
 // The prepared slots of one model component (every layer its loader built), so that a caller
 // done with the component — the CLI after the text encoding, or after the last denoising step —
 // can give back its prepared weights at once (for SD 1.5's UNet in bf16, 1.7 GB) before the

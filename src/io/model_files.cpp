@@ -131,7 +131,6 @@ void require_config(const ModelConfigs& c, ConfigKind kind, const fs::path& wher
                   "); restore it from the model's download or pass --config with a folder or file that has it"));
 }
 
-
 // "CLIP ViT-L text encoder, quick_gelu" for SD's own sizes; the sizes themselves otherwise (the
 // bundled demo model's is CLIP-shaped, hidden 128, 3 layers — not ViT-L).
 std::string text_encoder_summary(const nlohmann::json& config, ModelFamily family) {

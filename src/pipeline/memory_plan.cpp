@@ -22,10 +22,6 @@ constexpr double kRuntimeBytes = 12e6;
 // BF16): oneDNN's primitives are never built. Measured on the bundled model at 64x64, bf16: peak
 // RSS 0.037 GB on the 16-bit kernels against 0.044 GB with OTTER_BF16_ONEDNN=1 (Zen 5).
 constexpr double kRuntimeBytes16 = 5e6;
-// What the UNet's activations leave behind in glibc's heap after release_cached_memory(): nothing
-// now that it ends in malloc_trim (blocks under the allocator's 4 MB mapping size go back through
-// free(); before the trim, glibc kept 15-25 MB of them through the decode at 256-512 px).
-constexpr double kHeapLeftoverBytes = 0;
 constexpr int kVaeTile = 64;  // latent pixels per tile side (VaeTiling{} in vae_tiling.h)
 
 // Bytes the weights of `specs` hold once the backend has prepared them: convolution and linear
@@ -83,7 +79,6 @@ MemoryPlan plan_memory(const ModelConfigs& configs, const MemoryPlanRequest& r) 
   } else {
     plan.vae = vae_decode_activation_bytes(configs.vae, r.images, h, w, r.precision, r.threads);
   }
-  plan.heap_leftover = std::min(plan.unet.total(), kHeapLeftoverBytes);
   // The turn's 8-bit images beside the decoder output.
   plan.vae.allocator += static_cast<double>(r.images * 3 * r.width * r.height);
   // Every image's 8-bit pixels and its initial and final latents stay until the run ends; a turn

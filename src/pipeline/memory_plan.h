@@ -39,7 +39,6 @@ struct MemoryPlanRequest {
 
 struct MemoryPlan {
   double base = 0, runtime = 0;                              // before loading; libraries' working memory
-  double heap_leftover = 0;  // what the UNet's small blocks leave in malloc's heap during the decode
   double outputs = 0;        // kept for the whole run: every image's pixels and latents, the turn's text rows
   double text_weights = 0, unet_weights = 0, vae_weights = 0;  // resident, in the compute layout
   ActivationBytes text, unet, vae;
@@ -62,7 +61,9 @@ struct MemoryPlan {
   double decode_phase() const {
     const double held = vae_weights + (text_released() ? 0.0 : text_weights) +
                         (unet_released_for_decode() ? 0.0 : unet_weights);
-    return base + runtime + held + outputs + heap_leftover + vae.total();
+    // Nothing of the UNet's activations: release_cached_memory() ends in malloc_trim (before it,
+    // glibc kept 15-25 MB of their small blocks through the decode at 256-512 px).
+    return base + runtime + held + outputs + vae.total();
   }
   // The init picture's encode, before the denoising: every weight may be resident by then.
   double encode_phase() const {

@@ -99,17 +99,17 @@ Tensor dnnl_conv2d(const Tensor& x_in, Conv2dWeights& w, Precision precision) {
   const int64_t OW = (W + w.pad_left + w.pad_right - kw) / w.stride + 1;
   auto& dn = Dnnl::get();
 
-  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
-  if (!w.prepared->dnnl || static_cast<PreparedConv*>(w.prepared->dnnl.get())->precision != precision) {
+  std::shared_ptr<void>& slot = prepared_slot(w).dnnl;
+  if (!slot || static_cast<PreparedConv*>(slot.get())->precision != precision) {
     auto p = std::make_shared<PreparedConv>();
     p->precision = precision;
     if (w.bias.defined()) {
       p->bias_f32 = as_f32(w.bias);
       w.bias.release_file_pages();
     }
-    w.prepared->dnnl = p;
+    slot = p;
   }
-  auto& prep = *static_cast<PreparedConv*>(w.prepared->dnnl.get());
+  auto& prep = *static_cast<PreparedConv*>(slot.get());
   std::lock_guard<std::mutex> lock(prep.mutex);
 
   const ConvKey key{N, H, W};
@@ -206,8 +206,8 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
   auto& dn = Dnnl::get();
   const dt ct = compute_type(precision);
 
-  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
-  if (!w.prepared->dnnl || static_cast<PreparedLinear*>(w.prepared->dnnl.get())->precision != precision) {
+  std::shared_ptr<void>& slot = prepared_slot(w).dnnl;
+  if (!slot || static_cast<PreparedLinear*>(slot.get())->precision != precision) {
     auto p = std::make_shared<PreparedLinear>();
     p->precision = precision;
     if (w.bias.defined()) {
@@ -216,9 +216,9 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
     }
     // Weights layout chosen once, independent of M, so the reorder happens once at load.
     p->weights_md = memory::desc({K, N}, ct, tag::any);
-    w.prepared->dnnl = p;
+    slot = p;
   }
-  auto& prep = *static_cast<PreparedLinear*>(w.prepared->dnnl.get());
+  auto& prep = *static_cast<PreparedLinear*>(slot.get());
   std::lock_guard<std::mutex> lock(prep.mutex);
 
   auto it = prep.plans.find(M);

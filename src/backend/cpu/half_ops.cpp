@@ -67,9 +67,9 @@ Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, cons
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
   OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
               " features (weight ", w.weight.describe(), ")");
-  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
-  if (!w.prepared->half) w.prepared->half = std::make_shared<PreparedHalfLinear>();
-  auto& prep = *static_cast<PreparedHalfLinear*>(w.prepared->half.get());
+  std::shared_ptr<void>& slot = prepared_slot(w).half;
+  if (!slot) slot = std::make_shared<PreparedHalfLinear>();
+  auto& prep = *static_cast<PreparedHalfLinear*>(slot.get());
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
   const Tensor residual = residual_f32(residual_in, Shape(out_shape), "linear");
@@ -226,9 +226,9 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
     return with_residual(dnnl_conv2d(x, w, Precision::F32), residual);
   };
 
-  if (!w.prepared) w.prepared = std::make_shared<PreparedWeights>();  // built by hand without one
-  if (!w.prepared->half) w.prepared->half = std::make_shared<PreparedHalfConv>();
-  auto& prep = *static_cast<PreparedHalfConv*>(w.prepared->half.get());
+  std::shared_ptr<void>& slot = prepared_slot(w).half;
+  if (!slot) slot = std::make_shared<PreparedHalfConv>();
+  auto& prep = *static_cast<PreparedHalfConv*>(slot.get());
   if (prep.use_f32) return in_f32();
   std::call_once(prep.packed, [&] {
     // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel. The staging copies
