@@ -18,8 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void bad(const std::string& field, const std::string& message) { throw ApiError{400, message, field}; }
-
 const json* field(const json& body, const char* name) {
   const auto it = body.find(name);
   return it == body.end() || it->is_null() ? nullptr : &*it;
@@ -28,7 +26,7 @@ const json* field(const json& body, const char* name) {
 std::string get_string(const json& body, const char* name, std::string fallback) {
   const json* v = field(body, name);
   if (!v) return fallback;
-  if (!v->is_string()) bad(name, cat("'", name, "' must be a string, got ", v->type_name()));
+  if (!v->is_string()) bad_request(name, cat("'", name, "' must be a string, got ", v->type_name()));
   return v->get<std::string>();
 }
 
@@ -37,33 +35,33 @@ int64_t get_int(const json& body, const char* name, int64_t fallback, int64_t lo
   if (!v) return fallback;
   int64_t x = 0;
   if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    bad(name, cat("'", name, "' is ", v->dump(), "; it must be in ", lo, "..", hi));
+    bad_request(name, cat("'", name, "' is ", v->dump(), "; it must be in ", lo, "..", hi));
   } else if (v->is_number_integer()) {
     x = v->get<int64_t>();
   } else if (v->is_number_float() && std::fabs(v->get<double>()) < 9e15 && v->get<double>() == std::trunc(v->get<double>())) {
     x = static_cast<int64_t>(v->get<double>());  // 20.0 is 20 (checked in range first: a cast of 1e300 is undefined)
   } else {
-    bad(name, cat("'", name, "' must be an integer, got ", v->is_number() ? v->dump() : v->type_name()));
+    bad_request(name, cat("'", name, "' must be an integer, got ", v->is_number() ? v->dump() : v->type_name()));
   }
-  if (x < lo || x > hi) bad(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
+  if (x < lo || x > hi) bad_request(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
   return x;
 }
 
 double get_number(const json& body, const char* name, double fallback, double lo, double hi) {
   const json* v = field(body, name);
   if (!v) return fallback;
-  if (!v->is_number()) bad(name, cat("'", name, "' must be a number, got ", v->type_name()));
+  if (!v->is_number()) bad_request(name, cat("'", name, "' must be a number, got ", v->type_name()));
   const double x = v->get<double>();
-  if (!(x >= lo && x <= hi)) bad(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
+  if (!(x >= lo && x <= hi)) bad_request(name, cat("'", name, "' is ", x, "; it must be in ", lo, "..", hi));
   return x;
 }
 
 void check_object(const json& body) {
-  if (!body.is_object()) bad("", cat("the request body must be a JSON object, got ", body.type_name()));
+  if (!body.is_object()) bad_request("", cat("the request body must be a JSON object, got ", body.type_name()));
 }
 
 void check_size(const char* name, int64_t v) {
-  if (v % 8 != 0) bad(name, cat("'", name, "' is ", v, "; it must be a multiple of 8"));
+  if (v % 8 != 0) bad_request(name, cat("'", name, "' is ", v, "; it must be a multiple of 8"));
 }
 
 // A sampler by the webui's display name ("DPM++ 2M", "Euler a") or otter's ("dpmpp_2m", "euler_a"),
@@ -74,7 +72,7 @@ std::string sampler_of(const std::string& name, const std::string& scheduler, co
   if (otter.empty()) {
     std::string known;
     for (std::string_view s : sampler_names()) known += (known.empty() ? "" : ", ") + webui_sampler_name(std::string(s));
-    bad(field_name, cat("unknown sampler '", name, "'; samplers: ", known));
+    bad_request(field_name, cat("unknown sampler '", name, "'; samplers: ", known));
   }
   if (scheduler.empty() || scheduler == "Automatic" || scheduler == "automatic") return otter;
   if (scheduler == "Karras" || scheduler == "karras") {
@@ -82,9 +80,9 @@ std::string sampler_of(const std::string& name, const std::string& scheduler, co
     for (std::string_view s : sampler_names())
       if (s == karras) return karras;
     if (otter.size() > 7 && otter.ends_with("_karras")) return otter;
-    bad("scheduler", cat("the Karras schedule is available for DPM++ 2M only; '", name, "' runs its own schedule"));
+    bad_request("scheduler", cat("the Karras schedule is available for DPM++ 2M only; '", name, "' runs its own schedule"));
   }
-  bad("scheduler", cat("unknown scheduler '", scheduler, "'; otter's are Automatic and Karras"));
+  bad_request("scheduler", cat("unknown scheduler '", scheduler, "'; otter's are Automatic and Karras"));
 }
 
 uint64_t seed_of(const json& body) {
@@ -128,50 +126,50 @@ void guidance_of(const json& body, Txt2ImgRequest& r, double default_scale, cons
     r.guidance.schedule = schedule.empty() ? GuidanceSchedule::constant(static_cast<float>(scale))
                                            : GuidanceSchedule::parse(schedule);
   } catch (const Error& e) {
-    bad(schedule_field, e.what());
+    bad_request(schedule_field, e.what());
   }
   try {
     r.guidance.schedule.validate(r.steps);
   } catch (const Error& e) {
-    bad(schedule_field, e.what());
+    bad_request(schedule_field, e.what());
   }
   r.guidance.rescale = static_cast<float>(rescale);
   if (!recipe.empty()) {
     if (!schedule.empty() || rescale != 0)
-      bad(recipe_field, cat("'", recipe_field, "' takes the method's own parameters: give the scale and rescale in "
+      bad_request(recipe_field, cat("'", recipe_field, "' takes the method's own parameters: give the scale and rescale in "
                             "the recipe (e.g. cfg:scale=7,rescale=0.7) instead of '", schedule_field, "' or '",
                             rescale_field, "'"));
     try {
       r.guider = GuidanceRecipe::parse(recipe);
       (void)r.guider->make();
     } catch (const Error& e) {
-      bad(recipe_field, e.what());
+      bad_request(recipe_field, e.what());
     }
   }
   if (has_composable_prompts(r) && r.guider)
-    bad(recipe_field, "a prompt with AND (composable prompts) is guided by its own sum of directions; drop the AND or "
+    bad_request(recipe_field, "a prompt with AND (composable prompts) is guided by its own sum of directions; drop the AND or "
                       "the recipe");
 }
 
 // A base64 PNG field (a data: URL prefix allowed), decoded, at most limits.max_side a side.
 PngImage base64_picture(const json& value, const char* name, const Limits& limits) {
-  if (!value.is_string()) bad(name, cat("'", name, "' must hold a base64 PNG string"));
+  if (!value.is_string()) bad_request(name, cat("'", name, "' must hold a base64 PNG string"));
   std::string_view text = value.get_ref<const std::string&>();
   if (text.starts_with("data:")) {
     const size_t comma = text.find(',');
-    if (comma == std::string_view::npos) bad(name, cat("'", name, "' is a data: URL without ','"));
+    if (comma == std::string_view::npos) bad_request(name, cat("'", name, "' is a data: URL without ','"));
     text.remove_prefix(comma + 1);
   }
   const std::optional<std::vector<uint8_t>> bytes = base64_decode(text);
-  if (!bytes) bad(name, cat("'", name, "' is not base64"));
+  if (!bytes) bad_request(name, cat("'", name, "' is not base64"));
   PngImage picture;
   try {
     picture = decode_png(bytes->data(), bytes->size(), name);
   } catch (const Error& e) {
-    bad(name, e.what());
+    bad_request(name, e.what());
   }
   if (picture.width > limits.max_side || picture.height > limits.max_side)
-    bad(name, cat("the picture is ", picture.width, "x", picture.height, "; at most ", limits.max_side, " pixels a side"));
+    bad_request(name, cat("the picture is ", picture.width, "x", picture.height, "; at most ", limits.max_side, " pixels a side"));
   return picture;
 }
 
@@ -197,13 +195,13 @@ std::vector<LoraSpec> take_lora_tags(std::string& prompt, const ModelCatalog& mo
       const std::string w = tag.substr(colon + 1);
       const auto r = std::from_chars(w.data(), w.data() + w.size(), weight);
       if (r.ec != std::errc() || r.ptr != w.data() + w.size() || !std::isfinite(weight))
-        bad(field_name, cat("<lora:", tag, ">: '", w, "' is not a weight; write <lora:NAME:0.8>"));
+        bad_request(field_name, cat("<lora:", tag, ">: '", w, "' is not a weight; write <lora:NAME:0.8>"));
     }
     const std::optional<std::filesystem::path> path = models.lora(name);
     if (!path) {
       std::string known;
       for (const std::string& n : models.lora_names()) known += (known.empty() ? "" : ", ") + n;
-      bad(field_name, cat("<lora:", tag, ">: no LoRA '", name, "' on this server",
+      bad_request(field_name, cat("<lora:", tag, ">: no LoRA '", name, "' on this server",
                           known.empty() ? std::string(" (start it with --loras DIR)") : cat("; it has: ", known)));
     }
     loras.push_back({*path, weight});
@@ -238,14 +236,14 @@ GenerationSpec parse_webui_txt2img(const json& body, const Limits& limits, const
   common_fields(body, limits, field(body, "sampler_name") || !field(body, "sampler_index") ? "sampler_name" : "sampler_index", r);
   spec.iterations = static_cast<int>(get_int(body, "n_iter", 1, 1, limits.max_images));
   if (r.images_per_prompt * spec.iterations > limits.max_images)
-    bad("n_iter", cat("batch_size ", r.images_per_prompt, " x n_iter ", spec.iterations, " = ",
+    bad_request("n_iter", cat("batch_size ", r.images_per_prompt, " x n_iter ", spec.iterations, " = ",
                       r.images_per_prompt * spec.iterations, " images; at most ", limits.max_images, " per request"));
   r.sampler_options.eta = static_cast<float>(get_number(body, "eta", 0, 0, 1));
   guidance_of(body, r, 7.0, "cfg_scale", "otter_guidance", "otter_cfg_schedule", "otter_rescale");
   spec.model = webui_model;
   spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
   if (const json* o = field(body, "override_settings")) {
-    if (!o->is_object()) bad("override_settings", "'override_settings' must be an object");
+    if (!o->is_object()) bad_request("override_settings", "'override_settings' must be an object");
     spec.model = model_of(get_string(*o, "sd_model_checkpoint", webui_model), models, "override_settings.sd_model_checkpoint");
     r.text.clip_skip = static_cast<int>(get_int(*o, "CLIP_stop_at_last_layers", 1, 1, 12));
   }
@@ -266,13 +264,13 @@ struct InitFields {
 void set_init_image(const json& body, PngImage picture, std::optional<PngImage> mask, const InitFields& f,
                     Txt2ImgRequest& r) {
   if (mask && (mask->width != picture.width || mask->height != picture.height))
-    bad("mask", cat("the mask is ", mask->width, "x", mask->height, " but the picture ", picture.width, "x",
+    bad_request("mask", cat("the mask is ", mask->width, "x", mask->height, " but the picture ", picture.width, "x",
                     picture.height, "; send a mask of the picture's size"));
   const double strength = get_number(body, f.strength, 0.75, 0, 1);
   try {
     (void)img2img_first_step(r.steps, strength);
   } catch (const Error& e) {
-    bad(f.strength, e.what());
+    bad_request(f.strength, e.what());
   }
   const int w = r.width ? r.width : std::max(8, picture.width / 8 * 8);
   const int h = r.height ? r.height : std::max(8, picture.height / 8 * 8);
@@ -295,20 +293,20 @@ GenerationSpec parse_webui_img2img(const json& body, const Limits& limits, const
                                    const std::string& webui_model) {
   check_object(body);
   if (get_int(body, "resize_mode", 0, 0, 3) != 0)
-    bad("resize_mode", "only resize_mode 0 (just resize) is served: the picture is resampled to width x height");
+    bad_request("resize_mode", "only resize_mode 0 (just resize) is served: the picture is resampled to width x height");
   const json* images = field(body, "init_images");
   if (!images || !images->is_array() || images->empty())
-    bad("init_images", "'init_images' must be a list holding one base64 PNG");
+    bad_request("init_images", "'init_images' must be a list holding one base64 PNG");
   if (images->size() > 1)
-    bad("init_images", cat("'init_images' has ", images->size(), " pictures; otter starts every image from one"));
+    bad_request("init_images", cat("'init_images' has ", images->size(), " pictures; otter starts every image from one"));
   PngImage picture = base64_picture((*images)[0], "init_images", limits);
   std::optional<PngImage> mask;
   if (const json* m = field(body, "mask")) {
     mask = base64_picture(*m, "mask", limits);
     if (get_int(body, "inpainting_fill", 1, 0, 3) != 1)
-      bad("inpainting_fill", "only inpainting_fill 1 (original: the masked part starts from the picture) is served");
+      bad_request("inpainting_fill", "only inpainting_fill 1 (original: the masked part starts from the picture) is served");
     if (const json* full = field(body, "inpaint_full_res"); full && !(full->is_boolean() ? !full->get<bool>() : *full == 0))
-      bad("inpaint_full_res", "inpainting at full resolution (a crop around the mask) is not served; send false");
+      bad_request("inpaint_full_res", "inpainting at full resolution (a crop around the mask) is not served; send false");
   }
   GenerationSpec spec = parse_webui_txt2img(body, limits, models, webui_model);
   set_init_image(body, std::move(picture), std::move(mask), {"denoising_strength", "mask_blur", "inpainting_mask_invert"},
@@ -322,9 +320,9 @@ GenerationSpec parse_openai_generation(const json& body, const Limits& limits, c
   spec.api = "openai";
   Txt2ImgRequest& r = spec.request;
   const json* prompt = field(body, "prompt");
-  if (!prompt) bad("prompt", "'prompt' is required");
+  if (!prompt) bad_request("prompt", "'prompt' is required");
   r.prompts = {get_string(body, "prompt", "")};
-  if (r.prompts[0].empty()) bad("prompt", "'prompt' must not be empty");
+  if (r.prompts[0].empty()) bad_request("prompt", "'prompt' must not be empty");
   spec.loras = take_lora_tags(r.prompts[0], models, "prompt");
   r.images_per_prompt = static_cast<int>(get_int(body, "n", 1, 1, limits.max_images));
   const std::string size = get_string(body, "size", "auto");
@@ -333,14 +331,14 @@ GenerationSpec parse_openai_generation(const json& body, const Limits& limits, c
     char x = 0, extra = 0;
     if (std::sscanf(size.c_str(), "%d%c%d%c", &w, &x, &h, &extra) != 3 || x != 'x' || w < 8 || h < 8 ||
         w > limits.max_side || h > limits.max_side || w % 8 || h % 8)
-      bad("size", cat("'size' is '", size, "'; give WIDTHxHEIGHT in pixels, multiples of 8 up to ", limits.max_side,
+      bad_request("size", cat("'size' is '", size, "'; give WIDTHxHEIGHT in pixels, multiples of 8 up to ", limits.max_side,
                       " (e.g. 512x512), or auto for the model's own size"));
     r.width = w;
     r.height = h;
   }
   const std::string format = get_string(body, "response_format", "b64_json");
   if (format != "b64_json")
-    bad("response_format", cat("'response_format' '", format, "' is not served: this server returns b64_json only "
+    bad_request("response_format", cat("'response_format' '", format, "' is not served: this server returns b64_json only "
                                "(it keeps no image files to link to)"));
   spec.model = model_of(get_string(body, "model", ""), models, "model");
   // otter's own fields, for clients that want them.
@@ -369,7 +367,7 @@ GenerationSpec parse_native_job(const json& body, const Limits& limits, const Mo
     if (const json* m = field(body, "mask")) mask = base64_picture(*m, "mask", limits);
     set_init_image(body, std::move(picture), std::move(mask), {"strength", "mask_blur", "mask_invert"}, r);
   } else if (field(body, "mask")) {
-    bad("mask", "'mask' says what to repaint in an 'init_image'; send the picture too");
+    bad_request("mask", "'mask' says what to repaint in an 'init_image'; send the picture too");
   }
   return spec;
 }

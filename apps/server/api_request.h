@@ -21,6 +21,11 @@ struct ApiError {
   std::string field;  // "" when it is not about one field
 };
 
+// Throws the 400 ApiError every request parser reports a bad field with.
+[[noreturn]] inline void bad_request(const std::string& field, const std::string& message) {
+  throw ApiError{400, message, field};
+}
+
 struct Limits {
   int max_side = 2048;      // pixels, each of width and height
   int max_steps = 150;

@@ -16,8 +16,6 @@ using nlohmann::json;
 
 constexpr size_t kMaxExperiments = 16;
 
-[[noreturn]] void bad(const std::string& field, const std::string& message) { throw ApiError{400, message, field}; }
-
 std::string png_uri(const Tensor& rgb_in) {
   const Tensor rgb = rgb_in.contiguous();
   return "data:image/png;base64," +
@@ -39,16 +37,16 @@ LabSpec parse_lab_request(const json& body, const Limits& limits, const ModelCat
   if (!r.negative_prompts.empty()) settings.negative = r.negative_prompts[0];
   if (body.contains("scales")) {
     const json& s = body["scales"];
-    if (!s.is_array() || s.size() > kMaxExperiments) bad("scales", cat("'scales' must be a list of at most ", kMaxExperiments, " numbers"));
+    if (!s.is_array() || s.size() > kMaxExperiments) bad_request("scales", cat("'scales' must be a list of at most ", kMaxExperiments, " numbers"));
     settings.scales.clear();
     for (const json& v : s) {
       if (!v.is_number() || !std::isfinite(v.get<double>()) || std::fabs(v.get<double>()) > 100)
-        bad("scales", "'scales' must hold numbers in -100..100");
+        bad_request("scales", "'scales' must hold numbers in -100..100");
       settings.scales.push_back(v.get<float>());
     }
   }
   if (body.contains("experiments")) {
-    if (!body["experiments"].is_string()) bad("experiments", "'experiments' must be a string like \"cfg,uncond\"");
+    if (!body["experiments"].is_string()) bad_request("experiments", "'experiments' must be a string like \"cfg,uncond\"");
     std::string cur;
     for (char c : body["experiments"].get<std::string>() + ",") {
       if (c == ',') {
@@ -61,19 +59,19 @@ LabSpec parse_lab_request(const json& body, const Limits& limits, const ModelCat
   }
   if (body.contains("guidance")) {
     const json& g = body["guidance"];
-    if (!g.is_array() || g.size() > kMaxExperiments) bad("guidance", cat("'guidance' must be a list of at most ", kMaxExperiments, " recipes"));
+    if (!g.is_array() || g.size() > kMaxExperiments) bad_request("guidance", cat("'guidance' must be a list of at most ", kMaxExperiments, " recipes"));
     for (const json& v : g) {
-      if (!v.is_string()) bad("guidance", "'guidance' must hold recipe strings");
+      if (!v.is_string()) bad_request("guidance", "'guidance' must hold recipe strings");
       settings.guidance.push_back(v.get<std::string>());
     }
   }
   try {
     spec.request.experiments = lab_experiments(settings);
   } catch (const Error& e) {
-    bad(body.contains("guidance") ? "guidance" : "experiments", e.what());
+    bad_request(body.contains("guidance") ? "guidance" : "experiments", e.what());
   }
   if (spec.request.experiments.size() > kMaxExperiments)
-    bad("scales", cat(spec.request.experiments.size(), " experiments; at most ", kMaxExperiments));
+    bad_request("scales", cat(spec.request.experiments.size(), " experiments; at most ", kMaxExperiments));
   spec.request.prompt = r.prompts[0];
   spec.request.steps = r.steps;
   spec.request.sampler = r.sampler;
@@ -90,12 +88,12 @@ json run_lab_request(LoadedModel& m, LabSpec& spec, const std::string& precision
   if (rq.height == 0) rq.height = m.native_size;
   const int divisor = 8 * m.model->unet().config().spatial_divisor();
   if (rq.width % divisor || rq.height % divisor)
-    bad("width", cat("size ", rq.width, "x", rq.height, ": this model needs multiples of ", divisor));
+    bad_request("width", cat("size ", rq.width, "x", rq.height, ": this model needs multiples of ", divisor));
   LabResult result;
   try {
     result = run_lab(*m.model, rq);
   } catch (const Error& e) {
-    bad("", e.what());
+    bad_request("", e.what());
   }
   const int64_t side = std::max<int64_t>(rq.height, rq.width) / 8;
   const int scale = static_cast<int>(std::clamp<int64_t>(64 / side, 1, 8));

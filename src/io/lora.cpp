@@ -14,11 +14,6 @@
 namespace otter {
 namespace {
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
-
 std::string underscored(std::string s) {
   for (char& c : s)
     if (c == '.') c = '_';
@@ -41,7 +36,7 @@ std::string plain_module(std::string module, const std::string& component) {
       {".processor.to_out_lora", ".to_out.0"}, {".to_q_lora", ".to_q"}, {".to_k_lora", ".to_k"},
       {".to_v_lora", ".to_v"}, {".to_out_lora", ".to_out.0"}};
   for (const auto& [from, to] : kProcessor)
-    if (ends_with(module, from)) {
+    if (module.ends_with(from)) {
       module = module.substr(0, module.size() - std::string_view(from).size()) + to;
       break;
     }
@@ -51,9 +46,9 @@ std::string plain_module(std::string module, const std::string& component) {
                                                                 {"self_attn.to_v", "self_attn.v_proj"},
                                                                 {"self_attn.to_out.0", "self_attn.out_proj"}};
     for (const auto& [from, to] : kClip)
-      if (ends_with(module, from)) module = module.substr(0, module.size() - std::string_view(from).size()) + to;
+      if (module.ends_with(from)) module = module.substr(0, module.size() - std::string_view(from).size()) + to;
   }
-  if (ends_with(module, ".lora_linear_layer")) module = module.substr(0, module.size() - 18);
+  if (module.ends_with(".lora_linear_layer")) module = module.substr(0, module.size() - 18);
   return module;
 }
 
@@ -66,8 +61,8 @@ bool is_lora_file(const std::filesystem::path& path) {
   const std::vector<std::string> names = f.names();
   if (names.empty()) return false;
   for (const std::string& n : names)
-    if (!(starts_with(n, "lora_unet_") || starts_with(n, "lora_te") ||
-          ((starts_with(n, "unet.") || starts_with(n, "text_encoder.")) && n.find("lora") != std::string::npos)))
+    if (!(n.starts_with("lora_unet_") || n.starts_with("lora_te") ||
+          ((n.starts_with("unet.") || n.starts_with("text_encoder.")) && n.find("lora") != std::string::npos)))
       return false;
   return true;
 }
@@ -85,7 +80,7 @@ LoraFile read_lora(const std::filesystem::path& path) {
     std::string stem, part;
     for (const char* suffix : {".lora_down.weight", ".lora_up.weight", ".alpha", ".lora_A.weight", ".lora_B.weight",
                                ".lora.down.weight", ".lora.up.weight", ".down.weight", ".up.weight"}) {
-      if (ends_with(key, suffix)) {
+      if (key.ends_with(suffix)) {
         stem = key.substr(0, key.size() - std::string_view(suffix).size());
         part = suffix;
         break;
@@ -98,21 +93,21 @@ LoraFile read_lora(const std::filesystem::path& path) {
     OTTER_CHECK(!stem.empty(), path.string(), ": tensor '", key, "' is not part of a LoRA layer (expected names ending "
                 "in .lora_down.weight/.lora_up.weight/.alpha or .lora_A.weight/.lora_B.weight)");
     Pending& p = pending[stem];
-    if (starts_with(stem, "lora_unet_") || starts_with(stem, "lora_te")) {
+    if (stem.starts_with("lora_unet_") || stem.starts_with("lora_te")) {
       kohya = true;
-      if (starts_with(stem, "lora_unet_")) {
+      if (stem.starts_with("lora_unet_")) {
         p.component = "unet";
         p.module = stem.substr(10);
       } else {
-        OTTER_CHECK(!starts_with(stem, "lora_te2_"), path.string(), ": '", key, "' is for SDXL's second text encoder; "
+        OTTER_CHECK(!stem.starts_with("lora_te2_"), path.string(), ": '", key, "' is for SDXL's second text encoder; "
                     "otter runs SD 1.x and 2.x models (SDXL is on the roadmap)");
         p.component = "text_encoder";
-        p.module = stem.substr(starts_with(stem, "lora_te1_") ? 9 : 8);
+        p.module = stem.substr(stem.starts_with("lora_te1_") ? 9 : 8);
       }
-    } else if (starts_with(stem, "unet.") || starts_with(stem, "text_encoder.")) {
+    } else if (stem.starts_with("unet.") || stem.starts_with("text_encoder.")) {
       peft = true;
-      OTTER_CHECK(!starts_with(stem, "text_encoder_2."), path.string(), ": '", key, "' is for SDXL's second text encoder");
-      p.component = starts_with(stem, "unet.") ? "unet" : "text_encoder";
+      OTTER_CHECK(!stem.starts_with("text_encoder_2."), path.string(), ": '", key, "' is for SDXL's second text encoder");
+      p.component = stem.starts_with("unet.") ? "unet" : "text_encoder";
       p.module = plain_module(stem.substr(p.component.size() + 1), p.component);
     } else {
       throw Error(cat(path.string(), ": tensor '", key, "' names no model part: kohya LoRAs start with lora_unet_ or "
@@ -157,8 +152,8 @@ std::string describe_lora(const LoraFile& lora) {
     ranks.insert(l.rank);
     alphas.insert(l.alpha);
     const std::string& m = l.module;
-    if (l.component == "text_encoder" && (ends_with(m, "q_proj") || ends_with(m, "self_attn_q_proj"))) text_width = l.down.dim(1);
-    if (l.component == "unet" && (ends_with(m, "attn2.to_k") || ends_with(m, "attn2_to_k"))) context_width = l.down.dim(1);
+    if (l.component == "text_encoder" && (m.ends_with("q_proj") || m.ends_with("self_attn_q_proj"))) text_width = l.down.dim(1);
+    if (l.component == "unet" && (m.ends_with("attn2.to_k") || m.ends_with("attn2_to_k"))) context_width = l.down.dim(1);
   }
   std::ostringstream out;
   out << lora.path.string() << ": LoRA, " << lora_format_name(lora.format) << " layout, " << lora.layers.size()
@@ -267,10 +262,10 @@ class LoraSource : public TensorSource {
 std::map<std::string, std::string> kohya_index(const TensorSource& source, const nlohmann::json* unet_config) {
   std::map<std::string, std::string> index;
   for (const std::string& name : source.names())
-    if (ends_with(name, ".weight")) index[underscored(name.substr(0, name.size() - 7))] = name;
+    if (name.ends_with(".weight")) index[underscored(name.substr(0, name.size() - 7))] = name;
   if (unet_config)
     for (const auto& [diffusers_name, ref] : unet_ldm_key_map(*unet_config))
-      if (ends_with(diffusers_name, ".weight") && starts_with(ref.key, kLdmUnetPrefix) && ends_with(ref.key, ".weight")) {
+      if (diffusers_name.ends_with(".weight") && ref.key.starts_with(kLdmUnetPrefix) && ref.key.ends_with(".weight")) {
         const std::string ldm = ref.key.substr(kLdmUnetPrefix.size(), ref.key.size() - kLdmUnetPrefix.size() - 7);
         index.emplace(underscored(ldm), diffusers_name);
       }

@@ -69,10 +69,6 @@ fs::path config_path_in_folder(const fs::path& dir, ConfigKind kind) {
 constexpr ConfigKind kAllKinds[] = {ConfigKind::TextEncoder, ConfigKind::Unet, ConfigKind::Vae,
                                     ConfigKind::Scheduler};
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
 }  // namespace
 
 ModelConfigs builtin_configs(ModelFamily family) {
@@ -92,7 +88,7 @@ std::optional<ConfigKind> classify_config(const json& config) {
   const std::string cls = config.value("_class_name", std::string());
   if (cls == "UNet2DConditionModel") return ConfigKind::Unet;
   if (cls == "AutoencoderKL") return ConfigKind::Vae;
-  if (ends_with(cls, "Scheduler")) return ConfigKind::Scheduler;
+  if (cls.ends_with("Scheduler")) return ConfigKind::Scheduler;
   if (config.value("model_type", std::string()) == "clip_text_model") return ConfigKind::TextEncoder;
   if (config.contains("architectures") && config["architectures"].is_array())
     for (const json& a : config["architectures"])

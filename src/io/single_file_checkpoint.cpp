@@ -15,11 +15,9 @@ using nlohmann::json;
 
 namespace {
 
-bool starts_with(const std::string& s, std::string_view prefix) { return s.rfind(prefix, 0) == 0; }
-
 bool any_key_starts_with(const std::vector<std::string>& keys, std::string_view prefix) {
   for (const std::string& k : keys)
-    if (starts_with(k, prefix)) return true;
+    if (k.starts_with(prefix)) return true;
   return false;
 }
 
@@ -76,7 +74,7 @@ std::shared_ptr<TensorSource> component_source(const std::shared_ptr<const Safet
   for (const auto& [name, ref] : map) read.insert(ref.key);
   std::vector<std::string> passthrough;
   for (const std::string& k : keys)
-    if (starts_with(k, component_prefix) && !read.count(k) && !known_unused(k)) passthrough.push_back(k);
+    if (k.starts_with(component_prefix) && !read.count(k) && !known_unused(k)) passthrough.push_back(k);
   return std::make_shared<RemappedSource>(file, make_remap_entries(*file, map, shapes_of(specs)), std::move(passthrough),
                                           origin);
 }
@@ -127,7 +125,7 @@ ModelFiles open_single_file(const fs::path& path, const ModelOptions& opts) {
   const std::vector<TensorSpec> vae_specs = vae_tensor_specs(m.configs.vae);
   // Some files keep the autoencoder's training loss (LPIPS, discriminator) beside it.
   const std::string vae_loss = std::string(kLdmVaePrefix) + "loss.";
-  const auto is_vae_loss = [&vae_loss](const std::string& k) { return starts_with(k, vae_loss); };
+  const auto is_vae_loss = [&vae_loss](const std::string& k) { return k.starts_with(vae_loss); };
   m.vae = component_source(file, keys, vae_ldm_key_map(m.configs.vae), vae_specs, kLdmVaePrefix,
                            p + " (VAE: first_stage_model.*)", is_vae_loss);
   if (const auto n = std::count_if(keys.begin(), keys.end(), is_vae_loss); n > 0)
@@ -158,7 +156,7 @@ ModelFiles open_single_file(const fs::path& path, const ModelOptions& opts) {
   size_t outside = 0;
   std::set<std::string> kinds;  // their top-level names
   for (const std::string& k : keys) {
-    if (starts_with(k, kLdmUnetPrefix) || starts_with(k, kLdmVaePrefix) || starts_with(k, kLdmTextPrefix)) continue;
+    if (k.starts_with(kLdmUnetPrefix) || k.starts_with(kLdmVaePrefix) || k.starts_with(kLdmTextPrefix)) continue;
     ++outside;
     kinds.insert(k.substr(0, k.find('.')));
   }

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "guidance/guider.h"
 #include "guidance/guider_prediction.h"
 #include "guidance/noise_prediction.h"
@@ -20,8 +21,7 @@
 namespace otter {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+using Clock = SteadyClock;
 
 double norm(const Tensor& t) {
   double s = 0;
@@ -70,7 +70,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
     windows = std::max(windows, states.back().dim(1) / kClipContextLength);
   }
   for (Tensor& s : states) s = model.pad_to_windows(s, windows, request.text);
-  result.seconds_text = since(t0);
+  result.seconds_text = seconds_since(t0);
 
   // One noise for every experiment: the seed's draw, as otter generate makes it.
   const int64_t h = request.height / 8, w = request.width / 8, C = model.unet().config().in_channels;
@@ -200,7 +200,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
     }
     if (progress) progress(static_cast<int>(k), static_cast<int>(plan.size()), static_cast<int64_t>(rows.size()));
   }
-  result.seconds_denoise = since(t0);
+  result.seconds_denoise = seconds_since(t0);
 
   for (size_t e = 0; e < E; ++e) result.experiments[e].final_latents = latents[e];
   if (request.decode) {
@@ -212,7 +212,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
       result.experiments[e].image = to_uint8_image(tiled ? decode_tiled(model.vae(), be, latents[e], VaeTiling{})
                                                          : model.vae().decode(be, latents[e]));
     }
-    result.seconds_decode = since(t0);
+    result.seconds_decode = seconds_since(t0);
   }
   return result;
 }

@@ -8,6 +8,7 @@
 
 #include "core/activity.h"
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "guidance/composable_guidance.h"
 #include "guidance/composable_prompt.h"
 #include "guidance/guider_prediction.h"
@@ -19,8 +20,7 @@
 namespace otter {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+using Clock = SteadyClock;
 
 // The noise one turn of images sees: each draw of n values for rows [r0, r1) is its slice of the
 // draw the whole batch of B rows makes at that point, so a turn's images equal the one-batch run's.
@@ -328,7 +328,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   }
   if (!uncond.defined()) uncond = cond;  // never evaluated: every step has scale 1
   // cond and uncond hold one row per prompt; each turn repeats them for its own images only.
-  result.seconds_text = since(t0);
+  result.seconds_text = seconds_since(t0);
   text_activity.reset();
   if (request.release_weights_when_done) model.text_encoder().release_prepared_weights();
 
@@ -465,17 +465,17 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       // An ordinary model keeps the unmasked region on the picture's own noisy path.
       if (inpaint && !unet_takes_mask) blend_known_region(*sampler, k, result.image_latents, turn_noise, latent_mask, latents);
       if (trace.on_step) trace.on_step(k, x, eps, latents);
-      result.step_seconds.push_back(since(step_start));  // reserved: no allocation in the loop
+      result.step_seconds.push_back(seconds_since(step_start));  // reserved: no allocation in the loop
       if (progress) {
         StepReport report{k - first, evaluations - first, timesteps[static_cast<size_t>(k)],
                           request.guider ? guider_scale : request.guidance.schedule.at(schedule_step, request.steps),
-                          guidance.skipped_uncond_steps() != skipped_before, since(step_start)};
+                          guidance.skipped_uncond_steps() != skipped_before, seconds_since(step_start)};
         report.turn = turn;
         report.turns = turns;
         progress(report);
       }
     }
-    result.seconds_denoise += since(t0);
+    result.seconds_denoise += seconds_since(t0);
     loop_end.reset();
     copy_rows_into(result.final_latents, latents, r0, B);
     result.unet_rows += guidance.unet_rows();
@@ -504,7 +504,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       }
       copy_rows_into(result.image, image, r0, B);
       if (request.keep_decoded) copy_rows_into(result.decoded, decoded, r0, B);
-      result.seconds_decode += since(t0);
+      result.seconds_decode += seconds_since(t0);
       // The next turn's UNet sizes are not the decoder's either.
       if (turn + 1 < turns) be.release_cached_memory();
     }

@@ -20,6 +20,7 @@
 #include "io/remapped_source.h"
 #include "io/safetensors.h"
 #include "support/shared_data.h"
+#include "support/temp_dir.h"
 
 namespace otter {
 namespace {
@@ -27,19 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// A scratch folder removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("otter_model_files_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using otter::testing::TempDir;
 
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::binary);
@@ -291,20 +280,20 @@ TEST(ModelFiles, RealSd15KeyMapSpotChecks) {
 
 TEST(ModelFiles, RefusesPickleCheckpointsWithAnExplanation) {
   TempDir dir("pickle");
-  const fs::path ckpt = dir.path / "model.ckpt";
+  const fs::path ckpt = dir.path() / "model.ckpt";
   write_text(ckpt, "PK\x03\x04 not really a zip");
   const std::string msg = error_of([&] { open_model(ckpt); });
   EXPECT_NE(msg.find("pickle"), std::string::npos) << msg;
   EXPECT_NE(msg.find("runs Python code"), std::string::npos) << msg;
   EXPECT_NE(msg.find("from safetensors.torch import save_file"), std::string::npos) << msg;
-  EXPECT_NE(msg.find((dir.path / "model.safetensors").string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find((dir.path() / "model.safetensors").string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("convert_original_stable_diffusion_to_diffusers.py"), std::string::npos) << msg;
 
   // Content decides too: a pickle or a torch zip renamed to .safetensors is still refused.
-  const fs::path zip = dir.path / "renamed.safetensors";
+  const fs::path zip = dir.path() / "renamed.safetensors";
   write_text(zip, std::string("PK\x03\x04", 4) + std::string(40, 'x'));
   EXPECT_NE(error_of([&] { open_model(zip); }).find("zip archive written by torch.save"), std::string::npos);
-  const fs::path pkl = dir.path / "renamed2.safetensors";
+  const fs::path pkl = dir.path() / "renamed2.safetensors";
   write_text(pkl, std::string("\x80\x02\x7d\x71\x00", 5) + std::string(40, 'x'));
   EXPECT_NE(error_of([&] { open_model(pkl); }).find("pickle stream"), std::string::npos);
   for (const char* ext : {".pt", ".PTH", ".bin"}) EXPECT_TRUE(has_pickle_extension(std::string("a") + ext));
@@ -314,11 +303,11 @@ TEST(ModelFiles, RefusesPickleCheckpointsWithAnExplanation) {
 TEST(ModelFiles, RefusesDiffusersBinWeights) {
   OTTER_REQUIRE_SHARED(shared);
   TempDir dir("bin");
-  linked_folder(shared / "models" / "tiny-sd1", dir.path, {"unet"});
-  fs::create_directories(dir.path / "unet");
-  fs::create_symlink(shared / "models" / "tiny-sd1" / "unet" / "config.json", dir.path / "unet" / "config.json");
-  write_text(dir.path / "unet" / "diffusion_pytorch_model.bin", std::string("\x80\x02", 2));
-  const std::string msg = error_of([&] { open_model(dir.path); });
+  linked_folder(shared / "models" / "tiny-sd1", dir.path(), {"unet"});
+  fs::create_directories(dir.path() / "unet");
+  fs::create_symlink(shared / "models" / "tiny-sd1" / "unet" / "config.json", dir.path() / "unet" / "config.json");
+  write_text(dir.path() / "unet" / "diffusion_pytorch_model.bin", std::string("\x80\x02", 2));
+  const std::string msg = error_of([&] { open_model(dir.path()); });
   EXPECT_NE(msg.find("diffusion_pytorch_model.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("safe_serialization=True"), std::string::npos) << msg;
 }
@@ -326,29 +315,29 @@ TEST(ModelFiles, RefusesDiffusersBinWeights) {
 TEST(ModelFiles, MissingConfigNamesTheFileAndTheFix) {
   OTTER_REQUIRE_SHARED(shared);
   TempDir dir("noconfig");
-  linked_folder(shared / "models" / "tiny-sd1", dir.path, {"scheduler"});
-  const std::string msg = error_of([&] { open_model(dir.path); });
+  linked_folder(shared / "models" / "tiny-sd1", dir.path(), {"scheduler"});
+  const std::string msg = error_of([&] { open_model(dir.path()); });
   EXPECT_NE(msg.find("scheduler/scheduler_config.json"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(dir.path.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find(dir.path().string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("--config"), std::string::npos) << msg;
 
   // ... and --config supplies it.
   ModelOptions opts;
   opts.config = {shared / "models" / "tiny-sd1" / "scheduler" / "scheduler_config.json"};
-  EXPECT_EQ(open_model(dir.path, opts).configs.scheduler["_class_name"], "PNDMScheduler");
+  EXPECT_EQ(open_model(dir.path(), opts).configs.scheduler["_class_name"], "PNDMScheduler");
 
   // Unreadable config: not JSON.
   TempDir bad("badconfig");
-  linked_folder(shared / "models" / "tiny-sd1", bad.path, {"vae"});
-  fs::create_directories(bad.path / "vae");
+  linked_folder(shared / "models" / "tiny-sd1", bad.path(), {"vae"});
+  fs::create_directories(bad.path() / "vae");
   fs::create_symlink(shared / "models" / "tiny-sd1" / "vae" / "diffusion_pytorch_model.safetensors",
-                     bad.path / "vae" / "diffusion_pytorch_model.safetensors");
-  write_text(bad.path / "vae" / "config.json", "{ \"_class_name\": ");
-  const std::string bad_msg = error_of([&] { open_model(bad.path); });
+                     bad.path() / "vae" / "diffusion_pytorch_model.safetensors");
+  write_text(bad.path() / "vae" / "config.json", "{ \"_class_name\": ");
+  const std::string bad_msg = error_of([&] { open_model(bad.path()); });
   EXPECT_NE(bad_msg.find("vae/config.json' is not valid JSON"), std::string::npos) << bad_msg;
 
   // Not a model folder at all.
-  EXPECT_NE(error_of([&] { open_model(dir.path / "unet"); }).find("without model_index.json"), std::string::npos);
+  EXPECT_NE(error_of([&] { open_model(dir.path() / "unet"); }).find("without model_index.json"), std::string::npos);
 }
 
 TEST(ModelFiles, SingleFileNeedsConfigWhenNotARealArchitecture) {
@@ -378,24 +367,24 @@ TEST(ModelFiles, UnexpectedTensorIsReported) {
   for (const std::string& n : src.names()) tensors.emplace_back(n, src.tensor(n));
   tensors.emplace_back("model.diffusion_model.input_blocks.1.1.extra_gate.weight", Tensor::full({16}, 1.0f));
   tensors.emplace_back("model_ema.decay", Tensor::full({}, 0.9999f));  // outside the model: only a note
-  write_safetensors(dir.path / "extra.safetensors", tensors);
+  write_safetensors(dir.path() / "extra.safetensors", tensors);
   ModelOptions opts;
   opts.config = {shared / "models" / "tiny-sd1"};
-  const std::string msg = error_of([&] { open_model(dir.path / "extra.safetensors", opts); });
+  const std::string msg = error_of([&] { open_model(dir.path() / "extra.safetensors", opts); });
   EXPECT_NE(msg.find("1 unexpected tensor(s)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.diffusion_model.input_blocks.1.1.extra_gate.weight"), std::string::npos) << msg;
 
   // The same check on a diffusers folder.
   TempDir folder("unexpected_folder");
-  linked_folder(shared / "models" / "tiny-sd1", folder.path, {"vae"});
-  fs::create_directories(folder.path / "vae");
-  fs::create_symlink(shared / "models" / "tiny-sd1" / "vae" / "config.json", folder.path / "vae" / "config.json");
+  linked_folder(shared / "models" / "tiny-sd1", folder.path(), {"vae"});
+  fs::create_directories(folder.path() / "vae");
+  fs::create_symlink(shared / "models" / "tiny-sd1" / "vae" / "config.json", folder.path() / "vae" / "config.json");
   const SafetensorsFile vae = SafetensorsFile::open(shared / "models" / "tiny-sd1" / "vae" / "diffusion_pytorch_model.safetensors");
   std::vector<std::pair<std::string, Tensor>> vt;
   for (const std::string& n : vae.names()) vt.emplace_back(n, vae.tensor(n));
   vt.emplace_back("decoder.extra.bias", Tensor::full({3}, 0.0f));
-  write_safetensors(folder.path / "vae" / "diffusion_pytorch_model.safetensors", vt);
-  const std::string fmsg = error_of([&] { open_model(folder.path); });
+  write_safetensors(folder.path() / "vae" / "diffusion_pytorch_model.safetensors", vt);
+  const std::string fmsg = error_of([&] { open_model(folder.path()); });
   EXPECT_NE(fmsg.find("unexpected tensor(s)"), std::string::npos) << fmsg;
   EXPECT_NE(fmsg.find("decoder.extra.bias"), std::string::npos) << fmsg;
 }
@@ -406,9 +395,9 @@ TEST(ModelFiles, WrongShapeAndMissingTensorsAreReported) {
   // An inpainting-style config (9 input channels) against a 4-channel file: wrong shape.
   json unet = read_json(shared / "models" / "tiny-sd1" / "unet" / "config.json");
   unet["in_channels"] = 9;
-  write_json(dir.path / "unet9.json", unet);
+  write_json(dir.path() / "unet9.json", unet);
   ModelOptions opts;
-  opts.config = {shared / "models" / "tiny-sd1", dir.path / "unet9.json"};
+  opts.config = {shared / "models" / "tiny-sd1", dir.path() / "unet9.json"};
   const std::string msg = error_of([&] { open_model(shared / "models" / "tiny-sd1.safetensors", opts); });
   EXPECT_NE(msg.find("does not match the UNet config: of its 684 tensors, 0 are missing and 1 have another shape"),
             std::string::npos)
@@ -418,8 +407,8 @@ TEST(ModelFiles, WrongShapeAndMissingTensorsAreReported) {
   // Three resnets per level where the file has two: missing tensors, named both ways.
   unet["in_channels"] = 4;
   unet["layers_per_block"] = 3;
-  write_json(dir.path / "unet3.json", unet);
-  opts.config = {shared / "models" / "tiny-sd1", dir.path / "unet3.json"};
+  write_json(dir.path() / "unet3.json", unet);
+  opts.config = {shared / "models" / "tiny-sd1", dir.path() / "unet3.json"};
   const std::string missing = error_of([&] { open_model(shared / "models" / "tiny-sd1.safetensors", opts); });
   EXPECT_NE(missing.find("does not match the UNet config"), std::string::npos) << missing;
   EXPECT_NE(missing.find("missing down_blocks.0.resnets.2.norm1.weight [16] (stored as "
@@ -457,35 +446,35 @@ TEST(ModelFiles, WeightVariantSelection) {
   OTTER_REQUIRE_SHARED(shared);
   const fs::path tiny = shared / "models" / "tiny-sd1";
   TempDir dir("variant");
-  linked_folder(tiny, dir.path, {"unet"});
-  fs::create_directories(dir.path / "unet");
-  fs::create_symlink(tiny / "unet" / "config.json", dir.path / "unet" / "config.json");
+  linked_folder(tiny, dir.path(), {"unet"});
+  fs::create_directories(dir.path() / "unet");
+  fs::create_symlink(tiny / "unet" / "config.json", dir.path() / "unet" / "config.json");
   // Only a variant file: used, with a note.
   fs::create_symlink(tiny / "unet" / "diffusion_pytorch_model.safetensors",
-                     dir.path / "unet" / "diffusion_pytorch_model.fp16.safetensors");
-  ModelFiles only = open_model(dir.path);
+                     dir.path() / "unet" / "diffusion_pytorch_model.fp16.safetensors");
+  ModelFiles only = open_model(dir.path());
   EXPECT_TRUE(has_note(only, "using diffusion_pytorch_model.fp16.safetensors (the only weights there)"));
   EXPECT_NE(only.unet->origin().find(".fp16.safetensors"), std::string::npos);
   // Both: fp32 unless the variant is asked for.
   fs::create_symlink(tiny / "unet" / "diffusion_pytorch_model.safetensors",
-                     dir.path / "unet" / "diffusion_pytorch_model.safetensors");
-  EXPECT_EQ(open_model(dir.path).unet->origin().find(".fp16."), std::string::npos);
+                     dir.path() / "unet" / "diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(open_model(dir.path()).unet->origin().find(".fp16."), std::string::npos);
   ModelOptions fp16;
   fp16.variant = "fp16";
-  EXPECT_NE(open_model(dir.path, fp16).unet->origin().find(".fp16.safetensors"), std::string::npos);
+  EXPECT_NE(open_model(dir.path(), fp16).unet->origin().find(".fp16.safetensors"), std::string::npos);
   // A requested variant that is absent falls back, saying so.
   ModelOptions ema;
   ema.variant = "ema";
-  EXPECT_TRUE(has_note(open_model(dir.path, ema), "no ema variant"));
+  EXPECT_TRUE(has_note(open_model(dir.path(), ema), "no ema variant"));
 }
 
 TEST(ModelFiles, LegacyVaeAttentionNamesAreRead) {
   OTTER_REQUIRE_SHARED(shared);
   const fs::path tiny = shared / "models" / "tiny-sd1";
   TempDir dir("legacyvae");
-  linked_folder(tiny, dir.path, {"vae"});
-  fs::create_directories(dir.path / "vae");
-  fs::create_symlink(tiny / "vae" / "config.json", dir.path / "vae" / "config.json");
+  linked_folder(tiny, dir.path(), {"vae"});
+  fs::create_directories(dir.path() / "vae");
+  fs::create_symlink(tiny / "vae" / "config.json", dir.path() / "vae" / "config.json");
   const SafetensorsFile vae = SafetensorsFile::open(tiny / "vae" / "diffusion_pytorch_model.safetensors");
   const std::pair<std::string, std::string> legacy[] = {
       {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}};
@@ -496,8 +485,8 @@ TEST(ModelFiles, LegacyVaeAttentionNamesAreRead) {
       if (auto p = n.find(from); p != std::string::npos) n.replace(p, from.size(), to);
     tensors.emplace_back(n, t);
   }
-  write_safetensors(dir.path / "vae" / "diffusion_pytorch_model.safetensors", tensors);
-  const ModelFiles m = open_model(dir.path);
+  write_safetensors(dir.path() / "vae" / "diffusion_pytorch_model.safetensors", tensors);
+  const ModelFiles m = open_model(dir.path());
   EXPECT_TRUE(has_note(m, "legacy attention names"));
   EXPECT_TRUE(bit_identical(m.vae->get("decoder.mid_block.attentions.0.to_out.0.weight"),
                             vae.tensor("decoder.mid_block.attentions.0.to_out.0.weight")));

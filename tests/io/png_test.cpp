@@ -18,36 +18,14 @@
 #include "io/atomic_file.h"
 #include "io/generation_parameters.h"
 #include "io/png.h"
+#include "support/temp_dir.h"
 
 namespace otter {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / cat("otter_png_test_", ::getpid(), "_", info->name());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename().string());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
+using otter::testing::TempDir;
 
 std::vector<uint8_t> random_rgb(int width, int height, unsigned seed) {
   std::mt19937 rng(seed);
@@ -130,7 +108,7 @@ const unsigned char kGrey16[] = {
 // PNG
 
 TEST(Png, RoundTripsPixelsAndTextChunks) {
-  TempDir dir;
+  TempDir dir("png");
   const fs::path path = dir.path() / "image.png";
   const auto rgb = random_rgb(7, 5, 1);
   const PngTextChunks text = {{"parameters", "an otter\nSteps: 20, Sampler: Euler, CFG scale: 7.5"},
@@ -195,7 +173,7 @@ TEST(Png, Reads16BitGreyAsRoundedRgb) {
 }
 
 TEST(Png, RejectsFilesThatAreNotPng) {
-  TempDir dir;
+  TempDir dir("png");
   const fs::path text_file = dir.path() / "notes.png";
   write_bytes(text_file, "hello, this is not an image", 27);
   expect_error([&] { read_png(text_file); }, {text_file.string(), "not a PNG"});
@@ -207,7 +185,7 @@ TEST(Png, RejectsFilesThatAreNotPng) {
 }
 
 TEST(Png, RejectsTruncatedAndCorruptFiles) {
-  TempDir dir;
+  TempDir dir("png");
   const auto rgb = random_rgb(16, 16, 3);
   const auto png = encode_png(rgb.data(), 16, 16, {{"parameters", "x"}});
 
@@ -232,7 +210,7 @@ TEST(Png, RejectsTruncatedAndCorruptFiles) {
 }
 
 TEST(Png, WriteFailsWithPathAndOsErrorAndLeavesNoFile) {
-  TempDir dir;
+  TempDir dir("png");
   const auto rgb = random_rgb(4, 4, 4);
 
   const fs::path in_missing_folder = dir.path() / "no-such-folder" / "out.png";
@@ -248,7 +226,7 @@ TEST(Png, WriteFailsWithPathAndOsErrorAndLeavesNoFile) {
 }
 
 TEST(Png, WriteIntoReadOnlyFolderFailsAndLeavesNoFile) {
-  TempDir dir;
+  TempDir dir("png");
   const auto rgb = random_rgb(4, 4, 4);
   const fs::path read_only = dir.path() / "read-only";
   fs::create_directory(read_only);
@@ -264,7 +242,7 @@ TEST(Png, WriteIntoReadOnlyFolderFailsAndLeavesNoFile) {
 }
 
 TEST(Png, RejectsInvalidInputBeforeCreatingAnyFile) {
-  TempDir dir;
+  TempDir dir("png");
   const auto rgb = random_rgb(2, 2, 5);
   const fs::path path = dir.path() / "out.png";
   expect_error([&] { write_png(path, rgb.data(), 2, 2, {{"", "v"}}); }, {path.string(), "keyword"});
@@ -278,7 +256,7 @@ TEST(Png, RejectsInvalidInputBeforeCreatingAnyFile) {
 }
 
 TEST(Png, OverwritesExistingFileCompletely) {
-  TempDir dir;
+  TempDir dir("png");
   const fs::path path = dir.path() / "image.png";
   const auto big = random_rgb(32, 32, 6), small = random_rgb(3, 3, 7);
   write_png(path, big.data(), 32, 32, {{"parameters", "first"}});
@@ -294,7 +272,7 @@ TEST(Png, OverwritesExistingFileCompletely) {
 // Atomic files
 
 TEST(AtomicFile, UncommittedWriterLeavesTargetUntouched) {
-  TempDir dir;
+  TempDir dir("png");
   const fs::path path = dir.path() / "data.bin";
   write_file_atomically(path, std::string_view("old"));
   {
@@ -309,7 +287,7 @@ TEST(AtomicFile, UncommittedWriterLeavesTargetUntouched) {
 }
 
 TEST(AtomicFile, CommitReplacesContentAndRejectsLaterWrites) {
-  TempDir dir;
+  TempDir dir("png");
   const fs::path path = dir.path() / "data.bin";
   AtomicFileWriter writer(path);
   writer.write(std::string_view("part one, "));
@@ -426,7 +404,7 @@ TEST(GenerationParameters, RejectsMalformedValuesAndKeys) {
 }
 
 TEST(GenerationParameters, SurviveAPngRoundTrip) {
-  TempDir dir;
+  TempDir dir("png");
   GenerationParameters p = typical();
   p.prompt = "カワウソ (otter), watercolor";  // non-ASCII: stored as iTXt
   const fs::path path = dir.path() / "otter.png";

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "support/shared_data.h"
+#include "support/temp_dir.h"
 #include "text/bpe_files.h"
 #include "text/clip_tokenizer.h"
 #include "text/tokenizer_location.h"
@@ -17,21 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A scratch folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / (std::string("otter_tok_") + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using otter::testing::TempDir;
 
 void write(const fs::path& file, const std::string& content) {
   fs::create_directories(file.parent_path());
@@ -84,7 +71,7 @@ TinyTokenizer tiny_tokenizer_files(const std::vector<std::string>& merged_tokens
 }
 
 TEST(TokenizerFiles, TinyVocabularyEncodesWithItsMerges) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   const TinyTokenizer files = tiny_tokenizer_files();
   write(dir.path() / "vocab.json", files.vocab);
   write(dir.path() / "merges.txt", files.merges);
@@ -99,7 +86,7 @@ TEST(TokenizerFiles, TinyVocabularyEncodesWithItsMerges) {
 // CLIP merges every occurrence of the best pair in one pass before looking at the pairs that pass
 // created, even when one of those has a better rank (possible only in a hand-made merge list).
 TEST(TokenizerFiles, OnePassPerRankEvenWhenNewPairsRankBetter) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   const TinyTokenizer files = tiny_tokenizer_files({"ab", "aba"}, "#version: 0.2\nab a\na b\n");
   write(dir.path() / "vocab.json", files.vocab);
   write(dir.path() / "merges.txt", files.merges);
@@ -112,7 +99,7 @@ TEST(TokenizerFiles, OnePassPerRankEvenWhenNewPairsRankBetter) {
 }
 
 TEST(TokenizerFiles, PadTokenFromSpecialTokensMapOrConfig) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   const TinyTokenizer files = tiny_tokenizer_files();
   write(dir.path() / "vocab.json", files.vocab);
   write(dir.path() / "merges.txt", files.merges);
@@ -137,7 +124,7 @@ std::string load_error(const fs::path& dir) {
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 TEST(TokenizerFiles, MissingFilesNameTheFile) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   std::string message = load_error(dir.path());
   EXPECT_TRUE(contains(message, "vocab.json")) << message;
   write(dir.path() / "vocab.json", tiny_tokenizer_files().vocab);
@@ -146,7 +133,7 @@ TEST(TokenizerFiles, MissingFilesNameTheFile) {
 }
 
 TEST(TokenizerFiles, MalformedMergesLineNamesFileAndLine) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   write(dir.path() / "vocab.json", tiny_tokenizer_files().vocab);
   write(dir.path() / "merges.txt", "#version: 0.2\nc a\ncat\n");
   std::string message = load_error(dir.path());
@@ -167,7 +154,7 @@ TEST(TokenizerFiles, MalformedMergesLineNamesFileAndLine) {
 }
 
 TEST(TokenizerFiles, InvalidVocabJsonNamesFileLineAndColumn) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   write(dir.path() / "merges.txt", "#version: 0.2\n");
   const auto error_for = [&](const std::string& vocab) {
     write(dir.path() / "vocab.json", vocab);
@@ -196,7 +183,7 @@ TEST(TokenizerFiles, InvalidVocabJsonNamesFileLineAndColumn) {
 }
 
 TEST(TokenizerFiles, VocabJsonEscapesAreDecoded) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   write(dir.path() / "vocab.json", "{\"\\u00e9\\/\\\"\": 1, \"\\ud83d\\udc31\": 0, \"x\\ty\": 2}");
   const BpeVocab vocab = read_vocab_json(dir.path() / "vocab.json");
   ASSERT_EQ(vocab.size(), 3);
@@ -206,7 +193,7 @@ TEST(TokenizerFiles, VocabJsonEscapesAreDecoded) {
 }
 
 TEST(TokenizerLocation, ModelFolderThenOverrideThenBuiltin) {
-  TempDir dir;
+  TempDir dir("tokenizer");
   const TinyTokenizer files = tiny_tokenizer_files();
   const auto make = [&](const fs::path& d) {
     write(d / "vocab.json", files.vocab);

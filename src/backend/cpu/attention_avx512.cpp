@@ -33,7 +33,6 @@ constexpr int kVecs = 4;                     // query vectors per task
 constexpr int64_t kQueries = kLanes * kVecs;  // 64 queries per task
 constexpr int64_t kKeys = 128;                // keys per block
 constexpr int kTile = 6;                      // keys (scores) or value dims (P·V) per register tile
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // exp(x) for x <= 0 (the softmax only exponentiates score - running max): fast_exp's range
 // reduction and degree-6 polynomial (vector_math.h), with the 2^n scaling done by vscalefps, which

@@ -26,7 +26,6 @@ namespace {
 constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kKeyBlock = 128;
 constexpr int kTileRows = 4;  // query rows per call of the score / P·V loops
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // s[r][j] = q[r]·k[j] for nr rows; kt points at the key block in the transposed keys [D][kt_stride].
 OTTER_KERNEL void scores_portable(const float* q, int nr, const float* kt, int64_t kt_stride, int64_t D, int64_t nk,

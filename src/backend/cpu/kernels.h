@@ -2,6 +2,7 @@
 // The CPU backend's own kernels (everything oneDNN does not do). Each takes contiguous F32
 // tensors. Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at run time
 // (OTTER_KERNEL), threaded with OpenMP.
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -37,6 +38,8 @@ Tensor softmax(const Tensor& x);
 // The operands of attention's two products: F16 where the CPU has AVX-512 FP16 (--precision f16),
 // BF16 where it has AVX-512 BF16 (--precision bf16); f32 otherwise.
 enum class AttentionProducts { F32, F16, BF16 };
+// Both attention kernels start the softmax's running max here and mask causal scores with it.
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal,
                  AttentionProducts products = AttentionProducts::F32);
 
