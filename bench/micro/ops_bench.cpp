@@ -71,6 +71,29 @@ void BM_NormSiluConv2d3x3_320(benchmark::State& state) {
 }
 BENCHMARK(BM_NormSiluConv2d3x3_320)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The VAE decoder's fused convolutions at 512x512, batch 1: {precision, in channels, out channels,
+// side}. Its last up block runs 128 -> 128 at 512x512, enters from 256 channels and ends in the
+// 3-channel conv_out; the block before enters 512 -> 256 at 256x256.
+void BM_VaeNormSiluConv2d3x3(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const int64_t c = state.range(1), o = state.range(2), side = state.range(3);
+  const Tensor x = random_tensor(Shape{1, c, side, side}, 1);
+  const NormWeights norm{random_tensor(Shape{c}, 4), random_tensor(Shape{c}, 5), 1e-6f};
+  Conv2dWeights w{random_tensor(Shape{o, c, 3, 3}, 2), random_tensor(Shape{o}, 3), 1, 1, 1, 1, 1};
+  const ConvInputTransform t{.group_norm = &norm, .groups = 32, .silu = true};
+  backend->conv2d(x, t, w);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, t, w));
+  set_flops(state, 2.0 * side * side * o * c * 9);
+}
+BENCHMARK(BM_VaeNormSiluConv2d3x3)
+    ->ArgsProduct({{0, 1}, {128}, {128, 3}, {512}})
+    ->ArgsProduct({{0, 1}, {256}, {128}, {512}})
+    ->ArgsProduct({{0, 1}, {512}, {256}, {256}})
+    ->ArgsProduct({{0, 1}, {256}, {256}, {256}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // Attention projections at 512x512: 4096 tokens x 320 -> 320.
 void BM_Matmul4096x320x320(benchmark::State& state) {
   if (skip_unsupported(state)) return;

@@ -130,13 +130,13 @@ struct Args {
   int images = 1;  // images per CFG step (2x rows) and per decode
 };
 
-// One CFG step's time by op kind, largest first, as a table and JSON.
-nlohmann::json print_profile(const std::string& pname, const std::string& size, const OpProfiler& prof) {
+// One profiled run's time (a CFG step, a VAE decode) by op kind, largest first, as a table and JSON.
+nlohmann::json print_profile(const std::string& pname, const std::string& size, const char* what, const OpProfiler& prof) {
   std::vector<std::pair<std::string, OpTime>> rows(prof.times().begin(), prof.times().end());
   double total = 0;
   for (const auto& [kind, t] : rows) total += t.seconds;
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
-  std::printf("%-5s %-5s   profile of one CFG step (%.3f s in ops):\n", pname.c_str(), size.c_str(), total);
+  std::printf("%-5s %-5s   profile of one %s (%.3f s in ops):\n", pname.c_str(), size.c_str(), what, total);
   nlohmann::json j;
   for (const auto& [kind, t] : rows) {
     const double gflops = t.flops > 0 ? t.flops / t.seconds * 1e-9 : 0.0;
@@ -468,7 +468,7 @@ int run(const Args& a) {
         if (a.profile) {
           OpProfiler prof(*be);
           nets.unet().forward(prof, x2, 500.0f, ctx2);
-          at["profile_cfg_step"] = print_profile(pname, sz, prof);
+          at["profile_cfg_step"] = print_profile(pname, sz, "CFG step", prof);
         }
         at["peak_rss_gb_unet"] = peak_unet;
         // Tensors live at once (activations, scratch and the weights prepared during the first pass);
@@ -494,6 +494,12 @@ int run(const Args& a) {
           nets.vae().decode(*be, z);
         });
         at["vae_decode"] = row(sz, "VAE decode", vae, vflops);
+        if (a.profile) {
+          OpProfiler prof(*be, /*conv_shapes=*/true);
+          be->release_cached_memory();
+          nets.vae().decode(prof, z);
+          at["profile_vae_decode"] = print_profile(pname, sz, "VAE decode", prof);
+        }
         at["allocator_peak_live_gb_vae"] = static_cast<double>(Allocator::global().stats().peak_live_bytes) / 1e9;
         const double whole = te.seconds + a.steps * b2.seconds + vae.seconds;
         at["whole_image_seconds"] = whole;
@@ -541,7 +547,7 @@ int main(int argc, char** argv) {
                  "stable-diffusion.cpp loads)");
   app.add_option("--pag-layers", a.pag_layers, "Layers of the CFG+PAG step (names or a pattern, as --guidance pag's)")
       ->capture_default_str();
-  app.add_flag("--profile", a.profile, "Also time one CFG step op by op (where the step's time goes)");
+  app.add_flag("--profile", a.profile, "Also time one CFG step and one VAE decode op by op (where the time goes)");
   app.add_option("--images", a.images, "Images per step: the CFG step runs 2x this many rows, the decode this many")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));

@@ -21,7 +21,9 @@ struct OpTime {
 
 class OpProfiler final : public Backend {
  public:
-  explicit OpProfiler(Backend& inner) : inner_(inner) {}
+  // conv_shapes: label convolutions with their channels and output size too (a VAE decode's
+  // time is mostly the same few kernel kinds at four resolutions, which the kind alone hides).
+  explicit OpProfiler(Backend& inner, bool conv_shapes = false) : inner_(inner), conv_shapes_(conv_shapes) {}
   const std::map<std::string, OpTime>& times() const { return times_; }
   void reset() { times_.clear(); }
 
@@ -94,17 +96,23 @@ class OpProfiler final : public Backend {
   Tensor timed(const std::string& kind, double flops, Fn&& fn) {
     const auto start = std::chrono::steady_clock::now();
     Tensor y = fn();
-    OpTime& t = times_[kind];
-    t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    t.flops += flops;
-    ++t.calls;
+    record(kind, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), flops);
     return y;
   }
-  // A convolution's FLOPs follow from its output's size.
+  void record(const std::string& kind, double seconds, double flops) {
+    OpTime& t = times_[kind];
+    t.seconds += seconds;
+    t.flops += flops;
+    ++t.calls;
+  }
+  // A convolution's FLOPs (and, with conv_shapes, its label) follow from its output's size.
   template <class Fn>
   Tensor timed_conv(const std::string& kind, const Conv2dWeights& w, Fn&& fn) {
-    Tensor y = timed(kind, 0, fn);
-    times_[kind].flops += conv_flops(y, w);
+    const auto start = std::chrono::steady_clock::now();
+    Tensor y = fn();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record(conv_shapes_ ? cat(kind, " ", w.weight.dim(1), "->", w.weight.dim(0), " at ", y.dim(2), "x", y.dim(3)) : kind,
+           seconds, conv_flops(y, w));
     return y;
   }
   static std::string conv_kind(const Conv2dWeights& w, const char* what) {
@@ -115,6 +123,7 @@ class OpProfiler final : public Backend {
   }
 
   Backend& inner_;
+  bool conv_shapes_;
   std::map<std::string, OpTime> times_;
 };
 
