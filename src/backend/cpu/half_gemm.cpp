@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
+#include "core/allocator.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -129,20 +130,43 @@ __attribute__((target("avx512f"))) bool write_row(HalfFormat format, const float
 }
 
 namespace {
-std::vector<uint16_t>* scratch_buffers() {
-  thread_local std::vector<uint16_t> buffers[2];
+// One thread's 16-bit scratch. It grows to the largest request and keeps nothing across a growth
+// (every caller writes what it reads), and its blocks come from a private Allocator: from 4 MB up
+// those are mmaps advised to huge pages. A std::vector here zero-filled and copied the whole
+// buffer at every growth, on fresh 4 KB pages: a 512x512 bf16 decode grows it at its two largest
+// convolutions, which ran at half their warm rate (0.62 s instead of 0.28 s for 256 -> 128 at 512x512).
+struct HalfScratch {
+  Allocator pages;
+  uint16_t* data = nullptr;
+  size_t n = 0;
+
+  ~HalfScratch() { release(); }
+  void release() {
+    if (data) pages.release(data, n * sizeof(uint16_t));
+    data = nullptr;
+    n = 0;
+    pages.free_cached();
+  }
+};
+
+HalfScratch* scratch_buffers() {
+  thread_local HalfScratch buffers[2];
   return buffers;
 }
 }  // namespace
 
 uint16_t* half_scratch(size_t n, int slot) {
-  std::vector<uint16_t>& b = scratch_buffers()[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  HalfScratch& s = scratch_buffers()[slot];
+  if (s.n < n) {
+    s.release();
+    s.data = static_cast<uint16_t*>(s.pages.allocate(n * sizeof(uint16_t)));
+    s.n = n;
+  }
+  return s.data;
 }
 
 void half_release_scratch() {
-  for (int slot = 0; slot < 2; ++slot) std::vector<uint16_t>().swap(scratch_buffers()[slot]);
+  for (int slot = 0; slot < 2; ++slot) scratch_buffers()[slot].release();
 }
 
 bool half_gemm_available(HalfFormat f) {
