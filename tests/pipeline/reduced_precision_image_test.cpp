@@ -5,18 +5,23 @@
 // rounds them to 11 and sums products in f16 (64 terms per partial sum), attention's two products
 // included (norms and the softmax stay f32 in both), and the differences compound over the 20 steps.
 //
-// Measured on version 2 of the model (8 images, 128x128x3 values each; 2-core Zen 5):
-//   bf16 (otter's 16-bit kernels): max |Δ| = 11 levels, mean 0.207 levels, 97.8% within one level;
-//   bf16 on oneDNN (OTTER_BF16_ONEDNN=1): max 23, mean 0.192, 98.5% within one level.
-// Version 1 (64x64, 8x8 latents) measured bf16 max 4 / mean 0.232, f16 max 3 / mean 0.102 (2 / 0.093
-// while attention was f32), and the bounds were 2x those first values: bf16 8 / 0.44, f16 4 / 0.15.
-// Version 2 draws crisp 128x128 edges: where bf16's rounding moves an edge by a fraction of a pixel,
-// the pixels on it change by many levels (seed 1's yellow star: 526 pixels off by 5 or more, all
-// along its outline; both bf16 implementations show it, and the mean did not grow),
-// so the bounds were set again by the same rule for the new model: bf16 2x its values (22 / 0.41).
-// f16 could not be measured for version 2 here (no AVX-512 FP16): its mean bound stays 0.15, and its
-// max is bf16's, since f16 keeps 11 bits of every operand where bf16 keeps 8 (on version 1 its image
-// was the closer one by every figure). Measure it on an FP16 machine and set it by the same rule.
+// Measured on version 2 of the model (8 images, 128x128x3 values each; 2-core Zen 5), with the
+// prompts below:
+//   bf16 (otter's 16-bit kernels): max |Δ| = 5 levels, mean 0.133 levels, 99.5% within one level,
+//   both in the release build and in a -O1 ASan/UBSan build (max 6 there, same mean).
+// The bounds are 2x those first values, the rule this test has always used: bf16 10 / 0.27.
+// The prompts name no position and one shape each, on purpose. Until 2026-12 the set had "a small
+// yellow star in the top left corner" and "a purple ring and an orange square on a black
+// background": the model did not learn positions, so where those shapes go is decided by the
+// noise at a knife edge, and the last-bit differences between builds (layer norm, GEGLU and GELU
+// compile to different roundings at -O1 and -O3; convolutions, matmuls and attention are
+// bit-identical) tipped it: the -O1 build's bf16 image drew a second star (191 levels off, against
+// 11 in release). That measured a mode flip, not precision; the bounds then were 22 / 0.41.
+// Version 1 (64x64, 8x8 latents) measured bf16 max 4 / mean 0.232, f16 max 3 / mean 0.102.
+// f16 could not be measured for version 2 here (no AVX-512 FP16): its mean bound stays 0.15 (v1's
+// rule) and its max is bf16's, since f16 keeps 11 bits of every operand where bf16 keeps 8 (on
+// version 1 its image was the closer one by every figure). Measure it on an FP16 machine and set
+// it by the same rule.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,7 +41,7 @@ struct Bound {
   int max_levels;
   double mean_levels;
 };
-constexpr Bound kBounds[] = {{Precision::BF16, 22, 0.41}, {Precision::F16, 22, 0.15}};
+constexpr Bound kBounds[] = {{Precision::BF16, 10, 0.27}, {Precision::F16, 10, 0.15}};
 
 Tensor generate(Precision precision, const std::vector<std::string>& prompts, uint64_t seed) {
   auto backend = make_cpu_backend(precision);
@@ -57,10 +62,9 @@ TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
   const Bound bound = GetParam();
   if (!cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512: no 16-bit paths";
   if (bound.precision == Precision::F16 && !cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
-  const std::vector<std::string> prompts = {"a red circle on a blue background",
-                                            "a small yellow star in the top left corner",
+  const std::vector<std::string> prompts = {"a red circle on a blue background", "a small yellow star on a red background",
                                             "a large green triangle on a white background",
-                                            "a purple ring and an orange square on a black background"};
+                                            "an orange ring on a black background"};
   int max_levels = 0;
   double sum = 0;
   int64_t count = 0, within_one = 0;
