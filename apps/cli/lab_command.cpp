@@ -18,6 +18,7 @@
 #include "backend/backend.h"
 #include "commands.h"
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "io/atomic_file.h"
 #include "io/png.h"
 #include "pipeline/default_model.h"
@@ -234,7 +235,7 @@ void run_lab_command(const LabArgs& a) {
   log(a.quiet, cat("otter: lab: report with ", previews, " latent->RGB previews and ",
                    a.no_previews ? 0 : 3 * in.decode_steps.size() * result.experiments.size(), " VAE decodes (",
                    in.decode_steps.size(), " steps) in ",
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_report).count(), " s"));
+                   seconds_since(t_report), " s"));
   std::cout << (dir / "index.html").string() << "\n";
 }
 

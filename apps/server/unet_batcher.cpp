@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "guidance/noise_prediction.h"  // concat_rows
 
 namespace otter::serve {
@@ -135,7 +136,7 @@ void UNetBatcher::execute(std::vector<Pending*>& call) {
   std::lock_guard lock(mutex_);
   ++stats_.calls;
   stats_.rows += static_cast<uint64_t>(rows);
-  stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.seconds += seconds_since(t0);
   ++stats_.rows_per_call[std::min(static_cast<size_t>(rows), kHistogramSize - 1)];
   for (Pending* p : call) {
     p->done = true;

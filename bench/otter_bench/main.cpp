@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
+#include "core/stopwatch.h"
 #include "flop_counter.h"
 #include "op_profiler.h"
 #include "core/allocator.h"
@@ -70,7 +71,7 @@ Timing best_of(int runs, Fn&& fn) {
   for (int i = 0; i < runs; ++i) {
     const auto start = Clock::now();
     fn();
-    t.seconds = std::min(t.seconds, std::chrono::duration<double>(Clock::now() - start).count());
+    t.seconds = std::min(t.seconds, seconds_since(start));
   }
   t.page_faults_per_run = static_cast<double>(minor_page_faults() - faults) / std::max(1, runs);
   return t;
@@ -359,7 +360,7 @@ int run(const Args& a) {
   if (a.model.empty()) {
     const auto t_build = Clock::now();
     random = std::make_unique<RandomCheckpoint>(configs, storage);
-    report["seconds_build_random_weights"] = std::chrono::duration<double>(Clock::now() - t_build).count();
+    report["seconds_build_random_weights"] = seconds_since(t_build);
   }
 
   std::vector<std::string> precisions = a.precisions;
@@ -442,7 +443,7 @@ int run(const Args& a) {
         const auto first = Clock::now();
         counter.reset();
         nets.unet().forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
-        at["first_cfg_step_seconds"] = std::chrono::duration<double>(Clock::now() - first).count();
+        at["first_cfg_step_seconds"] = seconds_since(first);
         const double flops2 = counter.flops();
         const Timing b2 = best_of(a.runs, [&] { nets.unet().forward(*be, x2, 500.0f, ctx2); });
         at["cfg_step_batch2"] = row(sz, "UNet step, CFG (batch 2)", b2, flops2);

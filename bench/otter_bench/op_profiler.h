@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "op_flops.h"
 
 namespace otter::bench {
@@ -96,7 +97,7 @@ class OpProfiler final : public Backend {
   Tensor timed(const std::string& kind, double flops, Fn&& fn) {
     const auto start = std::chrono::steady_clock::now();
     Tensor y = fn();
-    record(kind, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), flops);
+    record(kind, seconds_since(start), flops);
     return y;
   }
   void record(const std::string& kind, double seconds, double flops) {
@@ -110,7 +111,7 @@ class OpProfiler final : public Backend {
   Tensor timed_conv(const std::string& kind, const Conv2dWeights& w, Fn&& fn) {
     const auto start = std::chrono::steady_clock::now();
     Tensor y = fn();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = seconds_since(start);
     record(conv_shapes_ ? cat(kind, " ", w.weight.dim(1), "->", w.weight.dim(0), " at ", y.dim(2), "x", y.dim(3)) : kind,
            seconds, conv_flops(y, w));
     return y;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 
@@ -119,7 +120,7 @@ LatentPreview fit_latent_preview(StableDiffusion& model) {
   p.map = fit_latent_rgb_map(model.backend(), model.vae(), latent_rgb_fit_images(kFitImages, size, kFitSeed));
   p.held_out = latent_rgb_error(model.backend(), model.vae(), p.map, latent_rgb_fit_images(kHeldOutImages, size, kHeldOutSeed));
   p.fitted_now = true;
-  p.fit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  p.fit_seconds = seconds_since(t0);
   return p;
 }
 

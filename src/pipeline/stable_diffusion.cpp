@@ -6,6 +6,7 @@
 
 #include "core/activity.h"
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "models/unet_config.h"
 #include "text/tokenizer_location.h"
 
@@ -53,7 +54,7 @@ std::unique_ptr<StableDiffusion> StableDiffusion::load(const std::filesystem::pa
                                                        const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   std::unique_ptr<StableDiffusion> sd = load(open_model(path, options.model), backend, options);
-  sd->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  sd->load_seconds_ = seconds_since(start);
   return sd;
 }
 
@@ -84,7 +85,7 @@ std::unique_ptr<StableDiffusion> StableDiffusion::load(ModelFiles files, Backend
     sd->vae_ = std::make_unique<Vae>(VaeConfig::from_json(f.configs.vae, "vae config"), w);
   }
   sd->scheduler_config_ = SchedulerConfig::from_json(f.configs.scheduler);
-  sd->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  sd->load_seconds_ = seconds_since(start);
   return sd;
 }
 

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
+#include "core/stopwatch.h"
 
 namespace otter {
 namespace {
@@ -58,7 +59,7 @@ __attribute__((target("avx512f"))) double time_f32_fma(float* sink) {
 #undef OTTER_FMA
     __asm__ volatile("" : "+v"(x));  // keeps the loop from being folded
   }
-  const double s = std::chrono::duration<double>(Clock::now() - t).count();
+  const double s = seconds_since(t);
   *sink += OTTER_PROBE_SUM;
   return s;
 }
@@ -75,7 +76,7 @@ __attribute__((target("avx512f,avx512bf16"))) double time_bf16_dot(float* sink) 
 #undef OTTER_DOT
     __asm__ volatile("" : "+v"(x));
   }
-  const double s = std::chrono::duration<double>(Clock::now() - t).count();
+  const double s = seconds_since(t);
   *sink += OTTER_PROBE_SUM;
   return s;
 }
@@ -94,7 +95,7 @@ __attribute__((target("avx512f,avx512fp16"))) double time_f16_fma(float* sink) {
 #undef OTTER_FMA_PH
     __asm__ volatile("" : "+v"(x));
   }
-  const double s = std::chrono::duration<double>(Clock::now() - t).count();
+  const double s = seconds_since(t);
   const __m512h sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
   *sink += static_cast<float>(sum[0]);
   return s;
