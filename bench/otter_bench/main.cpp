@@ -48,9 +48,6 @@
 namespace otter::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-
 long minor_page_faults() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -69,7 +66,7 @@ Timing best_of(int runs, Fn&& fn) {
   Timing t;
   const long faults = minor_page_faults();
   for (int i = 0; i < runs; ++i) {
-    const auto start = Clock::now();
+    const auto start = SteadyClock::now();
     fn();
     t.seconds = std::min(t.seconds, seconds_since(start));
   }
@@ -358,7 +355,7 @@ int run(const Args& a) {
   report["guidance_rows"] = guidance_rows(configs, a.steps);
   std::unique_ptr<RandomCheckpoint> random;
   if (a.model.empty()) {
-    const auto t_build = Clock::now();
+    const auto t_build = SteadyClock::now();
     random = std::make_unique<RandomCheckpoint>(configs, storage);
     report["seconds_build_random_weights"] = seconds_since(t_build);
   }
@@ -440,7 +437,7 @@ int run(const Args& a) {
         // Each size's peaks count what a run of that size holds, not the previous size's.
         reset_peak_rss();
         Allocator::global().reset_peak();
-        const auto first = Clock::now();
+        const auto first = SteadyClock::now();
         counter.reset();
         nets.unet().forward(counter, x2, 500.0f, ctx2);  // first call: primitives created, weights reordered
         at["first_cfg_step_seconds"] = seconds_since(first);

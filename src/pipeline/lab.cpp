@@ -21,8 +21,6 @@
 namespace otter {
 namespace {
 
-using Clock = SteadyClock;
-
 double norm(const Tensor& t) {
   double s = 0;
   for (int64_t i = 0; i < t.numel(); ++i) s += static_cast<double>(t.f32()[i]) * t.f32()[i];
@@ -55,7 +53,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
 
   // Texts: the prompt, then each distinct baseline, each encoded alone as otter generate does;
   // padded to the same windows.
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   std::vector<std::string> texts{request.prompt};
   std::vector<int> baseline_of;
   for (const LabExperiment& e : request.experiments) {
@@ -109,7 +107,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
   const std::vector<Evaluation> plan = plan_evaluations(*samplers[0], request.steps);
   const PredictionType prediction = samplers[0]->prediction_type();
 
-  t0 = Clock::now();
+  t0 = SteadyClock::now();
   for (size_t k = 0; k < plan.size(); ++k) {
     // Each experiment's model input, and its two rows; identical rows are evaluated once.
     std::vector<Tensor> inputs;
@@ -204,7 +202,7 @@ LabResult run_lab(StableDiffusion& model, const LabRequest& request, const LabPr
 
   for (size_t e = 0; e < E; ++e) result.experiments[e].final_latents = latents[e];
   if (request.decode) {
-    t0 = Clock::now();
+    t0 = SteadyClock::now();
     be.release_cached_memory();
     for (size_t e = 0; e < E; ++e) {
       // As otter generate decides: tiles when the whole decode would need more than 2 GB.

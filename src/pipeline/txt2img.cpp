@@ -20,8 +20,6 @@
 namespace otter {
 namespace {
 
-using Clock = SteadyClock;
-
 // The noise one turn of images sees: each draw of n values for rows [r0, r1) is its slice of the
 // draw the whole batch of B rows makes at that point, so a turn's images equal the one-batch run's.
 class TurnNoise : public NoiseGenerator {
@@ -290,7 +288,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
 
   // Text: cond rows per prompt; uncond from the negative prompt(s), "" by default. Both padded to
   // the same number of 77-token windows so they can share one batch.
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   std::optional<Activity> text_activity;
   text_activity.emplace(cat("encoding ", request.prompts.size(), request.prompts.size() == 1 ? " prompt" : " prompts",
                              " with the text encoder"));
@@ -446,9 +444,9 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     const float guider_scale =
         request.guider ? static_cast<float>(request.guider->params.value("guidance_scale", NAN)) : NAN;
     StepActivity where{0, evaluations, turn, turns, r1 - r0, w, h};
-    t0 = Clock::now();
+    t0 = SteadyClock::now();
     for (int k = first; k < evaluations; ++k) {
-      const auto step_start = Clock::now();
+      const auto step_start = SteadyClock::now();
       where.k = k;
       const Activity activity(StepActivity::describe, &where);
       const int schedule_step = plan[static_cast<size_t>(k)].step;
@@ -469,7 +467,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
       if (progress) {
         StepReport report{k - first, evaluations - first, timesteps[static_cast<size_t>(k)],
                           request.guider ? guider_scale : request.guidance.schedule.at(schedule_step, request.steps),
-                          guidance.skipped_uncond_steps() != skipped_before, seconds_since(step_start)};
+                          guidance.skipped_uncond_steps() != skipped_before, result.step_seconds.back()};
         report.turn = turn;
         report.turns = turns;
         progress(report);
@@ -486,7 +484,7 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
     result.skipped_uncond_steps = guidance.skipped_uncond_steps();
 
     if (request.decode) {
-      t0 = Clock::now();
+      t0 = SteadyClock::now();
       Activity activity(cat("decoding ", r1 - r0, r1 - r0 == 1 ? " image" : " images", " of ", request.width, "x",
                             request.height, " with the VAE"));
       // The UNet's activation sizes are not the VAE's: hand the cached blocks back rather than hold

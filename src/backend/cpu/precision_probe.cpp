@@ -19,7 +19,6 @@
 namespace otter {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr int kIterations = 20000;
 
 // Twelve independent accumulators: more than latency x ports for both instructions, so the loop
@@ -52,7 +51,7 @@ __attribute__((target("avx512f"))) double time_f32_fma(float* sink) {
   OTTER_PROBE_INIT;
   __m512 x = _mm512_set1_ps(1.0001f);
   const __m512 y = _mm512_set1_ps(0.9999f);
-  const auto t = Clock::now();
+  const auto t = SteadyClock::now();
   for (int i = 0; i < kIterations; ++i) {
 #define OTTER_FMA(v) _mm512_fmadd_ps(x, y, v)
     OTTER_PROBE_STEP(OTTER_FMA)
@@ -69,7 +68,7 @@ __attribute__((target("avx512f,avx512bf16"))) double time_bf16_dot(float* sink) 
   OTTER_PROBE_INIT;
   __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80);  // 1.0 in bf16
   const __m512bh y = x;
-  const auto t = Clock::now();
+  const auto t = SteadyClock::now();
   for (int i = 0; i < kIterations; ++i) {
 #define OTTER_DOT(v) _mm512_dpbf16_ps(v, x, y)
     OTTER_PROBE_STEP(OTTER_DOT)
@@ -88,7 +87,7 @@ __attribute__((target("avx512f,avx512fp16"))) double time_f16_fma(float* sink) {
           a8 = _mm512_set1_ph(8), a9 = _mm512_set1_ph(9), a10 = _mm512_set1_ph(10), a11 = _mm512_set1_ph(11);
   __m512h x = _mm512_set1_ph(1.0f);
   const __m512h y = _mm512_set1_ph(0.5f);
-  const auto t = Clock::now();
+  const auto t = SteadyClock::now();
   for (int i = 0; i < kIterations; ++i) {
 #define OTTER_FMA_PH(v) _mm512_fmadd_ph(x, y, v)
     OTTER_PROBE_STEP(OTTER_FMA_PH)
