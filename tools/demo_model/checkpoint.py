@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 # Test hook: OTTER_DEMO_INTERRUPT=STAGE:STEP makes the run exit with INTERRUPTED right after the
-# checkpoint that follows STEP steps of STAGE (vae, decoder, diffusion), as a kill would, so the
+# checkpoint that follows STEP steps of STAGE (vae, decoder, diffusion, caption_noise), as a kill would, so the
 # smoke test can prove that --resume ends with the uninterrupted run's weights.
 INTERRUPTED = 75
 

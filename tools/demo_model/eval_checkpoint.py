@@ -1,11 +1,12 @@
 """Judges a training run's current UNet in Python, without exporting: the EMA weights of the
-diffusion stage's mid-stage checkpoint (or the finished te_unet_ema.pt), DDIM with CFG in torch
+diffusion stage's mid-stage checkpoint (or the finished te_unet_ema.pt; --stage caption_noise: the
+second stage's), DDIM with CFG in torch
 (SD's leading timesteps, steps_offset 1, final alpha = alphas_cumprod[0]), decoded by the run's
 fine-tuned VAE, read by the judge on the first N held-out evaluation prompts. A quick look at how a
 run is going (about 40 s for 50 prompts on 2 cores); the published numbers come from
 eval_guidance.py through the otter CLI.
 
-  /usr/bin/python3 tools/demo_model/eval_checkpoint.py [--work build/demo_model_work/full] [--prompts 50]
+  /usr/bin/python3 tools/demo_model/eval_checkpoint.py [--work build/demo_model_work/full] [--stage diffusion] [--prompts 50]
       [--scales 7.5 1] [--grid out.png]
 """
 from __future__ import annotations
@@ -31,16 +32,20 @@ from train_diffusion import Joint, alphas_cumprod  # noqa: E402
 from train_vae import encode_all, scaling_factor  # noqa: E402
 
 
-def load_networks(work: Path):
+# What each diffusion stage leaves when it has finished (its mid-stage checkpoint is STAGE.ckpt).
+FINISHED = {"diffusion": "te_unet_ema.pt", "caption_noise": "caption_noise_ema.pt"}
+
+
+def load_networks(work: Path, stage: str = "diffusion"):
     tok = Tokenizer(work / "tokenizer")
     te = modules.CLIPTextModel(configs.text_encoder_config(len(tok.vocab)))
     unet = modules.UNet2DConditionModel(configs.unet_config())
-    if (work / "diffusion.ckpt").exists():
-        state = torch.load(work / "diffusion.ckpt")
+    if (work / f"{stage}.ckpt").exists():
+        state = torch.load(work / f"{stage}.ckpt")
         Joint(te, unet).load_state_dict(state["modules"]["ema"])
         step = state["next_step"]
     else:
-        state = torch.load(work / "te_unet_ema.pt")
+        state = torch.load(work / FINISHED[stage])
         te.load_state_dict(state["te"])
         unet.load_state_dict(state["unet"])
         step = "final"
@@ -66,6 +71,8 @@ def latent_scale(work: Path, vae) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=REPO / "build" / "demo_model_work" / "full")
+    ap.add_argument("--stage", choices=sorted(FINISHED), default="diffusion",
+                    help="which diffusion stage's weights: its mid-stage checkpoint, else its finished file")
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--scales", type=float, nargs="+", default=[7.5, 1.0])
     ap.add_argument("--steps", type=int, default=20)
@@ -73,7 +80,7 @@ def main() -> int:
     ap.add_argument("--grid", type=Path, help="save the first 12 images of each scale here (SCALE is appended)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    tok, te, unet, vae, step = load_networks(args.work)
+    tok, te, unet, vae, step = load_networks(args.work, args.stage)
     sf = args.scaling_factor or latent_scale(args.work, vae)
     prompts = eval_guidance.eval_prompts(args.prompts)
     n = len(prompts)

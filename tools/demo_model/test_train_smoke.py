@@ -1,7 +1,8 @@
 """CTest: a few steps of every training stage, then the exported folder must load and generate in
 otter (proves train.py, export.py and the engine agree on the file layout). Then the same run
 again, interrupted in the middle of the diffusion stage and continued with --resume, must export
-byte-identical weights (proves the stages resume from their checkpoints).
+byte-identical weights (proves the stages resume from their checkpoints); and the same for the
+caption-noise stage.
 
 Exit status 77 (skipped) when /usr/bin/python3 lacks torch/numpy.
 
@@ -50,30 +51,32 @@ def main() -> int:
                 print("FAIL: otter could not generate from the exported model:\n", res.stderr)
                 return 1
             print("otter generated", out)
-        if not resumed_run_matches(Path(tmp), model):
-            return 1
+        # The two diffusion stages: the second also has to find the first's finished weights on resume.
+        for stage in ("diffusion", "caption_noise"):
+            if not resumed_run_matches(Path(tmp), model, stage):
+                return 1
     return 0
 
 
-def resumed_run_matches(tmp: Path, model: Path) -> bool:
-    work, out = tmp / "interrupted", tmp / "resumed-model"
+def resumed_run_matches(tmp: Path, model: Path, stage: str) -> bool:
+    work, out = tmp / f"interrupted-{stage}", tmp / f"resumed-{stage}"
     cmd = [sys.executable, str(HERE / "train.py"), "--smoke", "--work", str(work), "--out", str(out)]
-    first = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OTTER_DEMO_INTERRUPT": "diffusion:2"})
+    first = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OTTER_DEMO_INTERRUPT": f"{stage}:2"})
     if first.returncode != 75 or out.exists():
         print("FAIL: the interrupted run should stop with status 75 before exporting; got", first.returncode,
               first.stdout[-1000:], first.stderr[-1000:])
         return False
     second = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
     print(second.stdout[-800:])
-    if second.returncode != 0 or "diffusion: resumed at step 2" not in second.stdout:
-        print("FAIL: --resume did not continue the diffusion stage from step 2:", second.stderr[-1000:])
+    if second.returncode != 0 or f"{stage}: resumed at step 2" not in second.stdout:
+        print(f"FAIL: --resume did not continue the {stage} stage from step 2:", second.stderr[-1000:])
         return False
     for f in sorted(model.rglob("*.safetensors")):
         other = out / f.relative_to(model)
         if f.read_bytes() != other.read_bytes():
-            print(f"FAIL: {f.relative_to(model)} differs between the uninterrupted and the resumed run")
+            print(f"FAIL: {f.relative_to(model)} differs between the uninterrupted run and the one resumed in {stage}")
             return False
-    print("resumed run exported the uninterrupted run's weights, byte for byte")
+    print(f"run resumed in {stage} exported the uninterrupted run's weights, byte for byte")
     return True
 
 

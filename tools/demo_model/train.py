@@ -5,7 +5,8 @@
   /usr/bin/python3 tools/demo_model/train.py --smoke     # a few steps of every stage (CI, < 30 s)
 
 Stages: BPE tokenizer on the captions -> render the training set -> VAE -> latent scaling factor
--> text encoder + UNet jointly (epsilon objective, 10% empty captions) -> export. Every random
+-> text encoder + UNet jointly (epsilon objective, 10% empty captions) -> the same with 30% of
+captions swapped for another image's (caption noise) -> export. Every random
 choice comes from a fixed seed and torch runs on 2 threads, so a rerun on the same software gives
 the same weights (floating-point reductions may still differ across CPUs/library builds).
 """
@@ -17,6 +18,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import csv  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -31,7 +33,7 @@ import export  # noqa: E402
 import modules  # noqa: E402
 from checkpoint import StageCheckpoint  # noqa: E402
 from clip_tokenize import Tokenizer  # noqa: E402
-from train_diffusion import train_diffusion  # noqa: E402
+from train_diffusion import CAPTION_NOISE, train_diffusion  # noqa: E402
 from train_vae import encode_all, finetune_decoder, scaling_factor, train_vae  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -39,10 +41,10 @@ REPO = HERE.parents[1]
 
 FULL = dict(captions=20000, images=32000, vae_steps=1000, vae_batch=16, vae_lr=1e-3,
             decoder_steps=500, decoder_batch=16, decoder_lr=5e-4, unet_steps=3600, unet_batch=64, unet_lr=1e-3, ema=0.999,
-            log_every=25, checkpoint_every=100)
+            noise_steps=1500, noise_lr=3e-4, log_every=25, checkpoint_every=100)
 SMOKE = dict(captions=500, images=64, vae_steps=2, vae_batch=4, vae_lr=1e-3,
              decoder_steps=2, decoder_batch=4, decoder_lr=5e-4, unet_steps=4, unet_batch=4, unet_lr=1e-3, ema=0.998,
-             log_every=1, checkpoint_every=2)
+             noise_steps=4, noise_lr=3e-4, log_every=1, checkpoint_every=2)
 SEED = 20240501
 
 
@@ -96,7 +98,7 @@ def main() -> int:
     ap.add_argument("--log", type=Path, help="loss log CSV (default: tools/demo_model/train_log.csv)")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run: reuse the finished stages in the work folder (vae.pt, "
-                         "latents.pt, decoder.pt, te_unet_ema.pt), continue an unfinished one from its last mid-stage "
+                         "latents.pt, decoder.pt, te_unet_ema.pt, caption_noise_ema.pt), continue an unfinished one from its last mid-stage "
                          "checkpoint (*.ckpt) and append to the log; every stage has its own seeded "
                          "generator, saved with it, so the result equals an uninterrupted run")
     args = ap.parse_args()
@@ -178,6 +180,22 @@ def main() -> int:
         te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
                                            p["unet_lr"], p["ema"], SEED + 3, log, ckpt)
         torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "te_unet_ema.pt")
+        ckpt.done()
+
+    # 4b. The same networks continue on pairs of which CAPTION_NOISE have the wrong caption, so the
+    # conditional prediction alone follows the prompt only as often as such data lets it.
+    if args.resume and (work / "caption_noise_ema.pt").exists():
+        ck = torch.load(work / "caption_noise_ema.pt")
+        te_ema.load_state_dict(ck["te"])
+        unet_ema.load_state_dict(ck["unet"])
+        log.note("caption-noise stage loaded from caption_noise_ema.pt")
+    else:
+        ids = tok.batch(captions)
+        ckpt = stage_checkpoint("caption_noise")
+        te_ema, unet_ema = train_diffusion(copy.deepcopy(te_ema), copy.deepcopy(unet_ema), mean, std, sf, ids, tok(""),
+                                           p["noise_steps"], p["unet_batch"], p["noise_lr"], p["ema"], SEED + 5, log,
+                                           ckpt, mismatch=CAPTION_NOISE, stage="caption_noise")
+        torch.save({"te": te_ema.state_dict(), "unet": unet_ema.state_dict()}, work / "caption_noise_ema.pt")
         ckpt.done()
     minutes = (time.time() - start) / 60
     log.note(f"training done in {minutes:.1f} min")
