@@ -6,17 +6,24 @@
 // included (norms and the softmax stay f32 in both), and the differences compound over the 20 steps.
 //
 // Measured on version 2 of the model (8 images, 128x128x3 values each; 2-core Zen 5), with the
-// prompts below:
-//   bf16 (otter's 16-bit kernels): max |Δ| = 5 levels, mean 0.133 levels, 99.5% within one level,
-//   both in the release build and in a -O1 ASan/UBSan build (max 6 there, same mean).
-// The bounds are 2x those first values, the rule this test has always used: bf16 10 / 0.27.
-// The prompts name no position and one shape each, on purpose. Until 2026-12 the set had "a small
-// yellow star in the top left corner" and "a purple ring and an orange square on a black
-// background": the model did not learn positions, so where those shapes go is decided by the
-// noise at a knife edge, and the last-bit differences between builds (layer norm, GEGLU and GELU
-// compile to different roundings at -O1 and -O3; convolutions, matmuls and attention are
-// bit-identical) tipped it: the -O1 build's bf16 image drew a second star (191 levels off, against
-// 11 in release). That measured a mode flip, not precision; the bounds then were 22 / 0.41.
+// prompts and seeds below:
+//   bf16 (otter's 16-bit kernels): max |Δ| = 7 levels, mean 0.147 levels, 99.4% within one level (release).
+// The rule this test has always used sets the bounds at 2x the first measured values; they stay at
+// 10 / 0.27, set by that rule before the caption-noise stage (measured then 5 / 0.133, and 6 /
+// 0.133 in a -O1 ASan/UBSan build), since the new figures are within them.
+// The images must be ones the model draws as asked in f32: where it does not, guidance is
+// pulling against an undecided prediction and any perturbation moves the picture. Seed 1 of these
+// prompts draws a white triangle on a *yellow* background for "a large green triangle on a white
+// background" (judge.py), and there bf16 differs from f32 by 15 levels, mean 3.2 (the mottled
+// background's blue channel, 6 levels lower on average), against 3-9 / 0.11-0.23 for each of the
+// 23 correctly drawn images of seeds 1-6. Seeds 2 and 3 are the first two whose four images are
+// all drawn as asked. Also for that reason the prompts name no position and one shape each: until
+// 2026-12 the set had "a small yellow star in the top left corner" and "a purple ring and an
+// orange square on a black background": the model did not learn positions, so where those shapes
+// go is decided by the noise at a knife edge, and the last-bit differences between builds (layer
+// norm, GEGLU and GELU compile to different roundings at -O1 and -O3; convolutions, matmuls and
+// attention are bit-identical) tipped it: the -O1 build's bf16 image drew a second star (191
+// levels off, against 11 in release). That measured a mode flip, not precision.
 // Version 1 (64x64, 8x8 latents) measured bf16 max 4 / mean 0.232, f16 max 3 / mean 0.102.
 // f16 could not be measured for version 2 here (no AVX-512 FP16): its mean bound stays 0.15 (v1's
 // rule) and its max is bf16's, since f16 keeps 11 bits of every operand where bf16 keeps 8 (on
@@ -68,7 +75,7 @@ TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
   int max_levels = 0;
   double sum = 0;
   int64_t count = 0, within_one = 0;
-  for (uint64_t seed : {1u, 2u}) {
+  for (uint64_t seed : {2u, 3u}) {
     const Tensor a = generate(Precision::F32, prompts, seed), b = generate(bound.precision, prompts, seed);
     ASSERT_EQ(a.numel(), b.numel());
     for (int64_t i = 0; i < a.numel(); ++i) {

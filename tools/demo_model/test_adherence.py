@@ -4,7 +4,7 @@ Generates the first PROMPTS held-out evaluation prompts (see eval_guidance.py) a
 7.5, 1, 0 and -3 with the same noise, judges every image and asserts
   * adherence at 7.5 is at least THRESHOLD (set from the measured curve in docs/guidance/adherence.md,
     with room for sampling noise on this small set),
-  * adherence(7.5) > adherence(1)   (guidance sharpens prompt following),
+  * adherence(7.5) >= adherence(1) + GAIN   (guidance sharpens prompt following),
   * adherence(-3)  < adherence(0)   (negative guidance pushes away from the prompt).
 Adherence = mean of the judge's shape, colour and background accuracies.
 
@@ -19,10 +19,13 @@ from pathlib import Path
 
 SKIP = 77
 PROMPTS = 24
-THRESHOLD = 0.9  # measured on 200 prompts: 0.990 at 7.5, 0.937 at 1 (docs/guidance/adherence.md);
-# on these 24 prompts 0.986 (71 of 72 judgements right) and 0.958 at 1. 0.9 is about 6 wrong
+THRESHOLD = 0.9  # measured on 200 prompts: 0.975 at 7.5, 0.543 at 1 (docs/guidance/adherence.md);
+# on these 24 prompts 0.986 (71 of 72 judgements right) and 0.611 at 1. 0.9 is about 6 wrong
 # judgements more than measured: room for other CPUs' rounding, none for a broken model (version 1
 # of the model measured 0.625 on these prompts).
+GAIN = 0.2  # what guidance must add from scale 1 to 7.5 (the model's target; measured 0.432 on 200
+# prompts, 0.375 on these 24, where one standard error of the difference is about 0.06). Trained on
+# true caption pairs only, the model gained 0.053 (0.937 -> 0.990) and would fail this.
 
 
 def main() -> int:
@@ -55,8 +58,8 @@ def main() -> int:
     failures = []
     if adherence[7.5] < THRESHOLD:
         failures.append(f"adherence at 7.5 is {adherence[7.5]:.3f}, below the threshold {THRESHOLD}")
-    if not adherence[7.5] > adherence[1.0]:
-        failures.append(f"adherence at 7.5 ({adherence[7.5]:.3f}) is not above scale 1 ({adherence[1.0]:.3f})")
+    if adherence[7.5] < adherence[1.0] + GAIN:
+        failures.append(f"adherence at 7.5 ({adherence[7.5]:.3f}) is not {GAIN} above scale 1 ({adherence[1.0]:.3f})")
     if not adherence[-3.0] < adherence[0.0]:
         failures.append(f"adherence at -3 ({adherence[-3.0]:.3f}) is not below scale 0 ({adherence[0.0]:.3f})")
     for f in failures:
