@@ -209,6 +209,37 @@ TEST(Png, RejectsTruncatedAndCorruptFiles) {
   }
 }
 
+// CRC-32 as PNG chunks use it (ISO 3309, reflected polynomial 0xEDB88320), bit by bit.
+uint32_t png_crc(const uint8_t* data, size_t n) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= data[i];
+    for (int b = 0; b < 8; ++b) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+void put_be32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+
+// A valid file whose IHDR (its CRC recomputed) claims far more pixels than its bytes can hold
+// (found by the fuzzer: the reader allocated and zeroed 1.66 GB before libpng ran out of data).
+TEST(Png, RejectsHeaderClaimingMorePixelsThanTheFileCanHoldBeforeAllocating) {
+  const auto rgb = random_rgb(16, 16, 4);
+  auto png = encode_png(rgb.data(), 16, 16, {});
+  ASSERT_EQ(std::string(png.begin() + 12, png.begin() + 16), "IHDR");
+  put_be32(&png[16], 96724);  // width
+  put_be32(&png[20], 4293);   // height: 1.25 GB of RGB, under the 2 GiB size limit
+  put_be32(&png[29], png_crc(&png[12], 4 + 13));
+  expect_error([&] { decode_png(png.data(), png.size(), "claims.png"); },
+               {"claims.png", "corrupt", "96724x4293", cat("more than its ", png.size(), " bytes can hold")});
+  // The same header at its true size still decodes (the CRC routine above is right).
+  auto same = encode_png(rgb.data(), 16, 16, {});
+  put_be32(&same[29], png_crc(&same[12], 4 + 13));
+  EXPECT_EQ(decode_png(same.data(), same.size()).width, 16);
+}
+
 TEST(Png, WriteFailsWithPathAndOsErrorAndLeavesNoFile) {
   TempDir dir("png");
   const auto rgb = random_rgb(4, 4, 4);
