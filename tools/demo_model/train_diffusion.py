@@ -27,7 +27,7 @@ OFFSET_NOISE = 0.1
 # Caption noise, the second diffusion stage: this share of the training pairs gets the caption of
 # another random image, as web captions often do not describe their image (the pairs SD learned
 # from). The conditional prediction then learns p(x|c) = 0.7 p(x|c, caption right) + 0.3 p(x), and
-# at scale 1 about 3 in 10 samples ignore the prompt, while guidance, which follows
+# at scale 1 many samples ignore the prompt (measured adherence 0.543), while guidance, which follows
 # grad log p(c|x) = grad log p(x|c) - grad log p(x), still finds what the text selects. Trained only
 # on true pairs the model followed these prompts 94 % of the time at scale 1, so guidance had
 # little to show (0.937 -> 0.990); this is the situation CFG was invented for.

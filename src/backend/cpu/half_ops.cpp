@@ -181,7 +181,8 @@ bool conv_write_group(const float (*acc)[kHalfRows * kMaxHalfLanes], int64_t p0,
   }
   // Only f16 partial sums can overflow (bf16 sums in f32, as the f32 path does). One running sum
   // per column, NaN if any of its values is inf or NaN: a single sum over the group was one long
-  // chain of dependent adds, 12 % of a 128-channel convolution's time.
+  // chain of dependent adds, most of this function's 11 % of a bf16 128->128 conv at 512x512
+  // (perf); dropping it for bf16 made that conv 3 % faster.
   bool finite = true;
   if (g.format == HalfFormat::F16) {
     float poison[kHalfCols] = {};
