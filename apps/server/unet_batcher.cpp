@@ -92,7 +92,7 @@ std::vector<UNetBatcher::Pending*> UNetBatcher::next_call() {
 }
 
 void UNetBatcher::execute(std::vector<Pending*>& call) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = SteadyClock::now();
   int64_t rows = 0;
   try {
     std::lock_guard device(device_);

@@ -95,7 +95,7 @@ class OpProfiler final : public Backend {
  private:
   template <class Fn>
   Tensor timed(const std::string& kind, double flops, Fn&& fn) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = SteadyClock::now();
     Tensor y = fn();
     record(kind, seconds_since(start), flops);
     return y;
@@ -109,7 +109,7 @@ class OpProfiler final : public Backend {
   // A convolution's FLOPs (and, with conv_shapes, its label) follow from its output's size.
   template <class Fn>
   Tensor timed_conv(const std::string& kind, const Conv2dWeights& w, Fn&& fn) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = SteadyClock::now();
     Tensor y = fn();
     const double seconds = seconds_since(start);
     record(conv_shapes_ ? cat(kind, " ", w.weight.dim(1), "->", w.weight.dim(0), " at ", y.dim(2), "x", y.dim(3)) : kind,

@@ -315,10 +315,9 @@ PngImage decode_png(const uint8_t* data, size_t size, const std::string& name_fo
   const uint64_t decoded_bytes = uint64_t{job.row_bytes} * job.height;
   OTTER_CHECK(decoded_bytes <= kMaxDecodedBytes, "cannot read PNG '", name_for_errors, "': ", job.width, "x",
               job.height, " pixels is too large to decode (more than ", kMaxDecodedBytes >> 30, " GiB)");
-  if (decoded_bytes / kMaxDecodedPerFileByte >= size) {
-    throw Error(cat("cannot read PNG '", name_for_errors, "': the file is corrupt (its header claims ", job.width, "x",
-                    job.height, " pixels, more than its ", size, " bytes can hold)"));
-  }
+  OTTER_CHECK(decoded_bytes / kMaxDecodedPerFileByte < size, "cannot read PNG '", name_for_errors,
+              "': the file is corrupt (its header claims ", job.width, "x", job.height, " pixels, more than its ", size,
+              " bytes can hold)");
 
   PngImage image;
   image.width = static_cast<int>(job.width);

@@ -113,7 +113,7 @@ std::filesystem::path latent_preview_file(const ModelFiles& files) {
 }
 
 LatentPreview fit_latent_preview(StableDiffusion& model) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = SteadyClock::now();
   const int native = model.files().configs.unet.value("sample_size", 64) * model.vae().config().downscale_factor();
   const int size = std::min(native, kMaxFitSize);
   LatentPreview p;

@@ -52,14 +52,14 @@ StableDiffusion::StableDiffusion(Backend& backend, ModelFiles files, ClipTokeniz
 
 std::unique_ptr<StableDiffusion> StableDiffusion::load(const std::filesystem::path& path, Backend& backend,
                                                        const LoadOptions& options) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = SteadyClock::now();
   std::unique_ptr<StableDiffusion> sd = load(open_model(path, options.model), backend, options);
   sd->load_seconds_ = seconds_since(start);
   return sd;
 }
 
 std::unique_ptr<StableDiffusion> StableDiffusion::load(ModelFiles files, Backend& backend, const LoadOptions& options) {
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = SteadyClock::now();
   Activity activity(cat("loading the model ", files.name));
   if (!options.loras.empty()) {
     apply_loras(files, options.loras, options.lora_lenient, files.notes, options.lora_unmerged);
