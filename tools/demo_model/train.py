@@ -168,6 +168,7 @@ def main() -> int:
     # 4. Text encoder + UNet.
     te = modules.CLIPTextModel(configs.text_encoder_config(len(vocab)))
     unet = modules.UNet2DConditionModel(configs.unet_config())
+    ids = tok.batch(captions)  # both diffusion stages train on these
     if args.resume and (work / "te_unet_ema.pt").exists():
         ck = torch.load(work / "te_unet_ema.pt")
         te.load_state_dict(ck["te"])
@@ -175,7 +176,6 @@ def main() -> int:
         te_ema, unet_ema = te, unet
         log.note("text encoder + UNet loaded from te_unet_ema.pt")
     else:
-        ids = tok.batch(captions)
         ckpt = stage_checkpoint("diffusion")
         te_ema, unet_ema = train_diffusion(te, unet, mean, std, sf, ids, tok(""), p["unet_steps"], p["unet_batch"],
                                            p["unet_lr"], p["ema"], SEED + 3, log, ckpt)
@@ -190,7 +190,6 @@ def main() -> int:
         unet_ema.load_state_dict(ck["unet"])
         log.note("caption-noise stage loaded from caption_noise_ema.pt")
     else:
-        ids = tok.batch(captions)
         ckpt = stage_checkpoint("caption_noise")
         te_ema, unet_ema = train_diffusion(copy.deepcopy(te_ema), copy.deepcopy(unet_ema), mean, std, sf, ids, tok(""),
                                            p["noise_steps"], p["unet_batch"], p["noise_lr"], p["ema"], SEED + 5, log,
