@@ -71,6 +71,29 @@ void BM_NormSiluConv2d3x3_320(benchmark::State& state) {
 }
 BENCHMARK(BM_NormSiluConv2d3x3_320)->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The UNet's resnet convolutions at batch 2 (CFG) on every level: {precision, channels, side}.
+// At 256x256 the levels are 320 channels at 32x32, 640 at 16x16 and 1280 at 8x8 (and 4x4); at
+// 512x512 each side doubles. More channels make a tap's weight slice larger (Cp x 64 columns: 40 KB
+// at 320, 160 KB at 1280), fewer pixels make fewer tiles share it.
+void BM_UNetNormSiluConv2d3x3(benchmark::State& state) {
+  if (skip_unsupported(state)) return;
+  auto backend = make_cpu_backend(precision_of(state));
+  const int64_t c = state.range(1), side = state.range(2);
+  const Tensor x = random_tensor(Shape{2, c, side, side}, 1);
+  const NormWeights norm{random_tensor(Shape{c}, 4), random_tensor(Shape{c}, 5), 1e-5f};
+  Conv2dWeights w{random_tensor(Shape{c, c, 3, 3}, 2), random_tensor(Shape{c}, 3), 1, 1, 1, 1, 1};
+  const ConvInputTransform t{.group_norm = &norm, .groups = 32, .silu = true};
+  backend->conv2d(x, t, w);
+  for (auto _ : state) benchmark::DoNotOptimize(backend->conv2d(x, t, w));
+  set_flops(state, 2.0 * 2 * side * side * c * c * 9);
+}
+BENCHMARK(BM_UNetNormSiluConv2d3x3)
+    ->ArgsProduct({{0, 1, 2}, {320}, {32, 64}})
+    ->ArgsProduct({{0, 1, 2}, {640}, {16, 32}})
+    ->ArgsProduct({{0, 1, 2}, {1280}, {8, 16}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // The VAE decoder's fused convolutions at 512x512, batch 1: {precision, in channels, out channels,
 // side}. Its last up block runs 128 -> 128 at 512x512, enters from 256 channels and ends in the
 // 3-channel conv_out; the block before enters 512 -> 256 at 256x256.
@@ -107,8 +130,9 @@ void BM_Matmul4096x320x320(benchmark::State& state) {
 BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The 16-bit matmul tiles (src/backend/cpu/half_gemm.h; range(3): 0 = f16 on AVX-512 FP16, 1 = bf16
-// on AVX-512 BF16) on the same shapes as the oneDNN linear layers above and the UNet's feed-forward
-// at 512x512 (8192 x 320 -> 2560 at batch 2).
+// on AVX-512 BF16) on the same shapes as the oneDNN linear layers above, the UNet's feed-forward
+// at 512x512 (8192 x 320 -> 2560 at batch 2) and at 256x256's deeper levels (512 rows x 640 ->
+// 5120, 128 rows x 1280 -> 10240: few rows, large weights), and 128 x 1280 -> 1280.
 void BM_HalfGemm(benchmark::State& state) {
   const auto format = state.range(3) == 0 ? cpu::HalfFormat::F16 : cpu::HalfFormat::BF16;
   if (!cpu::half_gemm_available(format)) {
@@ -124,7 +148,9 @@ void BM_HalfGemm(benchmark::State& state) {
   state.SetLabel(cpu::half_format_name(format));
 }
 BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1}})->ArgsProduct({{8192}, {320}, {2560}, {0, 1}})
-    ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1}})->ArgsProduct({{512}, {640}, {5120}, {0, 1}})
+    ->ArgsProduct({{128}, {1280}, {10240}, {0, 1}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // oneDNN f32 on the same two larger shapes, for the comparison.
 void BM_MatmulShapes(benchmark::State& state) {
