@@ -160,7 +160,7 @@ void HttpServer::routes() {
     if (options_.api_key.empty()) return true;
     return req.get_header_value("Authorization") == "Bearer " + options_.api_key;
   };
-  s.set_pre_routing_handler([this, authorised](const httplib::Request& req, httplib::Response& res) {
+  s.set_pre_routing_handler([authorised](const httplib::Request& req, httplib::Response& res) {
     const bool api = req.path.rfind("/sdapi/", 0) == 0 || req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
     if (api && !authorised(req)) {
       res.set_header("WWW-Authenticate", "Bearer");
