@@ -250,7 +250,7 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
   // equal size (128 rows are 22 row blocks: groups of 16 and 6 left one thread idle for 10 of the
   // 16, and 128x1280->1280 ran at 450-500 GFLOP/s; two groups of 11 run it at 650-700).
   int64_t group_blocks = kGroup;  // row blocks per group
-  if (groups_outer) {
+  if (groups_outer && row_blocks > 0) {  // (no rows: no groups, and no division by zero)
     const int64_t threads = omp_get_max_threads(), fewest = (row_blocks + kGroup - 1) / kGroup;
     const int64_t count = std::min(row_blocks, (fewest + threads - 1) / threads * threads);
     group_blocks = (row_blocks + count - 1) / count;
