@@ -65,8 +65,8 @@ GemmErrors gemm_errors(cpu::HalfFormat format, int64_t m, int64_t k, int64_t n, 
 // Tails of rows, columns, pairs and k-blocks; no rows at all; and both task orders (gemm_half puts
 // row groups outer while the packed weights fit in 4 MB: the last case's 2000x1280 are 5.2 MB).
 struct Case { int64_t m, k, n; };
-constexpr Case kCases[] = {{1, 1, 1},        {7, 65, 129},     {37, 300, 70}, {64, 320, 320},
-                           {13, 1280, 200}, {0, 64, 64},     {20, 1280, 2000}};
+constexpr Case kCases[] = {{1, 1, 1},       {7, 65, 129}, {37, 300, 70}, {64, 320, 320},
+                           {13, 1280, 200}, {0, 64, 64},  {20, 1280, 2000}};
 
 // f16 sums products in f16 partial sums: measured at most 0.163% of max|y| (summation and total
 // alike); bound about 3x that. The worst case of half_gemm.h's analysis (all terms of one sign) is 1.8%.
