@@ -18,6 +18,14 @@
 #include "core/half.h"
 
 namespace otter::cpu {
+namespace {
+// The lines a tile's loop did not reach (it asks for one per k pair): a group of fewer tiles than
+// the block has quarters asks for more than its loop has iterations.
+inline void prefetch_rest(TilePrefetch p, int64_t done) {
+  for (int64_t line = done; line < p.lines; ++line)
+    _mm_prefetch(reinterpret_cast<const char*>(p.at) + line * 64, _MM_HINT_T1);
+}
+}  // namespace
 
 // Six rows x four vectors, k taken in pairs: a row's two f16 values for k and k+1 are broadcast
 // together as one 32-bit element (vpbroadcastd from memory is a pure load; broadcasting a single
@@ -27,7 +35,8 @@ namespace otter::cpu {
 // 24 accumulators + 4 panel vectors + 1 broadcast fit the 32 registers.
 __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint16_t* const rows[kHalfRows],
                                                                       const uint16_t* panel, int64_t k_begin,
-                                                                      int64_t k_end, float* acc_f32, bool accumulate) {
+                                                                      int64_t k_end, float* acc_f32, bool accumulate,
+                                                                      TilePrefetch prefetch) {
   constexpr int kVecs = kF16Lanes / 32;
   const uint16_t* r0 = rows[0];
   const uint16_t* r1 = rows[1];
@@ -42,6 +51,8 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
     OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
         _mm512_setzero_ph();
     for (int64_t k = k0; k < k1; k += 2) {
+      if (const int64_t line = (k - k_begin) / 2; line < prefetch.lines)
+        _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + line * 64, _MM_HINT_T1);
       __m512h bv[kVecs];
       OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] = _mm512_loadu_ph(panel + k * kHalfCols + 32 * c);
       const uint16_t* a[kHalfRows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};
@@ -64,6 +75,7 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
       }
     }
   }
+  prefetch_rest(prefetch, (k_end - k_begin) / 2);
 }
 
 // The same tile on vdpbf16ps: each instruction multiplies a broadcast pair (k, k+1) of one row by
@@ -72,7 +84,7 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint16_t* const rows[kHalfRows],
                                                                        const uint16_t* panel, int64_t k_begin,
                                                                        int64_t k_end, float* acc_f32,
-                                                                       bool accumulate) {
+                                                                       bool accumulate, TilePrefetch prefetch) {
   constexpr int kVecs = kBF16Lanes / 16;
   __m512 acc[kHalfRows][kVecs];
   OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
@@ -84,6 +96,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint
   const uint16_t* r4 = rows[4];
   const uint16_t* r5 = rows[5];
   for (int64_t k = k_begin; k < k_end; k += 2) {
+    if (const int64_t line = (k - k_begin) / 2; line < prefetch.lines)
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + line * 64, _MM_HINT_T1);
     __m512bh bv[kVecs];
     OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] =
         reinterpret_cast<__m512bh>(_mm512_loadu_si512(panel + k * kHalfCols + 32 * c));
@@ -97,6 +111,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint
   }
   OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c)
       _mm512_storeu_ps(acc_f32 + r * kBF16Lanes + 16 * c, acc[r][c]);
+  prefetch_rest(prefetch, (k_end - k_begin) / 2);
 }
 
 // out[c] = column c of a tile row (f16: lanes[2c] + lanes[2c + 1], its even-k and odd-k sums;
@@ -267,7 +282,11 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
       for (int64_t rb = rb0; rb < rb1; ++rb) {
         const uint16_t* rows[kHalfRows];
         for (int r = 0; r < kHalfRows; ++r) rows[r] = a_data + std::min(rb * kHalfRows + r, M - 1) * K;
-        half_tile(w.format, rows, panel, kb, std::min(K, kb + kKBlock), tiles[rb - rb0], kb > 0);
+        // The weights' next block (this panel's next k, or the next panel's first) into L2 while
+        // this one is in use, split over the group's tiles.
+        const int64_t kend = std::min(K, kb + kKBlock);
+        half_tile(w.format, rows, panel, kb, kend, tiles[rb - rb0], kb > 0,
+                  tile_prefetch_share(panel + kb * kHalfCols, (kend - kb) * kHalfCols * 2, rb - rb0, rb1 - rb0));
       }
     const int64_t n0 = p * kHalfCols, cols = std::min<int64_t>(kHalfCols, N - n0);
     for (int64_t rb = rb0; rb < rb1; ++rb)

@@ -304,7 +304,10 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
                                 : xh + ((n_of[ti][r] * g.SH + (ih >> g.up_shift)) * g.SW + (iw >> g.up_shift)) * g.cp;
             }
             // The tile's k range is this tap's Cp channels; the panel is indexed by absolute k.
-            half_tile(format, row_ptrs, panel + tap * g.cp * kHalfCols, 0, g.cp, acc[ti], tap > 0);
+            // The next tap's slice (or the next panel's first) into L2 meanwhile, split over the tiles.
+            const uint16_t* slice = panel + tap * g.cp * kHalfCols;
+            half_tile(format, row_ptrs, slice, 0, g.cp, acc[ti], tap > 0,
+                      tile_prefetch_share(slice, g.cp * kHalfCols * 2, ti, t1 - t0));
           }
         }
       const bool finite = conv_write_group(acc, t0 * kHalfRows, std::min(pixels, t1 * kHalfRows), bias,
