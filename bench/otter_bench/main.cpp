@@ -134,6 +134,7 @@ struct Args {
   std::string json_path;
   std::string family = "sd1";
   bool profile = false;
+  bool profile_shapes = false;  // the profiles' rows per layer shape, not per op kind
   std::string pag_layers = "mid";  // the CFG+PAG step's perturbed layers
   std::string write_model;         // write the random-weight model as a diffusers folder, then stop
   int images = 1;  // images per CFG step (2x rows) and per decode
@@ -475,7 +476,7 @@ int run(const Args& a) {
         at["batch2_over_batch1_gflops"] = (flops2 / b2.seconds) / (flops1 / b1.seconds);
 
         if (a.profile) {
-          OpProfiler prof(*be);
+          OpProfiler prof(*be, a.profile_shapes);
           nets.unet().forward(prof, x2, 500.0f, ctx2);
           at["profile_cfg_step"] = print_profile(pname, sz, "CFG step", prof);
         }
@@ -504,7 +505,7 @@ int run(const Args& a) {
         });
         at["vae_decode"] = row(sz, "VAE decode", vae, vflops);
         if (a.profile) {
-          OpProfiler prof(*be, /*conv_shapes=*/true);
+          OpProfiler prof(*be, /*shapes=*/true);
           be->release_cached_memory();
           nets.vae().decode(prof, z);
           at["profile_vae_decode"] = print_profile(pname, sz, "VAE decode", prof);
@@ -573,10 +574,14 @@ int main(int argc, char** argv) {
   app.add_option("--pag-layers", a.pag_layers, "Layers of the CFG+PAG step (names or a pattern, as --guidance pag's)")
       ->capture_default_str();
   app.add_flag("--profile", a.profile, "Also time one CFG step and one VAE decode op by op (where the time goes)");
+  app.add_flag("--profile-shapes", a.profile_shapes,
+               "--profile with the CFG step's convolutions and linear layers per shape (channels and size, rows "
+               "x inputs -> outputs), not per kind");
   app.add_option("--images", a.images, "Images per step: the CFG step runs 2x this many rows, the decode this many")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
+  if (a.profile_shapes) a.profile = true;
   try {
     return otter::bench::run(a);
   } catch (const std::exception& e) {

@@ -22,9 +22,11 @@ struct OpTime {
 
 class OpProfiler final : public Backend {
  public:
-  // conv_shapes: label convolutions with their channels and output size too (a VAE decode's
-  // time is mostly the same few kernel kinds at four resolutions, which the kind alone hides).
-  explicit OpProfiler(Backend& inner, bool conv_shapes = false) : inner_(inner), conv_shapes_(conv_shapes) {}
+  // shapes: label convolutions with their channels and output size, and linear layers with their
+  // rows, inputs and outputs (a VAE decode's time is mostly the same few kernel kinds at four
+  // resolutions, and a UNet's the same kinds at four levels, which the kind alone hides: the deep
+  // levels' few pixels per weight run slower).
+  explicit OpProfiler(Backend& inner, bool shapes = false) : inner_(inner), shapes_(shapes) {}
   const std::map<std::string, OpTime>& times() const { return times_; }
   void reset() { times_.clear(); }
 
@@ -32,10 +34,11 @@ class OpProfiler final : public Backend {
   Precision precision() const override { return inner_.precision(); }
 
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    return timed("linear", linear_flops(x, w), [&] { return inner_.linear(x, w); });
+    return timed(linear_kind(x, w, "linear"), linear_flops(x, w), [&] { return inner_.linear(x, w); });
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
-    return timed("linear", linear_flops(x, w), [&] { return inner_.linear(x, w, residual); });
+    return timed(linear_kind(x, w, "linear+residual"), linear_flops(x, w),
+                 [&] { return inner_.linear(x, w, residual); });
   }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
     return timed("matmul", matmul_flops(a, b), [&] { return inner_.matmul(a, b); });
@@ -112,9 +115,16 @@ class OpProfiler final : public Backend {
     const auto start = SteadyClock::now();
     Tensor y = fn();
     const double seconds = seconds_since(start);
-    record(conv_shapes_ ? cat(kind, " ", w.weight.dim(1), "->", w.weight.dim(0), " at ", y.dim(2), "x", y.dim(3)) : kind,
+    record(shapes_ ? cat(kind, " ", w.weight.dim(1), "->", w.weight.dim(0), " at ", y.dim(2), "x", y.dim(3)) : kind,
            seconds, conv_flops(y, w));
     return y;
+  }
+  // "linear" or, with shapes, "linear 2048x320->320" (rows x inputs -> outputs), "linear+residual ..."
+  // for one that adds a skip connection as it writes (without shapes both are "linear").
+  std::string linear_kind(const Tensor& x, const LinearWeights& w, const char* what) const {
+    if (!shapes_) return "linear";
+    const int64_t in = x.dim(-1);
+    return cat(what, " ", in > 0 ? x.numel() / in : 0, "x", in, "->", w.weight.dim(0));
   }
   static std::string conv_kind(const Conv2dWeights& w, const char* what) {
     return cat(what, " ", w.weight.dim(2), "x", w.weight.dim(3));
@@ -124,7 +134,7 @@ class OpProfiler final : public Backend {
   }
 
   Backend& inner_;
-  bool conv_shapes_;
+  bool shapes_;
   std::map<std::string, OpTime> times_;
 };
 
