@@ -324,6 +324,70 @@ __attribute__((target("avx512f"))) void softmax_block(float* s, int64_t nk, floa
   }
 }
 
+// ---- the softmax for 16-bit products ----
+// 2^x for x <= 0 to about 3e-6 relative error (a degree-4 fit of 2^r on [-1/2, 1/2], its
+// coefficients rounded to float: 2.7e-6 at most): the probabilities it feeds P·V are rounded to 8
+// (bf16) or 11 (f16) significant bits, steps of 3.9e-3 and 4.9e-4, so exp512_nonpositive's 1e-7
+// is spent on bits that are then dropped. The scores come in base 2 (the queries carry log2(e)),
+// so the range reduction is one subtraction: 8 vector ops where exp512_nonpositive takes 11, a
+// fifth of a 16-bit attention's softmax at SD1's 40 head dims. -inf (masked scores) is clamped to
+// -127, whose 2^x is 0 in the sums to float precision.
+__attribute__((target("avx512f"))) inline __m512 exp2_nonpositive_approx(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_sub_ps(x, n);  // in [-1/2, 1/2], exact
+  __m512 p = _mm512_set1_ps(0.00957010175f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.0559178603f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.240247448f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.693121815f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.999999261f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// softmax_block for 16-bit products, with pair_rows' conversion fused in: scores in base 2 (see
+// exp2_nonpositive_approx), and each pair of probability rows goes straight to 16-bit pairs in pp
+// (the f32 probabilities are not stored and read back). One body for both formats; the f16
+// instance holds no bf16 instruction (and every CPU with AVX-512 FP16 has AVX-512 BF16 too).
+template <bool kBF16>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void softmax_pairs(const float* s, int64_t nk, float* m,
+                                                                        float* l, float* ot, int64_t D, uint16_t* pp) {
+  alignas(64) int16_t idx[32];  // as pair_rows: lane 2q takes row j's query q, lane 2q+1 row j+1's
+  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
+  const __m512i interleave = _mm512_load_si512(idx);
+  OTTER_UNROLL for (int c = 0; c < kVecs; ++c) {
+    const __m512 m_old = _mm512_loadu_ps(m + c * kLanes);
+    __m512 mx = m_old;
+    for (int64_t j = 0; j < nk; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j * kQueries + c * kLanes));
+    const __mmask16 live = _mm512_cmp_ps_mask(mx, _mm512_set1_ps(kNegInf), _CMP_NEQ_OQ);
+    const __m512 corr =
+        _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), exp2_nonpositive_approx(_mm512_sub_ps(m_old, mx)));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; j += 2) {
+      const __m512 a = _mm512_maskz_mov_ps(
+          live, exp2_nonpositive_approx(_mm512_sub_ps(_mm512_loadu_ps(s + j * kQueries + c * kLanes), mx)));
+      __m512 b = _mm512_setzero_ps();  // a missing odd last row is 0
+      if (j + 1 < nk)
+        b = _mm512_maskz_mov_ps(
+            live, exp2_nonpositive_approx(_mm512_sub_ps(_mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes), mx)));
+      sum = _mm512_add_ps(sum, _mm512_add_ps(a, b));
+      __m512i both;
+      if constexpr (kBF16) {
+        both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // a in lanes 0-15, b in 16-31
+      } else {
+        both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT)),
+                                  _mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT), 1);
+      }
+      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
+    }
+    _mm512_storeu_ps(m + c * kLanes, mx);
+    _mm512_storeu_ps(l + c * kLanes, _mm512_fmadd_ps(_mm512_loadu_ps(l + c * kLanes), corr, sum));
+    for (int64_t d = 0; d < D; ++d) {
+      float* o = ot + d * kQueries + c * kLanes;
+      _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), corr));
+    }
+  }
+}
+
 }  // namespace
 
 __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -374,8 +438,10 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     const int64_t qb = task % q_blocks, h = (task / q_blocks) % heads, b = task / (q_blocks * heads);
     const int64_t q0 = qb * kQueries, nq = std::min(kQueries, Nq - q0);
     const float* qsrc = q.f32() + (b * Nq + q0) * HD + h * D;
+    // 16-bit products take their scores in base 2 (softmax_pairs): log2(e) rides on the scale.
+    const float q_scale = f16 ? scale * 1.44269504088896341f : scale;
     for (int64_t d = 0; d < D; ++d)
-      for (int64_t i = 0; i < kQueries; ++i) qt[d * kQueries + i] = i < nq ? qsrc[i * HD + d] * scale : 0.0f;
+      for (int64_t i = 0; i < kQueries; ++i) qt[d * kQueries + i] = i < nq ? qsrc[i * HD + d] * q_scale : 0.0f;
     if (f16) (bf ? pair_rows_bf16 : pair_rows_f16)(qt, D, qp);
     std::fill(ot, ot + D * kQueries, 0.0f);
     std::fill(m, m + kQueries, kNegInf);
@@ -394,12 +460,13 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
         for (int64_t j = 0; j < nk; ++j)
           for (int64_t i = 0; i < kQueries; ++i)
             if (k0 + j > q0 + i) s[j * kQueries + i] = kNegInf;
-      softmax_block(s, nk, m, l, ot, D);
       if (f16) {
-        (bf ? pair_rows_bf16 : pair_rows_f16)(s, nk, pp);  // k0 is a multiple of kKeys: the block starts on a pair
+        // k0 is a multiple of kKeys: the block starts on a pair
+        (bf ? softmax_pairs<true> : softmax_pairs<false>)(s, nk, m, l, ot, D, pp);
         (bf ? pv_block_bf16 : pv_block_f16)(pp, nk, v16.data<uint16_t>() + ((b * heads + h) * key_pairs + k0 / 2) * D * 2,
                                             D, ot);
       } else {
+        softmax_block(s, nk, m, l, ot, D);
         pv_block(s, nk, v.f32() + (b * Nk + k0) * HD + h * D, HD, D, ot);
       }
     }
