@@ -45,6 +45,10 @@ class FlopCounter final : public Backend {
   Tensor layer_norm(const Tensor& x, const NormWeights& w) override { return inner_.layer_norm(x, w); }
   Tensor activation(const Tensor& x, Activation a) override { return inner_.activation(x, a); }
   Tensor geglu(const Tensor& x) override { return inner_.geglu(x); }
+  Tensor linear_geglu(const Tensor& x, LinearWeights& w) override {
+    flops_ += linear_flops(x, w);
+    return inner_.linear_geglu(x, w);
+  }
   Tensor softmax(const Tensor& x) override { return inner_.softmax(x); }
   Tensor add(const Tensor& a, const Tensor& b) override { return inner_.add(a, b); }
   Tensor mul(const Tensor& a, const Tensor& b) override { return inner_.mul(a, b); }

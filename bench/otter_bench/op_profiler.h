@@ -34,10 +34,10 @@ class OpProfiler final : public Backend {
   Precision precision() const override { return inner_.precision(); }
 
   Tensor linear(const Tensor& x, LinearWeights& w) override {
-    return timed(linear_kind(x, w, "linear"), linear_flops(x, w), [&] { return inner_.linear(x, w); });
+    return timed(linear_kind(x, w, "linear", "linear"), linear_flops(x, w), [&] { return inner_.linear(x, w); });
   }
   Tensor linear(const Tensor& x, LinearWeights& w, const Tensor& residual) override {
-    return timed(linear_kind(x, w, "linear+residual"), linear_flops(x, w),
+    return timed(linear_kind(x, w, "linear+residual", "linear"), linear_flops(x, w),
                  [&] { return inner_.linear(x, w, residual); });
   }
   Tensor matmul(const Tensor& a, const Tensor& b) override {
@@ -66,6 +66,9 @@ class OpProfiler final : public Backend {
     return timed("activation", 0, [&] { return inner_.activation(x, a); });
   }
   Tensor geglu(const Tensor& x) override { return timed("geglu", 0, [&] { return inner_.geglu(x); }); }
+  Tensor linear_geglu(const Tensor& x, LinearWeights& w) override {
+    return timed(linear_kind(x, w, "linear+geglu", "linear+geglu"), linear_flops(x, w), [&] { return inner_.linear_geglu(x, w); });
+  }
   Tensor softmax(const Tensor& x) override { return timed("softmax", 0, [&] { return inner_.softmax(x); }); }
   Tensor add(const Tensor& a, const Tensor& b) override {
     return timed("elementwise", 0, [&] { return inner_.add(a, b); });
@@ -119,12 +122,12 @@ class OpProfiler final : public Backend {
            seconds, conv_flops(y, w));
     return y;
   }
-  // "linear" or, with shapes, "linear 2048x320->320" (rows x inputs -> outputs), "linear+residual ..."
-  // for one that adds a skip connection as it writes (without shapes both are "linear").
-  std::string linear_kind(const Tensor& x, const LinearWeights& w, const char* what) const {
-    if (!shapes_) return "linear";
+  // `kind`, or with shapes `shaped` and the layer's shape: "linear 2048x320->320" (rows x inputs ->
+  // outputs), "linear+residual ..." for one that adds a skip connection as it writes.
+  std::string linear_kind(const Tensor& x, const LinearWeights& w, const char* shaped, const char* kind) const {
+    if (!shapes_) return kind;
     const int64_t in = x.dim(-1);
-    return cat(what, " ", in > 0 ? x.numel() / in : 0, "x", in, "->", w.weight.dim(0));
+    return cat(shaped, " ", in > 0 ? x.numel() / in : 0, "x", in, "->", w.weight.dim(0));
   }
   static std::string conv_kind(const Conv2dWeights& w, const char* what) {
     return cat(what, " ", w.weight.dim(2), "x", w.weight.dim(3));

@@ -145,6 +145,10 @@ class Backend {
   virtual Tensor activation(const Tensor& x, Activation act) = 0;
   // [..., 2C] -> [..., C]: value * GELU(gate) with value = first half, gate = second half.
   virtual Tensor geglu(const Tensor& x) = 0;
+  // geglu(linear(x, w)), the feed-forward's first layer and its gate: the same values, fused where
+  // the backend can (the CPU's 16-bit path applies the gate as the products are written, so the
+  // [..., 2C] projection never exists). This default runs the two ops.
+  virtual Tensor linear_geglu(const Tensor& x, LinearWeights& w) { return geglu(linear(x, w)); }
   // Softmax over the last dimension.
   virtual Tensor softmax(const Tensor& x) = 0;
 

@@ -58,7 +58,7 @@ void BasicTransformerBlock::forward(Backend& be, Tensor& x, const Tensor& contex
   // Each skip connection is added by the output projection as it writes its result.
   x = attn1_.forward(be, be.layer_norm(x, norm1_), nullptr, &x, perturbed);
   x = attn2_.forward(be, be.layer_norm(x, norm2_), &context, &x);
-  x = be.linear(be.geglu(be.linear(be.layer_norm(x, norm3_), ff_in_)), ff_out_, x);
+  x = be.linear(be.linear_geglu(be.layer_norm(x, norm3_), ff_in_), ff_out_, x);
 }
 
 namespace {

@@ -121,7 +121,18 @@ class Ops {
     return s_.alloc(f32(m * n));
   }
 
-  Buf same(double elements) { return s_.alloc(f32(elements)); }  // norms, transposes, concat, geglu, ...
+  // geglu(linear) on m rows of k -> n, n/2 out: the 16-bit kernels write the gated half only
+  // (half_linear_geglu, when n is whole panels); otherwise the projection lives until the gate is out.
+  Buf linear_geglu(double m, double k, double n) {
+    if (half_ && std::fmod(n, 64.0) == 0) {
+      s_.scratch(0, 2.0 * m * k);
+      return s_.alloc(f32(m * n / 2));
+    }
+    Buf projection = linear(m, k, n);
+    return s_.alloc(f32(m * n / 2));
+  }
+
+  Buf same(double elements) { return s_.alloc(f32(elements)); }  // norms, transposes, concat, ...
 
   // attention of b·nq queries over nk keys, `dim` channels in all heads.
   Buf attention(double b, double nq, double nk, double dim, double heads) {
@@ -162,7 +173,8 @@ Buf multi_head_attention(Ops& op, double n, double tokens, double dim, double co
 }
 
 // Transformer2D::forward (transformer2d.cpp). A statement's temporaries live to its end, so e.g.
-// the feed-forward holds layer_norm, ff_in (8C), geglu (4C) and its output at once.
+// the feed-forward holds layer_norm, the gated projection (4C; unfused, also the 8C one before it)
+// and its output at once.
 Buf transformer(Ops& op, const Buf& x, double n, double c, double pixels, double heads, int layers,
                 double context_tokens, double context_dim) {
   Buf tokens;
@@ -182,8 +194,7 @@ Buf transformer(Ops& op, const Buf& x, double n, double c, double pixels, double
     }
     {
       Buf ln = op.same(n * c * pixels);
-      Buf ff_in = op.linear(n * pixels, c, 8 * c);
-      Buf geglu = op.same(n * 4 * c * pixels);
+      Buf gated = op.linear_geglu(n * pixels, c, 8 * c);
       tokens = op.linear(n * pixels, 4 * c, c);
     }
   }

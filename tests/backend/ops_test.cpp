@@ -194,6 +194,30 @@ TEST_P(OpsTest, LinearAcceptsHalfStoredWeights) {
                testing::naive_linear(x, wf, nullptr), "linear f16 weights");
 }
 
+// linear_geglu is geglu(linear) to the bit: on the 16-bit path the gate is applied as the products
+// are written, from the same sums (bias included) and by the same row function; C = 96 fuses
+// (three panels of 32 values and their gates), C = 24 runs the two ops. The fused layer's weights
+// also serve a plain linear afterwards (each use packs its own layout), and f16-stored weights
+// convert the same way through both.
+TEST_P(OpsTest, LinearGegluIsGegluOfLinear) {
+  for (const int64_t C : {96, 24})
+    for (const bool with_bias : {true, false})
+      for (const bool half_weights : {false, true}) {
+        const int64_t M = 37, K = 40;
+        const Tensor x = random_tensor(Shape{1, M, K}, 90, -2, 2);
+        Tensor w = random_tensor(Shape{2 * C, K}, 91);
+        if (half_weights) w = w.to(DType::F16);
+        const Tensor b = with_bias ? random_tensor(Shape{2 * C}, 92) : Tensor();
+        LinearWeights fused{w, b}, apart{w, b};
+        const Tensor y = backend_->linear_geglu(x, fused);
+        EXPECT_EQ(y.shape(), (Shape{1, M, C}));
+        const Tensor projection = backend_->linear(x, apart);
+        EXPECT_EQ(max_abs_error(y, to_double(backend_->geglu(projection))), 0.0)
+            << "C=" << C << " bias=" << with_bias << " f16 weights=" << half_weights;
+        EXPECT_EQ(max_abs_error(backend_->linear(x, fused), to_double(projection)), 0.0) << "the same weights, plain";
+      }
+}
+
 TEST_P(OpsTest, BatchedMatmulMatchesNaive) {
   const int64_t B = 3, M = 13, K = 21, N = 9;
   const Tensor a = random_tensor(Shape{B, M, K}, 4), b = random_tensor(Shape{B, K, N}, 5);

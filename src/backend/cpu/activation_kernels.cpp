@@ -27,10 +27,6 @@ OTTER_KERNEL void gelu_tanh(const float* x, float* y, int64_t n) {
 OTTER_KERNEL void quick_gelu(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + fast_exp(-1.702f * x[i]));
 }
-OTTER_KERNEL void geglu_row(const float* value, const float* gate, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = value[i] * 0.5f * gate[i] * (1.0f + fast_erf(gate[i] * kInvSqrt2));
-}
-
 OTTER_KERNEL void softmax_row(const float* x, float* y, int64_t n) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
@@ -59,6 +55,10 @@ void parallel_range(int64_t n, Fn&& fn) {
 }
 
 }  // namespace
+
+OTTER_KERNEL void geglu_row(const float* value, const float* gate, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = value[i] * 0.5f * gate[i] * (1.0f + fast_erf(gate[i] * kInvSqrt2));
+}
 
 Tensor activation(const Tensor& x, Activation act) {
   const Tensor xc = x.contiguous();

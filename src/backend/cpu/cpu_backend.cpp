@@ -98,6 +98,12 @@ class CpuBackend final : public Backend {
   Tensor layer_norm(const Tensor& x, const NormWeights& w) override { return cpu::layer_norm(x, w); }
   Tensor activation(const Tensor& x, Activation act) override { return cpu::activation(x, act); }
   Tensor geglu(const Tensor& x) override { return cpu::geglu(x); }
+  // Fused on the 16-bit path; a LoRA adds to the projection before the gate, so with one the ops
+  // run apart.
+  Tensor linear_geglu(const Tensor& x, LinearWeights& w) override {
+    if (half_ && !w.lora) return cpu::half_linear_geglu(x, w, *half_);
+    return geglu(linear(x, w));
+  }
   Tensor softmax(const Tensor& x) override { return cpu::softmax(x); }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
     const auto products = !half_                           ? cpu::AttentionProducts::F32

@@ -117,9 +117,11 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint
 // out[c] = column c of a tile row (f16: lanes[2c] + lanes[2c + 1], its even-k and odd-k sums;
 // bf16: lanes[c]) (+ bias[c]) (+ residual[c]) for c < cols, sixteen columns per step (scalar, this
 // write-out took half the GEMM's time). Returns false if a sum is not finite (an f16 partial sum
-// overflowed), checked here rather than in a second pass over the output.
+// overflowed), checked here rather than in a second pass over the output. `stream`: full aligned
+// vectors bypass the cache (the output of a large GEMM), not for a buffer read right after.
 __attribute__((target("avx512f"))) bool write_row(HalfFormat format, const float* lanes, const float* bias,
-                                                  const float* residual, int64_t cols, float* out) {
+                                                  const float* residual, int64_t cols, float* out,
+                                                  bool stream = true) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512 zero = _mm512_setzero_ps();
@@ -136,7 +138,7 @@ __attribute__((target("avx512f"))) bool write_row(HalfFormat format, const float
     if (bias) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + c));
     poison = _mm512_mask_add_ps(poison, m, poison, _mm512_mul_ps(sum, zero));
     if (residual) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, residual + c));
-    if (m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
+    if (stream && m == 0xFFFF && reinterpret_cast<uintptr_t>(out + c) % 64 == 0)
       _mm512_stream_ps(out + c, sum);  // no read-for-ownership of the output line
     else
       _mm512_mask_storeu_ps(out + c, m, sum);
@@ -225,10 +227,46 @@ HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
   return p;
 }
 
+HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<float>& bias, HalfFormat format,
+                                          std::vector<float>& packed_bias) {
+  OTTER_CHECK(w_in.rank() == 2 && w_in.dim(0) % (2 * kGegluCols) == 0, "a fused GEGLU needs [2C, K] weights with C a ",
+              "multiple of ", kGegluCols, ", got ", w_in.describe());
+  const int64_t N = w_in.dim(0), K = w_in.dim(1), C = N / 2;
+  // Packed row r: block r / kHalfCols, its first kGegluCols rows values, then their gates.
+  auto source_row = [&](int64_t r) {
+    const int64_t block = r / kHalfCols, j = r % kHalfCols;
+    return j < kGegluCols ? block * kGegluCols + j : C + block * kGegluCols + (j - kGegluCols);
+  };
+  Allocator staging;
+  const Tensor w = w_in.to(DType::F32, staging);
+  Tensor reordered = Tensor::empty(Shape{N, K}, DType::F32, staging);
+#pragma omp parallel for if (N * K > (1 << 20))
+  for (int64_t r = 0; r < N; ++r) std::copy_n(w.f32() + source_row(r) * K, K, reordered.f32() + r * K);
+  packed_bias.clear();
+  if (!bias.empty())
+    for (int64_t r = 0; r < N; ++r) packed_bias.push_back(bias[static_cast<size_t>(source_row(r))]);
+  HalfPackedWeights p = pack_half_weights(reordered, format);
+  p.geglu = true;
+  return p;
+}
+
+namespace {
+// One row of a GEGLU panel: the tile's first kGegluCols columns are values, the next their gates;
+// their sums (+ bias) as write_row makes them, then out[c] = value · GELU(gate) by geglu_row, the
+// unfused op's arithmetic. False if a sum is not finite (f16 overflow).
+bool write_row_geglu(HalfFormat format, const float* lanes, const float* bias, float* out) {
+  alignas(64) float sums[kHalfCols];  // values, then gates
+  const bool finite = write_row(format, lanes, bias, nullptr, kHalfCols, sums, /*stream=*/false);
+  geglu_row(sums, sums + kGegluCols, out, kGegluCols);
+  return finite;
+}
+}  // namespace
+
 bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const float* bias, float* y,
                const float* residual) {
   OTTER_CHECK(half_gemm_available(w.format), "gemm_half: this CPU lacks the ", half_format_name(w.format),
               " instructions (AVX-512 ", w.format == HalfFormat::F16 ? "FP16" : "BF16", ")");
+  OTTER_CHECK(!w.geglu || residual == nullptr, "gemm_half: a fused GEGLU takes no residual");
   const int64_t K = w.k_padded, N = w.n;
   const int lanes = tile_lanes(w.format);
   const int64_t row_blocks = (M + kHalfRows - 1) / kHalfRows, panels = (N + kHalfCols - 1) / kHalfCols;
@@ -292,9 +330,15 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
     for (int64_t rb = rb0; rb < rb1; ++rb)
       for (int r = 0; r < kHalfRows && rb * kHalfRows + r < M; ++r) {
         const int64_t row = rb * kHalfRows + r;
-        finite = write_row(w.format, tiles[rb - rb0] + r * lanes, bias ? bias + n0 : nullptr,
-                           residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
-                 finite;
+        const float* row_lanes = tiles[rb - rb0] + r * lanes;
+        if (w.geglu)  // this panel's kGegluCols outputs of the [M, N/2] result
+          finite = write_row_geglu(w.format, row_lanes, bias ? bias + n0 : nullptr,
+                                   y + row * (N / 2) + p * kGegluCols) &&
+                   finite;
+        else
+          finite = write_row(w.format, row_lanes, bias ? bias + n0 : nullptr,
+                             residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
+                   finite;
       }
     _mm_sfence();  // the streaming stores are weakly ordered: complete them before other threads read y
   }

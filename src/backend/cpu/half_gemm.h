@@ -74,12 +74,24 @@ struct HalfPackedWeights {
   HalfFormat format = HalfFormat::F16;
   int64_t n = 0, k = 0, k_padded = 0;  // k_padded: K rounded up to even (the kernels take k in pairs)
   std::vector<uint16_t> panels;        // [ceil(N / kHalfCols)][k_padded / 2][kHalfCols][2]
+  bool geglu = false;                  // packed by pack_half_weights_geglu
 };
 HalfPackedWeights pack_half_weights(const Tensor& w, HalfFormat format);
 
+// A GEGLU projection's W [2C, K] (values in rows [0, C), gates in [C, 2C)) packed so that each
+// panel holds kGegluCols value columns and their gates: gemm_half then writes value · GELU(gate)
+// for the panel's kGegluCols outputs from one tile, and the [M, 2C] projection never exists.
+// C must be a multiple of kGegluCols (SD's 1280, 2560, 5120 are); `bias` [2C] is reordered the
+// same way into packed_bias.
+constexpr int64_t kGegluCols = kHalfCols / 2;
+HalfPackedWeights pack_half_weights_geglu(const Tensor& w, const std::vector<float>& bias, HalfFormat format,
+                                          std::vector<float>& packed_bias);
+
 // y[M, N] = x[M, K] · Wᵀ (+ bias[N]) (+ residual[M, N]), each added where not null; x, y and the
 // residual f32 row-major (the residual may not alias y), threaded with OpenMP. Returns false if a
-// product is not finite (f16 overflow; the caller recomputes in f32).
+// product is not finite (f16 overflow; the caller recomputes in f32). Weights packed for GEGLU
+// (w.geglu) give y[M, N/2] = value · GELU(gate) instead, with bias in their packed order and no
+// residual: geglu()'s values for the unfused projection.
 bool gemm_half(const float* x, int64_t m, const HalfPackedWeights& w, const float* bias, float* y,
                const float* residual = nullptr);
 

@@ -42,7 +42,17 @@ struct PreparedHalfLinear {
   std::vector<float> bias;
   bool use_f32 = false;  // an output overflowed f16 once: this layer runs in f32 from then on
   std::once_flag packed;
+  // The same layer packed for a fused GEGLU (half_linear_geglu), when it is used that way.
+  HalfPackedWeights geglu_w;
+  std::vector<float> geglu_bias;
+  std::once_flag geglu_packed;
 };
+
+PreparedHalfLinear& prepared_linear(LinearWeights& w) {
+  std::shared_ptr<void>& slot = prepared_slot(w).half;
+  if (!slot) slot = std::make_shared<PreparedHalfLinear>();
+  return *static_cast<PreparedHalfLinear*>(slot.get());
+}
 
 struct PreparedHalfConv {
   HalfPackedWeights w;  // [O][taps · Cp], Cp = C rounded up to even
@@ -67,9 +77,7 @@ Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, cons
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
   OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
               " features (weight ", w.weight.describe(), ")");
-  std::shared_ptr<void>& slot = prepared_slot(w).half;
-  if (!slot) slot = std::make_shared<PreparedHalfLinear>();
-  auto& prep = *static_cast<PreparedHalfLinear*>(slot.get());
+  PreparedHalfLinear& prep = prepared_linear(w);
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
   const Tensor residual = residual_f32(residual_in, Shape(out_shape), "linear");
@@ -87,6 +95,32 @@ Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, cons
                 residual.defined() ? residual.f32() : nullptr)) {
     prep.use_f32 = true;
     return with_residual(dnnl_linear(x_in, w, Precision::F32), residual);
+  }
+  return y;
+}
+
+Tensor half_linear_geglu(const Tensor& x_in, LinearWeights& w, HalfFormat format) {
+  OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
+  const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
+  OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
+              " features (weight ", w.weight.describe(), ")");
+  OTTER_CHECK(N % 2 == 0, "geglu needs an even number of outputs, got weight ", w.weight.describe());
+  if (N % kHalfCols != 0) return geglu(half_linear(x_in, w, format));
+  PreparedHalfLinear& prep = prepared_linear(w);
+  if (prep.use_f32) return geglu(dnnl_linear(x_in, w, Precision::F32));
+  std::call_once(prep.geglu_packed, [&] {
+    prep.geglu_w = pack_half_weights_geglu(w.weight, bias_f32(w.bias), format, prep.geglu_bias);
+    w.weight.release_file_pages();
+  });
+  check_format(prep.geglu_w, format);
+  const Tensor x = x_in.to(DType::F32).contiguous();
+  const int64_t M = x.numel() / K;
+  std::vector<int64_t> out_shape = x_in.shape().to_vector();
+  out_shape.back() = N / 2;
+  Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
+  if (!gemm_half(x.f32(), M, prep.geglu_w, prep.geglu_bias.empty() ? nullptr : prep.geglu_bias.data(), y.f32())) {
+    prep.use_f32 = true;
+    return geglu(dnnl_linear(x_in, w, Precision::F32));
   }
   return y;
 }

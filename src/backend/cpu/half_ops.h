@@ -22,6 +22,9 @@ bool half_ops_available(HalfFormat f);  // AVX-512 FP16 / AVX-512 BF16 present
 
 // `residual` (the output's shape, or null) is added as the result is written.
 Tensor half_linear(const Tensor& x, LinearWeights& w, HalfFormat format, const Tensor* residual = nullptr);
+// geglu(half_linear(x, w)), the gate applied as the products are written (the same values; the
+// [..., 2C] projection is never stored). Runs the two ops where 2C is not a multiple of kHalfCols.
+Tensor half_linear_geglu(const Tensor& x, LinearWeights& w, HalfFormat format);
 // With a transform, its group norm (+ SiLU) is applied while the input is converted to 16 bits and
 // its 2x upsampling by where each output pixel's tap reads: neither intermediate is materialised.
 Tensor half_conv2d(const Tensor& x, Conv2dWeights& w, HalfFormat format, const ConvInputTransform* transform = nullptr,

@@ -33,6 +33,9 @@ Tensor layer_norm(const Tensor& x, const NormWeights& w);
 
 Tensor activation(const Tensor& x, Activation act);
 Tensor geglu(const Tensor& x);
+// y[i] = value[i] · GELU(gate[i]) (erf form), i < n: geglu's arithmetic for one row, for the
+// fused write-outs that must give its exact values.
+void geglu_row(const float* value, const float* gate, float* y, int64_t n);
 Tensor softmax(const Tensor& x);
 
 // The operands of attention's two products: F16 where the CPU has AVX-512 FP16 (--precision f16),
