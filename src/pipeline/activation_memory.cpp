@@ -122,7 +122,8 @@ class Ops {
   }
 
   // geglu(linear) on m rows of k -> n, n/2 out: the 16-bit kernels write the gated half only
-  // (half_linear_geglu, when n is whole panels); otherwise the projection lives until the gate is out.
+  // (half_linear_geglu, when n is whole 64-column panels: kHalfCols in half_gemm.h); otherwise the
+  // projection lives until the gate is out.
   Buf linear_geglu(double m, double k, double n) {
     if (half_ && std::fmod(n, 64.0) == 0) {
       s_.scratch(0, 2.0 * m * k);
