@@ -184,25 +184,6 @@ OTTER_F16_TARGET void pv_tile_f16(const uint16_t* pp, int64_t key_pairs, const u
   }
 }
 
-// Rows of a [rows][64] f32 block as f16 pairs [rows/2][64][2] (row r's query q at lane 2q of pair
-// r/2, row r+1's at 2q+1; a missing odd last row is 0): the block's probabilities s[j][q] for
-// P·V, and the task's transposed queries qt[d][q] for Q·Kᵀ.
-OTTER_F16_TARGET void pair_rows_f16(const float* s, int64_t nk, uint16_t* pp) {
-  // Output lane 2q takes row j's query q (input lane q), lane 2q+1 row j+1's (input lane 16+q).
-  alignas(64) int16_t idx[32];
-  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
-  const __m512i interleave = _mm512_load_si512(idx);
-  for (int64_t j = 0; j < nk; j += 2)
-    for (int c = 0; c < kVecs; ++c) {
-      const __m256i a = _mm512_cvtps_ph(_mm512_loadu_ps(s + j * kQueries + c * kLanes), _MM_FROUND_TO_NEAREST_INT);
-      const __m256i b = j + 1 < nk
-                            ? _mm512_cvtps_ph(_mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes), _MM_FROUND_TO_NEAREST_INT)
-                            : _mm256_setzero_si256();
-      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
-      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
-    }
-}
-
 void scores_block_f16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
   for_tiles(nk, [&](auto nj, int64_t j) {
     scores_tile_f16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
@@ -269,20 +250,6 @@ OTTER_BF16_TARGET void pv_tile_bf16(const uint16_t* pp, int64_t key_pairs, const
       _mm512_storeu_ps(ot + i * kQueries + c * kLanes, acc[i][c]);
 }
 
-// As pair_rows_f16, rounding to bf16 (nearest even, as f32_to_bf16 for finite values).
-OTTER_BF16_TARGET void pair_rows_bf16(const float* s, int64_t nk, uint16_t* pp) {
-  alignas(64) int16_t idx[32];
-  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
-  const __m512i interleave = _mm512_load_si512(idx);
-  for (int64_t j = 0; j < nk; j += 2)
-    for (int c = 0; c < kVecs; ++c) {
-      const __m512 a = _mm512_loadu_ps(s + j * kQueries + c * kLanes);
-      const __m512 b = j + 1 < nk ? _mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes) : _mm512_setzero_ps();
-      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // a in lanes 0-15, b in 16-31
-      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
-    }
-}
-
 void scores_block_bf16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
   for_tiles(nk, [&](auto nj, int64_t j) {
     scores_tile_bf16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
@@ -324,6 +291,37 @@ __attribute__((target("avx512f"))) void softmax_block(float* s, int64_t nk, floa
   }
 }
 
+// ---- 16-bit pairs of rows (both formats) ----
+// Two rows of 16 queries as one vector of 16-bit pairs, rounded to nearest even: lane 2q holds
+// a's query q, lane 2q+1 b's. One body for both formats; the f16 instance holds no bf16
+// instruction (and every CPU with AVX-512 FP16 has AVX-512 BF16 too).
+template <bool kBF16>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512i row_pairs(__m512 a, __m512 b) {
+  alignas(64) static constexpr int16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                          8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  __m512i both;  // a in lanes 0-15, b in 16-31
+  if constexpr (kBF16) {
+    both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));
+  } else {
+    both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT)),
+                              _mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT), 1);
+  }
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), both);
+}
+
+// Rows of a [rows][64] f32 block as 16-bit pairs [rows/2][64][2] (row r's query q at lane 2q of
+// pair r/2, row r+1's at 2q+1; a missing odd last row is 0): the task's transposed queries
+// qt[d][q] for Q·Kᵀ.
+template <bool kBF16>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void pair_rows(const float* s, int64_t nk, uint16_t* pp) {
+  for (int64_t j = 0; j < nk; j += 2)
+    for (int c = 0; c < kVecs; ++c) {
+      const __m512 a = _mm512_loadu_ps(s + j * kQueries + c * kLanes);
+      const __m512 b = j + 1 < nk ? _mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes) : _mm512_setzero_ps();
+      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, row_pairs<kBF16>(a, b));
+    }
+}
+
 // ---- the softmax for 16-bit products ----
 // 2^x for x <= 0 to about 3e-6 relative error (a degree-4 fit of 2^r on [-1/2, 1/2], its
 // coefficients rounded to float: 2.7e-6 at most): the probabilities it feeds P·V are rounded to 8
@@ -344,16 +342,12 @@ __attribute__((target("avx512f"))) inline __m512 exp2_nonpositive_approx(__m512 
   return _mm512_scalef_ps(p, n);
 }
 
-// softmax_block for 16-bit products, with pair_rows' conversion fused in: scores in base 2 (see
-// exp2_nonpositive_approx), and each pair of probability rows goes straight to 16-bit pairs in pp
-// (the f32 probabilities are not stored and read back). One body for both formats; the f16
-// instance holds no bf16 instruction (and every CPU with AVX-512 FP16 has AVX-512 BF16 too).
+// softmax_block for 16-bit products: scores in base 2 (see exp2_nonpositive_approx), and each pair
+// of probability rows goes straight to 16-bit pairs in pp (row_pairs; the f32 probabilities are
+// not stored and read back).
 template <bool kBF16>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void softmax_pairs(const float* s, int64_t nk, float* m,
                                                                         float* l, float* ot, int64_t D, uint16_t* pp) {
-  alignas(64) int16_t idx[32];  // as pair_rows: lane 2q takes row j's query q, lane 2q+1 row j+1's
-  for (int q = 0; q < 16; ++q) idx[2 * q] = static_cast<int16_t>(q), idx[2 * q + 1] = static_cast<int16_t>(16 + q);
-  const __m512i interleave = _mm512_load_si512(idx);
   OTTER_UNROLL for (int c = 0; c < kVecs; ++c) {
     const __m512 m_old = _mm512_loadu_ps(m + c * kLanes);
     __m512 mx = m_old;
@@ -370,14 +364,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void softmax_pairs(const 
         b = _mm512_maskz_mov_ps(
             live, exp2_nonpositive_approx(_mm512_sub_ps(_mm512_loadu_ps(s + (j + 1) * kQueries + c * kLanes), mx)));
       sum = _mm512_add_ps(sum, _mm512_add_ps(a, b));
-      __m512i both;
-      if constexpr (kBF16) {
-        both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(b, a));  // a in lanes 0-15, b in 16-31
-      } else {
-        both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT)),
-                                  _mm512_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT), 1);
-      }
-      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, _mm512_permutexvar_epi16(interleave, both));
+      _mm512_storeu_si512(pp + ((j / 2) * kQueries + c * kLanes) * 2, row_pairs<kBF16>(a, b));
     }
     _mm512_storeu_ps(m + c * kLanes, mx);
     _mm512_storeu_ps(l + c * kLanes, _mm512_fmadd_ps(_mm512_loadu_ps(l + c * kLanes), corr, sum));
@@ -442,7 +429,7 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     const float q_scale = f16 ? scale * 1.44269504088896341f : scale;
     for (int64_t d = 0; d < D; ++d)
       for (int64_t i = 0; i < kQueries; ++i) qt[d * kQueries + i] = i < nq ? qsrc[i * HD + d] * q_scale : 0.0f;
-    if (f16) (bf ? pair_rows_bf16 : pair_rows_f16)(qt, D, qp);
+    if (f16) (bf ? pair_rows<true> : pair_rows<false>)(qt, D, qp);
     std::fill(ot, ot + D * kQueries, 0.0f);
     std::fill(m, m + kQueries, kNegInf);
     std::fill(l, l + kQueries, 0.0f);

@@ -19,11 +19,14 @@
 
 namespace otter::cpu {
 namespace {
+// Line `line` of a tile's prefetch into L2, if it has that many.
+inline void prefetch_line(TilePrefetch p, int64_t line) {
+  if (line < p.lines) _mm_prefetch(reinterpret_cast<const char*>(p.at) + line * 64, _MM_HINT_T1);
+}
 // The lines a tile's loop did not reach (it asks for one per k pair): a group of fewer tiles than
 // the block has quarters asks for more than its loop has iterations.
 inline void prefetch_rest(TilePrefetch p, int64_t done) {
-  for (int64_t line = done; line < p.lines; ++line)
-    _mm_prefetch(reinterpret_cast<const char*>(p.at) + line * 64, _MM_HINT_T1);
+  for (int64_t line = done; line < p.lines; ++line) prefetch_line(p, line);
 }
 }  // namespace
 
@@ -51,8 +54,7 @@ __attribute__((target("avx512f,avx512bw,avx512fp16"))) void f16_tile(const uint1
     OTTER_UNROLL for (int r = 0; r < kHalfRows; ++r) OTTER_UNROLL for (int c = 0; c < kVecs; ++c) acc[r][c] =
         _mm512_setzero_ph();
     for (int64_t k = k0; k < k1; k += 2) {
-      if (const int64_t line = (k - k_begin) / 2; line < prefetch.lines)
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + line * 64, _MM_HINT_T1);
+      prefetch_line(prefetch, (k - k_begin) / 2);
       __m512h bv[kVecs];
       OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] = _mm512_loadu_ph(panel + k * kHalfCols + 32 * c);
       const uint16_t* a[kHalfRows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};
@@ -96,8 +98,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_tile(const uint
   const uint16_t* r4 = rows[4];
   const uint16_t* r5 = rows[5];
   for (int64_t k = k_begin; k < k_end; k += 2) {
-    if (const int64_t line = (k - k_begin) / 2; line < prefetch.lines)
-      _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + line * 64, _MM_HINT_T1);
+    prefetch_line(prefetch, (k - k_begin) / 2);
     __m512bh bv[kVecs];
     OTTER_UNROLL for (int c = 0; c < kVecs; ++c) bv[c] =
         reinterpret_cast<__m512bh>(_mm512_loadu_si512(panel + k * kHalfCols + 32 * c));

@@ -48,6 +48,13 @@ struct PreparedHalfLinear {
   std::once_flag geglu_packed;
 };
 
+// A linear layer's weight is [N, K] and its input ends in K features.
+void check_linear(const Tensor& x, const LinearWeights& w) {
+  OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
+  OTTER_CHECK(x.rank() >= 1 && x.dim(-1) == w.weight.dim(1), "linear: input ", x.describe(), " does not end in ",
+              w.weight.dim(1), " features (weight ", w.weight.describe(), ")");
+}
+
 PreparedHalfLinear& prepared_linear(LinearWeights& w) {
   std::shared_ptr<void>& slot = prepared_slot(w).half;
   if (!slot) slot = std::make_shared<PreparedHalfLinear>();
@@ -73,10 +80,8 @@ void check_format(const HalfPackedWeights& w, HalfFormat f) {
 bool half_ops_available(HalfFormat f) { return half_gemm_available(f); }
 
 Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, const Tensor* residual_in) {
-  OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
+  check_linear(x_in, w);
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
-  OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
-              " features (weight ", w.weight.describe(), ")");
   PreparedHalfLinear& prep = prepared_linear(w);
   std::vector<int64_t> out_shape = x_in.shape().to_vector();
   out_shape.back() = N;
@@ -100,10 +105,8 @@ Tensor half_linear(const Tensor& x_in, LinearWeights& w, HalfFormat format, cons
 }
 
 Tensor half_linear_geglu(const Tensor& x_in, LinearWeights& w, HalfFormat format) {
-  OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
+  check_linear(x_in, w);
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
-  OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
-              " features (weight ", w.weight.describe(), ")");
   OTTER_CHECK(N % 2 == 0, "geglu needs an even number of outputs, got weight ", w.weight.describe());
   if (N % kHalfCols != 0) return geglu(half_linear(x_in, w, format));
   PreparedHalfLinear& prep = prepared_linear(w);
