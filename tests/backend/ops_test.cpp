@@ -411,6 +411,53 @@ TEST_P(OpsTest, TimestepEmbeddingMatchesFormula) {
   }
 }
 
+// Each image's rows come out the same whatever else shares the batch: CFG's batched and split
+// passes, continuous batching and images run in turns all rely on it (bit for bit). Every op with
+// a batch dimension, run on a batch of three and on each image alone.
+TEST_P(OpsTest, RowsDoNotDependOnTheBatch) {
+  auto expect_rowwise = [&](const Tensor& batched, auto&& run_alone, const char* what) {
+    for (int64_t b = 0; b < batched.dim(0); ++b) {
+      const Tensor alone = run_alone(b);
+      EXPECT_EQ(max_abs_error(alone, to_double(batched.slice(0, b, b + 1).contiguous())), 0.0)
+          << what << ", image " << b << " of " << batched.dim(0);
+    }
+  };
+  for (const auto& [c, o, side, k] : {std::tuple{32, 32, 8, 3}, {64, 32, 16, 3}, {32, 64, 8, 1}, {320, 320, 16, 3},
+                                      {640, 320, 16, 1}, {4, 32, 8, 3}, {16, 32, 4, 3}, {32, 32, 2, 3},
+                                      {32, 32, 1, 3}, {32, 16, 2, 1}, {1280, 1280, 4, 3},
+                                      {640, 640, 8, 3}, {2560, 1280, 8, 3}}) {
+    const Tensor x = random_tensor(Shape{3, c, side, side}, 100 + c, -2, 2);
+    Conv2dWeights w{random_tensor(Shape{o, c, k, k}, 101), random_tensor(Shape{o}, 102), 1, k / 2, k / 2, k / 2, k / 2};
+    const NormWeights norm{random_tensor(Shape{c}, 103), random_tensor(Shape{c}, 104), 1e-5f};
+    const ConvInputTransform t{.group_norm = c % 4 == 0 ? &norm : nullptr, .groups = 4, .silu = true};
+    const Tensor y = backend_->conv2d(x, w), yt = backend_->conv2d(x, t, w);
+    const std::string what = "conv2d " + std::to_string(c) + "->" + std::to_string(o) + " at " +
+                             std::to_string(side) + " k" + std::to_string(k);
+    expect_rowwise(y, [&](int64_t b) { return backend_->conv2d(x.slice(0, b, b + 1).contiguous(), w); }, what.c_str());
+    expect_rowwise(yt, [&](int64_t b) { return backend_->conv2d(x.slice(0, b, b + 1).contiguous(), t, w); },
+                   (what + " with norm+silu").c_str());
+  }
+  for (const auto& [m, k, n] : {std::tuple{64, 32, 32}, {77, 768, 320}, {256, 320, 320}, {64, 320, 2560}, {16, 1280, 1280},
+                                      {1, 32, 128}, {1, 320, 1280}, {1, 1280, 1280}, {4, 32, 32}}) {
+    const Tensor x = random_tensor(Shape{3, m, k}, static_cast<uint32_t>(200 + m));
+    LinearWeights w{random_tensor(Shape{n, k}, 201), random_tensor(Shape{n}, 202)};
+    const Tensor y = backend_->linear(x, w);
+    const std::string what = "linear " + std::to_string(m) + "x" + std::to_string(k) + "->" + std::to_string(n);
+    expect_rowwise(y, [&](int64_t b) { return backend_->linear(x.slice(0, b, b + 1).contiguous(), w); }, what.c_str());
+  }
+  const Tensor q = random_tensor(Shape{3, 256, 64}, 300, -2, 2), kv = random_tensor(Shape{3, 256, 64}, 301, -2, 2);
+  const Tensor a = backend_->attention(q, kv, kv, 2, 0.125f, false);
+  expect_rowwise(a, [&](int64_t b) {
+    const Tensor qb = q.slice(0, b, b + 1).contiguous(), kb = kv.slice(0, b, b + 1).contiguous();
+    return backend_->attention(qb, kb, kb, 2, 0.125f, false);
+  }, "attention");
+  const Tensor g = random_tensor(Shape{3, 64, 8, 8}, 400);
+  const NormWeights gn{random_tensor(Shape{64}, 401), random_tensor(Shape{64}, 402), 1e-5f};
+  expect_rowwise(backend_->group_norm(g, 32, gn, true),
+                 [&](int64_t b) { return backend_->group_norm(g.slice(0, b, b + 1).contiguous(), 32, gn, true); },
+                 "group_norm");
+}
+
 INSTANTIATE_TEST_SUITE_P(Precisions, OpsTest, ::testing::Values(Precision::F32, Precision::BF16, Precision::F16),
                          [](const auto& p) { return std::string(precision_name(p.param)); });
 

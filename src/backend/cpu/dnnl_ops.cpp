@@ -197,12 +197,22 @@ Tensor to_compute(const Tensor& x, Precision p) {
 
 }  // namespace
 
+// A row's result must not depend on the rows that share its call: CFG's batched and split passes,
+// continuous batching and images run in turns give each image the same bits only then. oneDNN's
+// f32 GEMM does not promise it: on AVX2 (no brgemm) it picks by M whether threads split the sum
+// over K (measured: 77x768->320 at M = 77 and at M = 231 differ in the last bits) and runs M = 1
+// as a matrix-vector product with its own order. So the matmul runs once per image (the leading
+// dimension of a [B, tokens, C] input): the same M, the same kernel, the same bits, whatever the
+// batch. A [rows, C] input is one matrix, one call (the UNet embeds each distinct timestep's
+// [1, C] row alone: linear_per_distinct_row).
 Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
   OTTER_CHECK(w.weight.rank() == 2, "linear weight must be [out, in], got ", w.weight.describe());
   const int64_t N = w.weight.dim(0), K = w.weight.dim(1);
   OTTER_CHECK(x_in.rank() >= 1 && x_in.dim(-1) == K, "linear: input ", x_in.describe(), " does not end in ", K,
               " features (weight ", w.weight.describe(), ")");
-  const int64_t M = x_in.numel() / K;
+  const int64_t rows = x_in.numel() / K;
+  const int64_t images = x_in.rank() >= 3 ? x_in.dim(0) : 1;
+  const int64_t M = images > 0 ? rows / images : 0;  // rows per call
   auto& dn = Dnnl::get();
   const dt ct = compute_type(precision);
 
@@ -221,6 +231,10 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
   auto& prep = *static_cast<PreparedLinear*>(slot.get());
   std::lock_guard<std::mutex> lock(prep.mutex);
 
+  std::vector<int64_t> out_shape = x_in.shape().to_vector();
+  out_shape.back() = N;
+  Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
+  if (rows == 0) return y;
   auto it = prep.plans.find(M);
   if (it == prep.plans.end()) {
     memory::desc src_md({M, K}, ct, tag::ab);
@@ -238,17 +252,18 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
     it = prep.plans.emplace(M, MatmulPlan{pd, dnnl::matmul(pd)}).first;
   }
   const Tensor x = to_compute(x_in, precision);
-  std::vector<int64_t> out_shape = x_in.shape().to_vector();
-  out_shape.back() = N;
-  Tensor y = Tensor::empty(Shape(out_shape), DType::F32);
   Buffer scratch = make_buffer(it->second.pd.scratchpad_desc());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory({{M, K}, ct, tag::ab}, dn.engine, x.raw())},
-                                       {DNNL_ARG_WEIGHTS, prep.weights.mem},
-                                       {DNNL_ARG_DST, memory({{M, N}, dt::f32, tag::ab}, dn.engine, y.raw())},
-                                       {DNNL_ARG_SCRATCHPAD, scratch.mem}};
-  if (w.bias.defined())
-    args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, dn.engine, prep.bias_f32.raw()));
-  it->second.prim.execute(dn.stream, args);
+  const size_t in_bytes = static_cast<size_t>(M * K) * dtype_size(x.dtype());
+  for (int64_t image = 0; image < images; ++image) {
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, memory({{M, K}, ct, tag::ab}, dn.engine, static_cast<char*>(x.raw()) + image * in_bytes)},
+        {DNNL_ARG_WEIGHTS, prep.weights.mem},
+        {DNNL_ARG_DST, memory({{M, N}, dt::f32, tag::ab}, dn.engine, y.f32() + image * M * N)},
+        {DNNL_ARG_SCRATCHPAD, scratch.mem}};
+    if (w.bias.defined())
+      args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, dn.engine, prep.bias_f32.raw()));
+    it->second.prim.execute(dn.stream, args);
+  }
   dn.stream.wait();
   return y;
 }
