@@ -16,6 +16,7 @@
 #include <cstdio>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention_avx2.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "naive_reference.h"
@@ -462,6 +463,28 @@ INSTANTIATE_TEST_SUITE_P(Precisions, OpsTest, ::testing::Values(Precision::F32, 
                          [](const auto& p) { return std::string(precision_name(p.param)); });
 
 // The portable attention path (CPUs without AVX-512) against the same reference.
+// The AVX2 kernel (CPUs without AVX-512 run it; called directly so AVX-512 machines test it too):
+// head sizes of SD (40, 80, 160) and odd ones, query counts off the 64-query task, key counts off
+// the 128-key block and the 6-key tile, causal masking (whole tasks masked in their first block).
+TEST(AttentionAvx2, MatchesNaive) {
+  if (!cpu_features().avx2 || !cpu_features().fma) GTEST_SKIP() << "no AVX2 and FMA on this CPU";
+  struct Case { int64_t b, nq, nk, heads, d; bool causal; };
+  for (const Case& c : {Case{2, 77, 77, 4, 8, true}, Case{2, 64, 77, 8, 5, false}, Case{1, 200, 300, 2, 40, false},
+                        Case{1, 129, 129, 1, 3, true}, Case{3, 5, 1, 2, 4, false}, Case{1, 150, 149, 2, 8, true},
+                        Case{2, 256, 256, 2, 80, false}, Case{1, 64, 77, 1, 160, false}, Case{1, 300, 300, 1, 41, true}}) {
+    const Tensor q = random_tensor(Shape{c.b, c.nq, c.heads * c.d}, 20, -2, 2);
+    const Tensor k = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 21, -2, 2);
+    const Tensor v = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 22);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    for (const int threads : {1, 2}) {
+      const Tensor y = cpu::attention_avx2(q, k, v, static_cast<int>(c.heads), scale, c.causal, threads);
+      const auto ref = testing::naive_attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
+      EXPECT_LE(max_abs_error(y, ref) / std::max(1.0, max_abs_of(ref)), kF32Tol)
+          << "nq=" << c.nq << " nk=" << c.nk << " d=" << c.d << " causal=" << c.causal << " threads=" << threads;
+    }
+  }
+}
+
 TEST(AttentionPortable, MatchesNaiveWithoutAvx512) {
   force_portable_kernels(true);
   auto backend = make_cpu_backend(Precision::F32);

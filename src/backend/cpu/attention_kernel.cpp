@@ -4,16 +4,17 @@
 // thread (plus, on the portable path, the keys transposed once), never the [Nq, Nk] score matrix
 // — SD at 512x512 has Nq = Nk = 4096 per head.
 //
-// CPUs with AVX-512 run attention_avx512.cpp (queries in the vector lanes). This file is the
-// entry point, its checks and threading, and the portable kernel for every other CPU: plain
-// loops over keys transposed once per call, written for the compiler to vectorise (OTTER_KERNEL
-// builds them for AVX2 too).
+// CPUs with AVX-512 run attention_avx512.cpp (queries in the vector lanes), CPUs with AVX2 and FMA
+// its 8-lane port attention_avx2.cpp. This file is the entry point, its checks and threading, and
+// the portable kernel for every other CPU: plain loops over keys transposed once per call,
+// written for the compiler to vectorise.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "backend/cpu/attention_avx2.h"
 #include "backend/cpu/attention_avx512.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/vector_math.h"
@@ -102,6 +103,7 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
     return attention_avx512(q, k, v, heads, scale, causal, threads,
                             has && Nk >= kKeyBlock ? products : AttentionProducts::F32);
   }
+  if (cpu_features().avx2 && cpu_features().fma) return attention_avx2(q, k, v, heads, scale, causal, threads);
   const int64_t per_thread = 2 * kQueryBlock * D + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
   Tensor scratch = Tensor::empty(Shape{threads, per_thread}, DType::F32);
 
