@@ -191,7 +191,7 @@ class Backend {
 // slowly. `--precision auto` uses this.
 struct PrecisionProbe {
   Precision preferred = Precision::F32;
-  double f32_gflops = 0;   // one core's f32 FMA rate
+  double f32_gflops = 0;   // one core's f32 FMA rate (AVX-512, or AVX2 on CPUs without it)
   double bf16_gflops = 0;  // one core's bf16 dot-product rate (0: not available)
   double f16_gflops = 0;   // one core's AVX-512 FP16 FMA rate (0: not available)
   std::string reason;

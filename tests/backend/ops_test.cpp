@@ -535,7 +535,7 @@ TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
   EXPECT_THROW(parse_precision("fp16"), otter::Error);
   EXPECT_EQ(parse_precision("f16"), Precision::F16);
   EXPECT_FALSE(p.reason.empty());
-  if (cpu_features().avx512f) {
+  if (cpu_features().avx512f || (cpu_features().avx2 && cpu_features().fma)) {
     EXPECT_GT(p.f32_gflops, 0.0);
   }
   if (p.preferred == Precision::BF16) {
