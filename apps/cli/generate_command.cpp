@@ -248,7 +248,8 @@ void run_generate(const GenerateArgs& a) {
   log(a.quiet, cat("otter: sampler ", result.sampler, ", ", result.unet_rows, " UNet rows (",
                    result.perturbed_rows ? cat(result.perturbed_rows, " perturbed; ") : std::string(), full_rows - result.unet_rows,
                    " saved of ", full_rows, "; CFG takes ", 2 * images_rows, "); text ", result.seconds_text,
-                   " s, denoise ", result.seconds_denoise, " s (median step ", result.median_step_seconds(), " s), decode ",
+                   " s, denoise ", result.seconds_denoise, " s (median step ", result.median_step_seconds(), " s, fastest ",
+                   result.fastest_step_seconds(), " s), decode ",
                    result.seconds_decode, " s"));
   log(a.quiet, cat("otter: memory: peak RSS ", format_gb(process_memory().peak_resident_bytes), " (estimated ",
                    format_gb(memory.plan.peak()), ")"));

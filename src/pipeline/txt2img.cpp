@@ -518,4 +518,8 @@ double Txt2ImgResult::median_step_seconds() const {
   return n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
 }
 
+double Txt2ImgResult::fastest_step_seconds() const {
+  return step_seconds.empty() ? 0 : *std::min_element(step_seconds.begin(), step_seconds.end());
+}
+
 }  // namespace otter

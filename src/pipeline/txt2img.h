@@ -95,9 +95,10 @@ struct Txt2ImgResult {
   double seconds_denoise = 0, seconds_decode = 0, seconds_text = 0;
   // Every evaluation's wall time (sampler step, guidance and UNet call), turn after turn: its median
   // is the steady step time, what otter-bench's CFG step measures (the first step of a run also
-  // prepares the weights).
+  // prepares the weights); its fastest is the like of otter-bench's figure, a best of runs.
   std::vector<double> step_seconds;
   double median_step_seconds() const;
+  double fastest_step_seconds() const;  // 0 without steps
 };
 
 // Per-evaluation observer (parity tests, the server's previews): called after each sampler step
