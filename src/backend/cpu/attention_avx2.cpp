@@ -19,8 +19,8 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <type_traits>
 
+#include "backend/cpu/attention_tiles.h"
 #include "backend/cpu/kernels.h"
 
 #define OTTER_AVX2 __attribute__((target("avx2,fma")))
@@ -43,8 +43,8 @@ constexpr int kTile = 6;                               // keys (scores) or value
 // whose exp is 0 in the sums to float precision, and keeps n >= -126 (a normal 2^n).
 OTTER_AVX2 inline __m256 exp256_nonpositive(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-  const __m256 n =
-      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693145751953125f), x);
   r = _mm256_fmadd_ps(n, _mm256_set1_ps(-1.428606765330187045e-06f), r);
   __m256 p = _mm256_set1_ps(1.0f / 720.0f);
@@ -96,33 +96,18 @@ OTTER_AVX2 void pv_tile(const float* p, int64_t nk, const float* v, int64_t v_st
       _mm256_storeu_ps(ot + i * kQueries + c * kLanes, acc[i][c]);
 }
 
-// fn(tile size as an integral_constant, start) over [0, n): tiles of kTile, then one remainder.
-template <class Fn>
-void for_tiles(int64_t n, Fn&& fn) {
-  int64_t i = 0;
-  for (; i + kTile <= n; i += kTile) fn(std::integral_constant<int, kTile>{}, i);
-  switch (n - i) {
-    case 5: fn(std::integral_constant<int, 5>{}, i); break;
-    case 4: fn(std::integral_constant<int, 4>{}, i); break;
-    case 3: fn(std::integral_constant<int, 3>{}, i); break;
-    case 2: fn(std::integral_constant<int, 2>{}, i); break;
-    case 1: fn(std::integral_constant<int, 1>{}, i); break;
-    default: break;
-  }
-}
-
 // Query groups outermost: a group's 16 queries and scores stay in L1 while the block's keys
 // (128 x D floats, 20 KB at D = 40) are broadcast from L1/L2 once per group.
 void scores_block(const float* qt, const float* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
   for (int g = 0; g < kGroups; ++g)
-    for_tiles(nk, [&](auto nj, int64_t j) {
+    for_tiles<kTile>(nk, [&](auto nj, int64_t j) {
       scores_tile<decltype(nj)::value>(qt + g * kGroup, k + j * k_stride, k_stride, D, s + j * kQueries + g * kGroup);
     });
 }
 
 void pv_block(const float* p, int64_t nk, const float* v, int64_t v_stride, int64_t D, float* ot) {
   for (int g = 0; g < kGroups; ++g)
-    for_tiles(D, [&](auto nd, int64_t d) {
+    for_tiles<kTile>(D, [&](auto nd, int64_t d) {
       pv_tile<decltype(nd)::value>(p + g * kGroup, nk, v + d, v_stride, ot + d * kQueries + g * kGroup);
     });
 }

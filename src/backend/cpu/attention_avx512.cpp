@@ -20,9 +20,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 
 #include "backend/cpu/attention_avx512.h"
+#include "backend/cpu/attention_tiles.h"
 #include "backend/cpu/kernels.h"
 
 namespace otter::cpu {
@@ -92,29 +92,16 @@ __attribute__((target("avx512f"))) void pv_tile(const float* p, int64_t nk, cons
       _mm512_storeu_ps(ot + i * kQueries + c * kLanes, acc[i][c]);
 }
 
-// fn(tile size as an integral_constant, start) over [0, n): tiles of kTile, then one remainder.
-template <class Fn>
-void for_tiles(int64_t n, Fn&& fn) {
-  int64_t i = 0;
-  for (; i + kTile <= n; i += kTile) fn(std::integral_constant<int, kTile>{}, i);
-  switch (n - i) {
-    case 5: fn(std::integral_constant<int, 5>{}, i); break;
-    case 4: fn(std::integral_constant<int, 4>{}, i); break;
-    case 3: fn(std::integral_constant<int, 3>{}, i); break;
-    case 2: fn(std::integral_constant<int, 2>{}, i); break;
-    case 1: fn(std::integral_constant<int, 1>{}, i); break;
-    default: break;
-  }
-}
-
 void scores_block(const float* qt, const float* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
-  for_tiles(nk, [&](auto nj, int64_t j) {
+  for_tiles<kTile>(nk, [&](auto nj, int64_t j) {
     scores_tile<decltype(nj)::value>(qt, k + j * k_stride, k_stride, D, s + j * kQueries);
   });
 }
 
 void pv_block(const float* p, int64_t nk, const float* v, int64_t v_stride, int64_t D, float* ot) {
-  for_tiles(D, [&](auto nd, int64_t d) { pv_tile<decltype(nd)::value>(p, nk, v + d, v_stride, ot + d * kQueries); });
+  for_tiles<kTile>(D, [&](auto nd, int64_t d) {
+    pv_tile<decltype(nd)::value>(p, nk, v + d, v_stride, ot + d * kQueries);
+  });
 }
 
 // ---- f16 products (--precision f16 on CPUs with AVX-512 FP16) ----
@@ -185,13 +172,13 @@ OTTER_F16_TARGET void pv_tile_f16(const uint16_t* pp, int64_t key_pairs, const u
 }
 
 void scores_block_f16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
-  for_tiles(nk, [&](auto nj, int64_t j) {
+  for_tiles<kTile>(nk, [&](auto nj, int64_t j) {
     scores_tile_f16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
   });
 }
 
 void pv_block_f16(const uint16_t* pp, int64_t nk, const uint16_t* vp, int64_t D, float* ot) {
-  for_tiles(D, [&](auto nd, int64_t d) {
+  for_tiles<kTile>(D, [&](auto nd, int64_t d) {
     pv_tile_f16<decltype(nd)::value>(pp, (nk + 1) / 2, vp + d * 2, D, ot + d * kQueries);
   });
 }
@@ -251,13 +238,13 @@ OTTER_BF16_TARGET void pv_tile_bf16(const uint16_t* pp, int64_t key_pairs, const
 }
 
 void scores_block_bf16(const uint16_t* qp, const uint16_t* k, int64_t k_stride, int64_t D, int64_t nk, float* s) {
-  for_tiles(nk, [&](auto nj, int64_t j) {
+  for_tiles<kTile>(nk, [&](auto nj, int64_t j) {
     scores_tile_bf16<decltype(nj)::value>(qp, k + j * k_stride, k_stride, D / 2, s + j * kQueries);
   });
 }
 
 void pv_block_bf16(const uint16_t* pp, int64_t nk, const uint16_t* vp, int64_t D, float* ot) {
-  for_tiles(D, [&](auto nd, int64_t d) {
+  for_tiles<kTile>(D, [&](auto nd, int64_t d) {
     pv_tile_bf16<decltype(nd)::value>(pp, (nk + 1) / 2, vp + d * 2, D, ot + d * kQueries);
   });
 }
