@@ -37,14 +37,15 @@ constexpr int kIterations = 20000;
   a10 = OP(a10);             \
   a11 = OP(a11);
 
-#define OTTER_PROBE_INIT                                                                                        \
-  __m512 a0 = _mm512_set1_ps(0.f), a1 = _mm512_set1_ps(1.f), a2 = _mm512_set1_ps(2.f), a3 = _mm512_set1_ps(3.f), \
-         a4 = _mm512_set1_ps(4.f), a5 = _mm512_set1_ps(5.f), a6 = _mm512_set1_ps(6.f), a7 = _mm512_set1_ps(7.f), \
-         a8 = _mm512_set1_ps(8.f), a9 = _mm512_set1_ps(9.f), a10 = _mm512_set1_ps(10.f), a11 = _mm512_set1_ps(11.f)
+// Twelve accumulators of vector type T, made by SET1 (_mm512_set1_ps, _mm256_set1_ps, ...).
+#define OTTER_PROBE_INIT_AS(T, SET1)                                                             \
+  T a0 = SET1(0.f), a1 = SET1(1.f), a2 = SET1(2.f), a3 = SET1(3.f), a4 = SET1(4.f), a5 = SET1(5.f), \
+    a6 = SET1(6.f), a7 = SET1(7.f), a8 = SET1(8.f), a9 = SET1(9.f), a10 = SET1(10.f), a11 = SET1(11.f)
+#define OTTER_PROBE_INIT OTTER_PROBE_INIT_AS(__m512, _mm512_set1_ps)
 
 // One lane of the accumulators' sum, so the compiler must compute them.
-#define OTTER_PROBE_SUM \
-  _mm512_cvtss_f32(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11)
+#define OTTER_PROBE_SUM_AS(CVTSS) CVTSS(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11)
+#define OTTER_PROBE_SUM OTTER_PROBE_SUM_AS(_mm512_cvtss_f32)
 
 // Seconds per 12·kIterations f32 FMAs (16 lanes, 32 flops each).
 __attribute__((target("avx512f"))) double time_f32_fma(float* sink) {
@@ -103,9 +104,7 @@ __attribute__((target("avx512f,avx512fp16"))) double time_f16_fma(float* sink) {
 // Seconds per 12·kIterations f32 FMAs on 8 lanes (AVX2; 16 flops each): the f32 rate of CPUs
 // without AVX-512, for the report (they have no 16-bit arithmetic to compare it with).
 __attribute__((target("avx2,fma"))) double time_f32_fma_avx2(float* sink) {
-  __m256 a0 = _mm256_set1_ps(0.f), a1 = _mm256_set1_ps(1.f), a2 = _mm256_set1_ps(2.f), a3 = _mm256_set1_ps(3.f),
-         a4 = _mm256_set1_ps(4.f), a5 = _mm256_set1_ps(5.f), a6 = _mm256_set1_ps(6.f), a7 = _mm256_set1_ps(7.f),
-         a8 = _mm256_set1_ps(8.f), a9 = _mm256_set1_ps(9.f), a10 = _mm256_set1_ps(10.f), a11 = _mm256_set1_ps(11.f);
+  OTTER_PROBE_INIT_AS(__m256, _mm256_set1_ps);
   __m256 x = _mm256_set1_ps(1.0001f);
   const __m256 y = _mm256_set1_ps(0.9999f);
   const auto t = SteadyClock::now();
@@ -116,7 +115,7 @@ __attribute__((target("avx2,fma"))) double time_f32_fma_avx2(float* sink) {
     __asm__ volatile("" : "+v"(x));
   }
   const double s = seconds_since(t);
-  *sink += _mm256_cvtss_f32(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+  *sink += OTTER_PROBE_SUM_AS(_mm256_cvtss_f32);
   return s;
 }
 
