@@ -254,14 +254,14 @@ Tensor dnnl_linear(const Tensor& x_in, LinearWeights& w, Precision precision) {
   const Tensor x = to_compute(x_in, precision);
   Buffer scratch = make_buffer(it->second.pd.scratchpad_desc());
   const size_t in_bytes = static_cast<size_t>(M * K) * dtype_size(x.dtype());
-  for (int64_t image = 0; image < images; ++image) {
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, memory({{M, K}, ct, tag::ab}, dn.engine, static_cast<char*>(x.raw()) + image * in_bytes)},
-        {DNNL_ARG_WEIGHTS, prep.weights.mem},
-        {DNNL_ARG_DST, memory({{M, N}, dt::f32, tag::ab}, dn.engine, y.f32() + image * M * N)},
-        {DNNL_ARG_SCRATCHPAD, scratch.mem}};
-    if (w.bias.defined())
-      args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, dn.engine, prep.bias_f32.raw()));
+  memory src({{M, K}, ct, tag::ab}, dn.engine, x.raw()), dst({{M, N}, dt::f32, tag::ab}, dn.engine, y.raw());
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prep.weights.mem}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch.mem}};
+  if (w.bias.defined())
+    args.emplace(DNNL_ARG_BIAS, memory({{1, N}, dt::f32, tag::ab}, dn.engine, prep.bias_f32.raw()));
+  for (int64_t image = 0; image < images; ++image) {  // the same arguments, moved along the batch
+    src.set_data_handle(static_cast<char*>(x.raw()) + image * in_bytes);
+    dst.set_data_handle(y.f32() + image * M * N);
     it->second.prim.execute(dn.stream, args);
   }
   dn.stream.wait();
