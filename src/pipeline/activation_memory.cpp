@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/allocator.h"
 #include "models/clip_text_encoder.h"
 #include "models/unet_config.h"
 #include "models/vae.h"
@@ -14,14 +15,11 @@
 namespace otter {
 namespace {
 
-constexpr double kHugeBlock = 4.0 * 1024 * 1024;  // the allocator maps blocks from this size up...
-constexpr double kHugePage = 2.0 * 1024 * 1024;   // ...in whole 2 MB pages
-
-// Bytes of a size class as the allocator rounds them (allocator.cpp).
+// Bytes of a size class as the allocator rounds them (a mapped block is its size class in whole
+// 4 KB pages, so that is also what it can hold resident).
 double size_class(double bytes) {
   if (bytes <= 0) return 0;
-  const double unit = bytes >= kHugeBlock ? kHugePage : bytes <= 65536 ? 64.0 : 4096.0;
-  return std::ceil(bytes / unit) * unit;
+  return static_cast<double>(Allocator::size_class(static_cast<size_t>(std::ceil(bytes))));
 }
 
 // A block handed out by the replayed allocator; freed when the last handle goes, like a Tensor.
