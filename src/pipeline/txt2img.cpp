@@ -328,7 +328,12 @@ Txt2ImgResult txt2img(StableDiffusion& model, const Txt2ImgRequest& request, con
   // cond and uncond hold one row per prompt; each turn repeats them for its own images only.
   result.seconds_text = seconds_since(t0);
   text_activity.reset();
-  if (request.release_weights_when_done) model.text_encoder().release_prepared_weights();
+  if (request.release_weights_when_done) {
+    model.text_encoder().release_prepared_weights();
+    // The freed weights would otherwise wait in the allocator's cache for blocks of their sizes,
+    // which the UNet never asks for: SD 1.5's f32 text encoder kept 0.34 GB through the denoising.
+    be.release_cached_memory();
+  }
 
   // Noise: one torch-compatible draw for the whole batch, as diffusers does.
   const int64_t B = static_cast<int64_t>(request.prompts.size()) * request.images_per_prompt, h = request.height / 8,
