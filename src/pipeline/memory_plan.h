@@ -65,8 +65,10 @@ struct MemoryPlan {
     // glibc kept 15-25 MB of their small blocks through the decode at 256-512 px).
     return base + runtime + held + outputs + vae.total();
   }
-  // The init picture's encode, before the denoising: every weight may be resident by then.
+  // The init picture's encode, before the denoising: every weight may be resident by then. None
+  // without an init picture (txt2img never prepares the encoder, nor holds all weights at once).
   double encode_phase() const {
+    if (!request.encodes_image) return 0.0;
     return base + runtime + weights() - (text_released() ? text_weights : 0.0) + outputs + vae_encode.total();
   }
   double peak() const { return std::max({unet_phase(), decode_phase(), encode_phase()}); }
