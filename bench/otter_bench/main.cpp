@@ -417,6 +417,7 @@ int run(const Args& a) {
       // prepared weights go once the prompts are encoded, the UNet's before the decode (and are
       // prepared again by the next size's first step).
       nets.te().release_prepared_weights();
+      be->release_cached_memory();  // as the pipeline does: out of the allocator's cache too
 
       for (int size : a.sizes) {
         const int64_t l = size / 8;
