@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/half_gemm.h"
 #include "core/cpu_features.h"
+#include "core/error.h"
 
 namespace otter {
 namespace {
@@ -116,13 +117,14 @@ void BM_Matmul4096x320x320(benchmark::State& state) {
 BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The 16-bit matmul tiles (src/backend/cpu/half_gemm.h; range(3): 0 = f16 on AVX-512 FP16, 1 = bf16
-// on AVX-512 BF16) on the same shapes as the oneDNN linear layers above, the UNet's feed-forward
+// on AVX-512 BF16, 2 = f16 weights with f32 arithmetic on AVX2) on the same shapes as the oneDNN linear layers above, the UNet's feed-forward
 // at 512x512 (8192 x 320 -> 2560 at batch 2) and at 256x256's deeper levels (512 rows x 640 ->
 // 5120, 128 rows x 1280 -> 10240: few rows, large weights), and 128 x 1280 -> 1280.
 void BM_HalfGemm(benchmark::State& state) {
-  const auto format = state.range(3) == 0 ? cpu::HalfFormat::F16 : cpu::HalfFormat::BF16;
+  constexpr cpu::HalfFormat kFormats[] = {cpu::HalfFormat::F16, cpu::HalfFormat::BF16, cpu::HalfFormat::F16Weights};
+  const cpu::HalfFormat format = kFormats[state.range(3)];
   if (!cpu::half_gemm_available(format)) {
-    state.SkipWithError(format == cpu::HalfFormat::F16 ? "no AVX-512 FP16 on this CPU" : "no AVX-512 BF16 on this CPU");
+    state.SkipWithError(cat("this CPU lacks the instructions of ", cpu::half_format_name(format)).c_str());
     return;
   }
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
@@ -133,9 +135,9 @@ void BM_HalfGemm(benchmark::State& state) {
   set_flops(state, 2.0 * m * k * n);
   state.SetLabel(cpu::half_format_name(format));
 }
-BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1}})->ArgsProduct({{8192}, {320}, {2560}, {0, 1}})
-    ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1}})->ArgsProduct({{512}, {640}, {5120}, {0, 1}})
-    ->ArgsProduct({{128}, {1280}, {10240}, {0, 1}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1}})
+BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProduct({{8192}, {320}, {2560}, {0, 1, 2}})
+    ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1, 2}})->ArgsProduct({{512}, {640}, {5120}, {0, 1, 2}})
+    ->ArgsProduct({{128}, {1280}, {10240}, {0, 1, 2}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // oneDNN f32 on the same two larger shapes, for the comparison.
@@ -149,7 +151,7 @@ void BM_MatmulShapes(benchmark::State& state) {
   set_flops(state, 2.0 * m * k * n);
   state.SetLabel("f32");
 }
-BENCHMARK(BM_MatmulShapes)->Args({8192, 320, 2560})->Args({2048, 2048, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MatmulShapes)->Args({4096, 320, 320})->Args({8192, 320, 2560})->Args({2048, 2048, 2048})->Args({512, 640, 5120})->Args({128, 1280, 10240})->Args({128, 1280, 1280})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Self-attention (4096 keys) and cross-attention (77 text tokens), 8 heads of 40 dims.
 void BM_Attention(benchmark::State& state) {

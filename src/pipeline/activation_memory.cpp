@@ -90,15 +90,19 @@ Block::~Block() { sim->freed(bytes); }
 class Ops {
  public:
   Ops(Sim& sim, Precision p, int threads)
-      : s_(sim), p_(p), half_(cpu_uses_16bit_kernels(p)), threads_(std::max(1, threads)) {}
+      : s_(sim),
+        p_(p),
+        half_(cpu_uses_16bit_kernels(p)),
+        half_f32_(half_ && cpu_16bit_kernels_read_f32(p)),
+        threads_(std::max(1, threads)) {}
 
   static double f32(double elements) { return 4.0 * elements; }
 
   // conv2d on n images of [cin, pixels_in] -> [cout, pixels_out]; `norm` = a fused GroupNorm(+SiLU)
   // input transform, `up` = nearest 2x upsampling (pixels_out = 4 pixels_in).
   Buf conv(double n, double cin, double pixels_in, double cout, double pixels_out, bool norm, bool up) {
-    if (half_) {  // the 16-bit kernels: a 16-bit NHWC copy of the input in scratch, transform fused
-      s_.scratch(1, 2.0 * n * pixels_in * (std::ceil(cin / 2) * 2));
+    if (half_) {  // the 16-bit kernels: an NHWC copy of the input in scratch, transform fused
+      s_.scratch(1, (half_f32_ ? 4.0 : 2.0) * n * pixels_in * (std::ceil(cin / 2) * 2));
       return s_.alloc(f32(n * cout * pixels_out));
     }
     // oneDNN (f32, or bf16 without AVX-512 BF16): the transform runs as ops, then oneDNN reorders
@@ -114,7 +118,7 @@ class Ops {
 
   // linear on m rows of k -> n.
   Buf linear(double m, double k, double n) {
-    if (half_) s_.scratch(0, 2.0 * m * k);
+    if (half_ && !half_f32_) s_.scratch(0, 2.0 * m * k);  // f32 rows are read where they are
     Buf x16 = !half_ && p_ == Precision::BF16 ? s_.alloc(2.0 * m * k) : nullptr;
     return s_.alloc(f32(m * n));
   }
@@ -124,7 +128,7 @@ class Ops {
   // projection lives until the gate is out.
   Buf linear_geglu(double m, double k, double n) {
     if (half_ && std::fmod(n, 64.0) == 0) {
-      s_.scratch(0, 2.0 * m * k);
+      if (!half_f32_) s_.scratch(0, 2.0 * m * k);
       return s_.alloc(f32(m * n / 2));
     }
     Buf projection = linear(m, k, n);
@@ -138,7 +142,7 @@ class Ops {
     const double head = dim / heads;
     Buf scratch = s_.alloc(f32(threads_ * (2 * head * 64 + 128 * 64 + 2 * 64)));
     Buf k16, v_flat, v16, scratch16;
-    if (half_ && nk >= 128) {  // 16-bit products: keys and values converted once per call
+    if (half_ && !half_f32_ && nk >= 128) {  // 16-bit products: keys and values converted once per call
       k16 = s_.alloc(2.0 * b * nk * dim);
       v_flat = s_.alloc(2.0 * b * nk * dim);
       v16 = s_.alloc(2.0 * b * heads * std::ceil(nk / 2) * 2 * head);
@@ -150,7 +154,8 @@ class Ops {
  private:
   Sim& s_;
   Precision p_;
-  bool half_;  // the backend's 16-bit kernels run this precision
+  bool half_;      // the backend's 16-bit kernels run this precision
+  bool half_f32_;  // ...reading f32 activations (f16 weights on AVX2), attention in f32
   int threads_;
 };
 

@@ -40,15 +40,17 @@ GemmErrors gemm_errors(cpu::HalfFormat format, int64_t m, int64_t k, int64_t n, 
   EXPECT_TRUE(cpu::gemm_half(x.f32(), m, cpu::pack_half_weights(w, format), bias.f32(), y.f32(),
                              with_residual ? residual.f32() : nullptr));
   const auto round = [&](float v) {
-    return format == cpu::HalfFormat::F16 ? f16_to_f32(f32_to_f16(v)) : bf16_to_f32(f32_to_bf16(v));
+    return format == cpu::HalfFormat::BF16 ? bf16_to_f32(f32_to_bf16(v)) : f16_to_f32(f32_to_f16(v));
   };
+  // F16Weights rounds the weights only: its rows are read as f32.
+  const auto round_x = [&](float v) { return cpu::f32_activations(format) ? v : round(v); };
   GemmErrors e;
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       double rounded = bias.f32()[j] + (with_residual ? double(residual.f32()[i * n + j]) : 0.0), exact = rounded;
       for (int64_t kk = 0; kk < k; ++kk) {
         const float xv = x.f32()[i * k + kk], wv = w.f32()[j * k + kk];
-        rounded += double(round(xv)) * round(wv);
+        rounded += double(round_x(xv)) * round(wv);
         exact += double(xv) * wv;
       }
       const double got = y.f32()[i * n + j];
@@ -88,6 +90,21 @@ TEST(BF16Gemm, SumsRoundedOperandsInF32) {
     const GemmErrors e = gemm_errors(cpu::HalfFormat::BF16, c.m, c.k, c.n, true);
     EXPECT_LE(e.err_sum, 1e-5 * e.max_y) << c.m << "x" << c.k << "x" << c.n;
     EXPECT_LE(e.err_all, 2e-2 * e.max_y) << c.m << "x" << c.k << "x" << c.n;
+  }
+}
+
+// F16Weights widens f16 weights and sums f32 products in f32: against the rounded weights only
+// f32 rounding remains (bound 1e-5 of max|y|, as bf16's sums); against the unrounded ones, the f16
+// rounding of the weights alone (2^-11 relative each; bound 2e-3 of max|y|, a tenth of bf16's
+// operand bound). Odd K reads rows padded in scratch; even K reads x where it is.
+TEST(F16WeightsGemm, SumsF32RowsAndF16WeightsInF32) {
+  if (!cpu::half_gemm_available(cpu::HalfFormat::F16Weights)) GTEST_SKIP() << "no AVX2, FMA and F16C on this CPU";
+  for (const Case c : kCases) {
+    for (bool with_residual : {false, true}) {
+      const GemmErrors e = gemm_errors(cpu::HalfFormat::F16Weights, c.m, c.k, c.n, with_residual);
+      EXPECT_LE(e.err_sum, 1e-5 * e.max_y) << c.m << "x" << c.k << "x" << c.n;
+      EXPECT_LE(e.err_all, 2e-3 * e.max_y) << c.m << "x" << c.k << "x" << c.n;
+    }
   }
 }
 

@@ -39,7 +39,11 @@ class OpsTest : public ::testing::TestWithParam<Precision> {
  protected:
   void SetUp() override {
     if (GetParam() == Precision::BF16 && !cpu_features().avx512f) GTEST_SKIP() << "no AVX-512 on this CPU";
-    if (GetParam() == Precision::F16 && !cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
+    // f16: f16 arithmetic on AVX-512 FP16; elsewhere f16 weights with f32 arithmetic (AVX2, FMA,
+    // F16C), within the same bounds.
+    const CpuFeatures& f = cpu_features();
+    if (GetParam() == Precision::F16 && !f.avx512fp16 && !(f.avx2 && f.fma && f.f16c))
+      GTEST_SKIP() << "no AVX-512 FP16, nor AVX2 with FMA and F16C";
     backend_ = make_cpu_backend(GetParam());
   }
   bool bf16() const { return GetParam() == Precision::BF16; }

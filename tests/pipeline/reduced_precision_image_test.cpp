@@ -29,6 +29,9 @@
 // rule) and its max is bf16's, since f16 keeps 11 bits of every operand where bf16 keeps 8 (on
 // version 1 its image was the closer one by every figure). Measure it on an FP16 machine and set
 // it by the same rule.
+// f16 on CPUs without AVX-512 FP16 (f16 weights widened as read, f32 activations and sums; Zen 3,
+// release): 12 of the 393216 values differ, each by one level (mean 3.1e-5): bounds 2 levels and
+// a mean of 1e-4 (2x, rounded up).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -47,8 +50,13 @@ struct Bound {
   Precision precision;
   int max_levels;
   double mean_levels;
+  // f16 on CPUs without AVX-512 FP16: f16 weights widened by an AVX2 tile, f32 activations and
+  // arithmetic (half_gemm.h, HalfFormat::F16Weights); the row measures that path, the other f16 row
+  // the f16 arithmetic.
+  bool f16_weights_only = false;
 };
-constexpr Bound kBounds[] = {{Precision::BF16, 10, 0.27}, {Precision::F16, 10, 0.15}};
+constexpr Bound kBounds[] = {
+    {Precision::BF16, 10, 0.27}, {Precision::F16, 10, 0.15}, {Precision::F16, 2, 1e-4, true}};
 
 Tensor generate(Precision precision, const std::vector<std::string>& prompts, uint64_t seed) {
   auto backend = make_cpu_backend(precision);
@@ -67,14 +75,20 @@ class ReducedPrecisionImage : public ::testing::TestWithParam<Bound> {};
 
 TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
   const Bound bound = GetParam();
-  if (!cpu_features().avx512f) GTEST_SKIP() << "this CPU has no AVX-512: no 16-bit paths";
-  if (bound.precision == Precision::F16 && !cpu_features().avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
+  const CpuFeatures& f = cpu_features();
+  if (bound.f16_weights_only) {
+    if (f.avx512fp16) GTEST_SKIP() << "f16 runs f16 arithmetic on this CPU (AVX-512 FP16): the f16 row measures it";
+    if (!(f.avx2 && f.fma && f.f16c)) GTEST_SKIP() << "no AVX2 with FMA and F16C: no f16 weights path";
+  } else {
+    if (!f.avx512f) GTEST_SKIP() << "this CPU has no AVX-512: no 16-bit arithmetic";
+    if (bound.precision == Precision::F16 && !f.avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";
+  }
   const std::vector<std::string> prompts = {"a red circle on a blue background", "a small yellow star on a red background",
                                             "a large green triangle on a white background",
                                             "an orange ring on a black background"};
   int max_levels = 0;
   double sum = 0;
-  int64_t count = 0, within_one = 0;
+  int64_t count = 0, within_one = 0, differing = 0;
   for (uint64_t seed : {2u, 3u}) {
     const Tensor a = generate(Precision::F32, prompts, seed), b = generate(bound.precision, prompts, seed);
     ASSERT_EQ(a.numel(), b.numel());
@@ -83,19 +97,24 @@ TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
       max_levels = std::max(max_levels, d);
       sum += d;
       within_one += d <= 1;
+      differing += d != 0;
     }
     count += a.numel();
   }
   const double mean = sum / static_cast<double>(count);
-  std::printf("%s vs f32, 8-bit image: max %d levels, mean %.3f levels, %.1f%% within one level, %lld values\n",
-              precision_name(bound.precision), max_levels, mean,
-              100.0 * static_cast<double>(within_one) / static_cast<double>(count), static_cast<long long>(count));
+  std::printf("%s%s vs f32, 8-bit image: max %d levels, mean %.4f levels, %.2f%% within one level, %lld of %lld values differ\n",
+              precision_name(bound.precision), bound.f16_weights_only ? " (f16 weights, f32 arithmetic)" : "", max_levels, mean,
+              100.0 * static_cast<double>(within_one) / static_cast<double>(count), static_cast<long long>(differing),
+              static_cast<long long>(count));
   EXPECT_LE(max_levels, bound.max_levels);
   EXPECT_LE(mean, bound.mean_levels);
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, ReducedPrecisionImage, ::testing::ValuesIn(kBounds),
-                         [](const auto& p) { return std::string(precision_name(p.param.precision)); });
+                         [](const auto& p) {
+                           return std::string(precision_name(p.param.precision)) +
+                                  (p.param.f16_weights_only ? "_weights" : "");
+                         });
 
 }  // namespace
 }  // namespace otter

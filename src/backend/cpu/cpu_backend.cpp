@@ -1,5 +1,6 @@
 // The CPU backend: convolutions and linear layers on otter's 16-bit implicit-GEMM path (half_ops.h)
-// under f16, and under bf16 where the CPU has AVX-512 BF16; oneDNN for them otherwise (f32, and
+// under f16 (f16 arithmetic on AVX-512 FP16, f16 weights with f32 arithmetic on AVX2 + F16C), and
+// under bf16 where the CPU has AVX-512 BF16; oneDNN for them otherwise (f32, and
 // bf16 emulated on plain AVX-512) and for batched matmuls; otter's own vectorised OpenMP kernels
 // for everything else.
 #include <omp.h>
@@ -19,11 +20,16 @@
 namespace otter {
 namespace {
 
+// f16's kernels on this CPU: f16 arithmetic where it has AVX-512 FP16, else f16 weights with f32
+// arithmetic where it has AVX2, FMA and F16C (make_cpu_backend refuses f16 on anything less).
+cpu::HalfFormat f16_format() {
+  return cpu::half_ops_available(cpu::HalfFormat::F16) ? cpu::HalfFormat::F16 : cpu::HalfFormat::F16Weights;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(Precision precision) : precision_(precision) {
-    if (cpu_uses_16bit_kernels(precision))
-      half_ = precision == Precision::F16 ? cpu::HalfFormat::F16 : cpu::HalfFormat::BF16;
+    if (cpu_uses_16bit_kernels(precision)) half_ = precision == Precision::F16 ? f16_format() : cpu::HalfFormat::BF16;
   }
 
   std::string name() const override { return cat("cpu (", precision_name(precision_), ")"); }
@@ -106,9 +112,9 @@ class CpuBackend final : public Backend {
   }
   Tensor softmax(const Tensor& x) override { return cpu::softmax(x); }
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, float scale, bool causal) override {
-    const auto products = !half_                           ? cpu::AttentionProducts::F32
-                          : *half_ == cpu::HalfFormat::F16 ? cpu::AttentionProducts::F16
-                                                           : cpu::AttentionProducts::BF16;
+    const auto products = !half_ || cpu::f32_activations(*half_) ? cpu::AttentionProducts::F32
+                          : *half_ == cpu::HalfFormat::F16       ? cpu::AttentionProducts::F16
+                                                                 : cpu::AttentionProducts::BF16;
     return cpu::attention(q, k, v, heads, scale, causal, products);
   }
   Tensor add(const Tensor& a, const Tensor& b) override { return cpu::binary(a, b, cpu::BinaryOp::Add); }
@@ -157,11 +163,16 @@ bool cpu_uses_16bit_kernels(Precision precision) {
          std::getenv("OTTER_BF16_ONEDNN") == nullptr;
 }
 
+bool cpu_16bit_kernels_read_f32(Precision precision) {
+  return precision == Precision::F16 && cpu::f32_activations(f16_format());
+}
+
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
     throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
-  if (precision == Precision::F16 && !cpu::half_ops_available(cpu::HalfFormat::F16))
-    throw Error("f16 compute needs a CPU with AVX-512 FP16; use --precision f32 (or auto) on this CPU");
+  if (precision == Precision::F16 && !cpu::half_ops_available(f16_format()))
+    throw Error("f16 needs a CPU with AVX-512 FP16, or AVX2 with FMA and F16C (f16 weights, f32 arithmetic); use "
+                "--precision f32 (or auto) on this CPU");
   // Default: one thread per physical core, unless OMP_NUM_THREADS says otherwise.
   if (threads <= 0 && std::getenv("OMP_NUM_THREADS") == nullptr) threads = physical_cores();
   if (threads > 0) omp_set_num_threads(threads);

@@ -188,22 +188,30 @@ void half_release_scratch() {
 }
 
 bool half_gemm_available(HalfFormat f) {
-  return f == HalfFormat::F16 ? cpu_features().avx512fp16 : cpu_features().avx512_bf16;
+  const CpuFeatures& c = cpu_features();
+  switch (f) {
+    case HalfFormat::F16: return c.avx512fp16;
+    case HalfFormat::BF16: return c.avx512_bf16;
+    case HalfFormat::F16Weights: return c.avx2 && c.fma && c.f16c;
+  }
+  return false;
 }
 
-const char* half_format_name(HalfFormat f) { return f == HalfFormat::F16 ? "f16" : "bf16"; }
+const char* half_format_name(HalfFormat f) {
+  return f == HalfFormat::F16 ? "f16" : f == HalfFormat::BF16 ? "bf16" : "f16 weights with f32 arithmetic";
+}
 
 void f32_to_half_n(HalfFormat f, const float* in, uint16_t* out, size_t n) {
-  if (f == HalfFormat::F16)
-    f32_to_f16_n(in, out, n);
-  else
+  if (f == HalfFormat::BF16)
     f32_to_bf16_n(in, out, n);
+  else
+    f32_to_f16_n(in, out, n);
 }
 
 HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
   OTTER_CHECK(w_in.rank() == 2, "pack_half_weights needs [N, K], got ", w_in.describe());
   Allocator staging;  // the 16-bit copy lives only for this call and goes back to the system
-  const Tensor w = w_in.to(format == HalfFormat::F16 ? DType::F16 : DType::BF16, staging);
+  const Tensor w = w_in.to(format == HalfFormat::BF16 ? DType::BF16 : DType::F16, staging);
   HalfPackedWeights p;
   p.format = format;
   p.n = w.dim(0);
@@ -252,25 +260,53 @@ HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<
 }
 
 namespace {
+// A tile row's columns written out: the AVX-512 formats' write_row, F16Weights' portable one (a
+// function compiled for AVX-512 may use it before any branch, so the choice is made out here).
+bool write_tile_row(HalfFormat format, const float* lanes, const float* bias, const float* residual, int64_t cols,
+                    float* out, bool stream = true) {
+  if (format == HalfFormat::F16Weights) {
+    write_row_pairs(lanes, bias, residual, cols, out);
+    return true;
+  }
+  return write_row(format, lanes, bias, residual, cols, out, stream);
+}
+
 // One row of a GEGLU panel: the tile's first kGegluCols columns are values, the next their gates;
 // their sums (+ bias) as write_row makes them, then out[c] = value · GELU(gate) by geglu_row, the
 // unfused op's arithmetic. False if a sum is not finite (f16 overflow).
 bool write_row_geglu(HalfFormat format, const float* lanes, const float* bias, float* out) {
   alignas(64) float sums[kHalfCols];  // values, then gates
-  const bool finite = write_row(format, lanes, bias, nullptr, kHalfCols, sums, /*stream=*/false);
+  const bool finite = write_tile_row(format, lanes, bias, nullptr, kHalfCols, sums, /*stream=*/false);
   geglu_row(sums, sums + kGegluCols, out, kGegluCols);
   return finite;
 }
+
+template <class A>
+bool gemm_tiles(const A* a_data, int64_t M, const HalfPackedWeights& w, const float* bias, float* y,
+                const float* residual);
 }  // namespace
 
 bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const float* bias, float* y,
                const float* residual) {
   OTTER_CHECK(half_gemm_available(w.format), "gemm_half: this CPU lacks the ", half_format_name(w.format),
-              " instructions (AVX-512 ", w.format == HalfFormat::F16 ? "FP16" : "BF16", ")");
+              " instructions (",
+              w.format == HalfFormat::F16    ? "AVX-512 FP16"
+              : w.format == HalfFormat::BF16 ? "AVX-512 BF16"
+                                             : "AVX2, FMA and F16C",
+              ")");
   OTTER_CHECK(!w.geglu || residual == nullptr, "gemm_half: a fused GEGLU takes no residual");
-  const int64_t K = w.k_padded, N = w.n;
-  const int lanes = tile_lanes(w.format);
-  const int64_t row_blocks = (M + kHalfRows - 1) / kHalfRows, panels = (N + kHalfCols - 1) / kHalfCols;
+  const int64_t K = w.k_padded;
+  if (f32_activations(w.format)) {
+    // The tiles read x itself; only an odd K needs rows padded with a zero (k is read in pairs).
+    if (K == w.k) return gemm_tiles(x, M, w, bias, y, residual);
+    auto* a_data = reinterpret_cast<float*>(half_scratch(static_cast<size_t>(2 * M * K), 0));
+#pragma omp parallel for if (M * K > (1 << 16))
+    for (int64_t m = 0; m < M; ++m) {
+      std::copy_n(x + m * w.k, w.k, a_data + m * K);
+      a_data[m * K + w.k] = 0.0f;
+    }
+    return gemm_tiles(static_cast<const float*>(a_data), M, w, bias, y, residual);
+  }
   // x in 16 bits, rows padded to an even length with a zero (the kernels read k in pairs).
   uint16_t* a_data = half_scratch(static_cast<size_t>(M * K), 0);
 #pragma omp parallel for if (M * K > (1 << 16))
@@ -278,6 +314,17 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
     f32_to_half_n(w.format, x + m * w.k, a_data + m * K, static_cast<size_t>(w.k));
     if (K != w.k) a_data[m * K + w.k] = 0;
   }
+  return gemm_tiles(static_cast<const uint16_t*>(a_data), M, w, bias, y, residual);
+}
+
+namespace {
+// The GEMM over rows of A (the format's activation type), padded to K = w.k_padded.
+template <class A>
+bool gemm_tiles(const A* a_data, int64_t M, const HalfPackedWeights& w, const float* bias, float* y,
+                const float* residual) {
+  const int64_t K = w.k_padded, N = w.n;
+  const int lanes = tile_lanes(w.format);
+  const int64_t row_blocks = (M + kHalfRows - 1) / kHalfRows, panels = (N + kHalfCols - 1) / kHalfCols;
 
   // Blocked so a k-block of one panel (kKBlock x 64 columns, 32 KB) stays in L1 while a group of
   // row blocks passes over it; each row block's f32 tile lives in a per-task buffer until the
@@ -319,7 +366,7 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
     const uint16_t* panel = w.panels.data() + p * K * kHalfCols;
     for (int64_t kb = 0; kb < K; kb += kKBlock)
       for (int64_t rb = rb0; rb < rb1; ++rb) {
-        const uint16_t* rows[kHalfRows];
+        const A* rows[kHalfRows];
         for (int r = 0; r < kHalfRows; ++r) rows[r] = a_data + std::min(rb * kHalfRows + r, M - 1) * K;
         // The weights' next block (this panel's next k, or the next panel's first) into L2 while
         // this one is in use, split over the group's tiles.
@@ -337,13 +384,14 @@ bool gemm_half(const float* x, int64_t M, const HalfPackedWeights& w, const floa
                                    y + row * (N / 2) + p * kGegluCols) &&
                    finite;
         else
-          finite = write_row(w.format, row_lanes, bias ? bias + n0 : nullptr,
-                             residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
+          finite = write_tile_row(w.format, row_lanes, bias ? bias + n0 : nullptr,
+                                  residual ? residual + row * N + n0 : nullptr, cols, y + row * N + n0) &&
                    finite;
       }
     _mm_sfence();  // the streaming stores are weakly ordered: complete them before other threads read y
   }
   return finite;
 }
+}  // namespace
 
 }  // namespace otter::cpu

@@ -43,7 +43,11 @@
 
 namespace otter::cpu {
 
-enum class HalfFormat { F16, BF16 };
+// F16Weights: f16 weights, read by an AVX2 + FMA + F16C tile that widens them to f32 as it
+// loads them, with f32 activations and f32 arithmetic: for CPUs without AVX-512's 16-bit
+// arithmetic (AMD Zen 2/3, Intel client cores), where the f32 path held SD 1.5's UNet as 3.4 GB
+// of f32. The weights take 2 bytes (an f16 checkpoint's values exactly); the sums are f32's.
+enum class HalfFormat { F16, BF16, F16Weights };
 
 constexpr int kF16Chunk = 128;  // k terms per f16 partial sum (each lane sums every other one: 64)
 constexpr int kHalfRows = 6;    // rows of A per register tile
@@ -51,12 +55,15 @@ constexpr int kHalfCols = 64;   // columns per register tile (four vectors of 16
 constexpr int kF16Lanes = 2 * kHalfCols;  // f32 accumulator lanes per f16 tile row (each column's k pairs)
 constexpr int kBF16Lanes = kHalfCols;     // f32 lanes per bf16 tile row (one per column)
 constexpr int kMaxHalfLanes = kF16Lanes;
-constexpr int tile_lanes(HalfFormat f) { return f == HalfFormat::F16 ? kF16Lanes : kBF16Lanes; }
+// F16Weights keeps the f16 tile's lanes: a column's even-k and odd-k sums apart.
+constexpr int tile_lanes(HalfFormat f) { return f == HalfFormat::BF16 ? kBF16Lanes : kF16Lanes; }
+// The activations the tiles read: 16-bit for F16 and BF16, f32 for F16Weights.
+constexpr bool f32_activations(HalfFormat f) { return f == HalfFormat::F16Weights; }
 
-bool half_gemm_available(HalfFormat f);  // AVX-512 FP16 / AVX-512 BF16 present
+bool half_gemm_available(HalfFormat f);  // AVX-512 FP16 / AVX-512 BF16 / AVX2 + FMA + F16C present
 const char* half_format_name(HalfFormat f);
 
-// f32 -> the format's 16-bit bits, n elements (round to nearest even).
+// f32 -> the format's 16-bit bits (F16Weights: f16), n elements (round to nearest even).
 void f32_to_half_n(HalfFormat f, const float* in, uint16_t* out, size_t n);
 
 // A grow-only 16-bit buffer of at least n elements, one per (calling thread, slot), reused across
@@ -124,6 +131,10 @@ void f16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int6
               bool accumulate, TilePrefetch prefetch = {});
 void bf16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
                bool accumulate, TilePrefetch prefetch = {});
+// F16Weights (half_gemm_avx2.cpp): f32 rows, the f16 panel widened as it is read, f32 sums in the
+// f16 tile's lanes (2c: even k, 2c + 1: odd k).
+void f16w_tile(const float* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
+               bool accumulate, TilePrefetch prefetch = {});
 inline void half_tile(HalfFormat f, const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
                       int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {}) {
   if (f == HalfFormat::F16)
@@ -131,10 +142,19 @@ inline void half_tile(HalfFormat f, const uint16_t* const rows[kHalfRows], const
   else
     bf16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
 }
-
-// Column c of a tile row: the f16 tile's two lanes added, the bf16 tile's one lane.
-inline float tile_column(HalfFormat f, const float* lanes, int64_t c) {
-  return f == HalfFormat::F16 ? lanes[2 * c] + lanes[2 * c + 1] : lanes[c];
+inline void half_tile(HalfFormat, const float* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
+                      int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {}) {
+  f16w_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
 }
+
+// Column c of a tile row: the f16 (and F16Weights) tile's two lanes added, the bf16 tile's one lane.
+inline float tile_column(HalfFormat f, const float* lanes, int64_t c) {
+  return f == HalfFormat::BF16 ? lanes[c] : lanes[2 * c] + lanes[2 * c + 1];
+}
+
+// out[c] = column c of a tile row (+ bias[c]) (+ residual[c]) for c < cols, for F16Weights' tiles
+// (portable; the AVX-512 formats have their own). Their sums are f32: always finite where the
+// inputs are, so there is nothing to check.
+void write_row_pairs(const float* lanes, const float* bias, const float* residual, int64_t cols, float* out);
 
 }  // namespace otter::cpu

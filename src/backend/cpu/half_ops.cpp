@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/dnnl_ops.h"
@@ -158,9 +159,12 @@ OTTER_KERNEL void interleave_channels(const float* block, int64_t sw, int64_t nc
     for (int64_t j = 0; j < nc; ++j) row[w * stride + j] = block[j * sw + w];
 }
 
-// The source as 16-bit NHWC with Cp channels into xh, through the transform's group norm (+ SiLU)
-// when it has one: the same float values group_norm would produce, rounded to 16 bits once.
-void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, uint16_t* xh) {
+// The source as NHWC with Cp channels into xh (16-bit; f32 for F16Weights), through the
+// transform's group norm (+ SiLU) when it has one: the same float values group_norm would
+// produce, rounded to 16 bits once where xh is 16-bit.
+template <class A>
+void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeometry& g, A* xh) {
+  constexpr bool kF32 = std::is_same_v<A, float>;
   const int64_t SH = g.SH, SW = g.SW;
   const bool norm = t != nullptr && t->group_norm != nullptr, silu = norm && t->silu;
   const Tensor affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : Tensor();
@@ -174,10 +178,12 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
       // channels are written together (one cache line per pixel and block; written channel by
       // channel, every store of the row landed a Cp stride away: 17% of a VAE decode). Per thread
       // and grow-only, so the denoising loop does not allocate.
-      thread_local std::vector<float> row;
-      row.resize(static_cast<size_t>(SW * g.cp));
+      // f32 rows are built where they go.
+      thread_local std::vector<float> row_buffer;
+      if (!kF32) row_buffer.resize(static_cast<size_t>(SW * g.cp));
+      float* row = kF32 ? reinterpret_cast<float*>(xh) + ((n * SH + h) * SW) * g.cp : row_buffer.data();
       if (g.cp != g.C)  // the padding channel
-        for (int64_t ww = 0; ww < SW; ++ww) row[static_cast<size_t>(ww * g.cp + g.C)] = 0.0f;
+        for (int64_t ww = 0; ww < SW; ++ww) row[ww * g.cp + g.C] = 0.0f;
       thread_local std::vector<float> block;
       block.resize(static_cast<size_t>(kChannelBlock * SW));
       for (int64_t c0 = 0; c0 < g.C; c0 += kChannelBlock) {
@@ -195,9 +201,10 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
           else
             std::copy(src, src + SW, dst);
         }
-        interleave_channels(block.data(), SW, nc, row.data() + c0, g.cp);
+        interleave_channels(block.data(), SW, nc, row + c0, g.cp);
       }
-      f32_to_half_n(g.format, row.data(), xh + ((n * SH + h) * SW) * g.cp, row.size());
+      if constexpr (!kF32)
+        f32_to_half_n(g.format, row, xh + ((n * SH + h) * SW) * g.cp, static_cast<size_t>(SW * g.cp));
     }
 }
 
@@ -243,6 +250,10 @@ bool conv_write_group(const float (*acc)[kHalfRows * kMaxHalfLanes], int64_t p0,
   }
   return finite;
 }
+
+template <class A>
+bool conv_tiles(const Tensor& x, const ConvInputTransform* transform, const ConvGeometry& g,
+                const PreparedHalfConv& prep, const Tensor& residual, Tensor& y);
 
 }  // namespace
 
@@ -292,15 +303,31 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
   });
   check_format(prep.w, format);
 
-  // The input as 16-bit NHWC with Cp channels, plus one row of zeros for the padding taps.
   const Tensor x = x_in.to(DType::F32).contiguous();
+  Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
+  const bool overflow = f32_activations(format) ? conv_tiles<float>(x, transform, g, prep, residual, y)
+                                                : conv_tiles<uint16_t>(x, transform, g, prep, residual, y);
+  if (overflow) {
+    prep.use_f32 = true;
+    return in_f32();
+  }
+  return y;
+}
+
+namespace {
+// The implicit GEMM over the input as NHWC in the format's activation type A, with Cp channels,
+// plus one row of zeros for the padding taps. Returns true if a sum overflowed (f16 only).
+template <class A>
+bool conv_tiles(const Tensor& x, const ConvInputTransform* transform, const ConvGeometry& g,
+                const PreparedHalfConv& prep, const Tensor& residual, Tensor& y) {
+  const HalfFormat format = g.format;
   const int64_t source_pixels = g.N * g.SH * g.SW;
-  uint16_t* const xh = half_scratch(static_cast<size_t>(source_pixels * g.cp + g.cp), 1);
-  uint16_t* zeros = xh + source_pixels * g.cp;
-  std::fill(zeros, zeros + g.cp, uint16_t{0});
+  const size_t elements = static_cast<size_t>(source_pixels * g.cp + g.cp);
+  A* const xh = reinterpret_cast<A*>(half_scratch(elements * sizeof(A) / sizeof(uint16_t), 1));
+  A* zeros = xh + source_pixels * g.cp;
+  std::fill(zeros, zeros + g.cp, A{0});
   convert_input(x, transform, g, xh);
 
-  Tensor y = Tensor::empty(Shape{g.N, g.O, g.OH, g.OW}, DType::F32);
   const int64_t pixels = g.N * g.OH * g.OW, tiles = (pixels + kHalfRows - 1) / kHalfRows;
   const int64_t panels = (g.O + kHalfCols - 1) / kHalfCols, K = prep.w.k_padded;
   const float* bias = prep.bias.empty() ? nullptr : prep.bias.data();
@@ -332,7 +359,7 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
           const int64_t tap = i * g.kw + j;
           for (int64_t t = t0; t < t1; ++t) {
             const int64_t ti = t - t0;
-            const uint16_t* row_ptrs[kHalfRows];
+            const A* row_ptrs[kHalfRows];
             for (int r = 0; r < kHalfRows; ++r) {
               const int64_t ih = oh_of[ti][r] * g.stride + i - g.pad_top, iw = ow_of[ti][r] * g.stride + j - g.pad_left;
               // An upsampled pixel reads its nearest source pixel: the 2x tensor never exists.
@@ -352,11 +379,8 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
                                            std::min<int64_t>(kHalfCols, g.O - p * kHalfCols), y.f32());
       if (!finite) overflow = true;
     }
-  if (overflow) {
-    prep.use_f32 = true;
-    return in_f32();
-  }
-  return y;
+  return overflow;
 }
+}  // namespace
 
 }  // namespace otter::cpu

@@ -1,6 +1,7 @@
 #pragma once
 // Linear layers and convolutions on 16-bit operands (--precision f16 on AVX-512 FP16, bf16 on
-// AVX-512 BF16), on the matmul tiles of half_gemm.h. Weights are converted and packed once, on
+// AVX-512 BF16), or on 16-bit weights alone (f16 on AVX2 + F16C: f32 activations and arithmetic),
+// on the matmul tiles of half_gemm.h. Weights are converted and packed once, on
 // first use; inputs and outputs stay F32 NCHW / [..., C] like every other op.
 //
 // Convolutions are implicit GEMMs over a 16-bit NHWC copy of the input: for each output pixel and
