@@ -545,11 +545,14 @@ TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
   if (p.preferred == Precision::BF16) {
     EXPECT_GT(p.bf16_gflops, 1.3 * p.f32_gflops);
   }
-  if (p.preferred == Precision::F16) {
+  if (p.preferred == Precision::F16 && cpu_features().avx512fp16) {
     EXPECT_GT(p.f16_gflops, 1.3 * p.f32_gflops);
     EXPECT_GE(p.f16_gflops, p.bf16_gflops);
   }
-  if (!cpu_features().avx512_bf16 && !cpu_features().avx512fp16) {
+  const CpuFeatures& f = cpu_features();
+  if (!f.avx512f && f.avx2 && f.fma && f.f16c) {
+    EXPECT_EQ(p.preferred, Precision::F16);  // f16 weights, f32 arithmetic: half the memory, same speed
+  } else if (!f.avx512_bf16 && !f.avx512fp16) {
     EXPECT_EQ(p.preferred, Precision::F32);
   }
 }
