@@ -33,8 +33,9 @@ bool skip_unsupported(benchmark::State& state) {
     state.SkipWithError("bf16 needs AVX-512");
     return true;
   }
-  if (precision_of(state) == Precision::F16 && !cpu_features().avx512fp16) {
-    state.SkipWithError("f16 needs AVX-512 FP16");
+  const CpuFeatures& f = cpu_features();
+  if (precision_of(state) == Precision::F16 && !f.avx512fp16 && !(f.avx2 && f.fma && f.f16c)) {
+    state.SkipWithError("f16 needs AVX-512 FP16, or AVX2 with FMA and F16C (f16 weights)");
     return true;
   }
   return false;
@@ -97,10 +98,10 @@ void BM_VaeNormSiluConv2d3x3(benchmark::State& state) {
   run_norm_silu_conv3x3(state, 1, state.range(1), state.range(2), state.range(3), 1e-6f);
 }
 BENCHMARK(BM_VaeNormSiluConv2d3x3)
-    ->ArgsProduct({{0, 1}, {128}, {128, 3}, {512}})
-    ->ArgsProduct({{0, 1}, {256}, {128}, {512}})
-    ->ArgsProduct({{0, 1}, {512}, {256}, {256}})
-    ->ArgsProduct({{0, 1}, {256}, {256}, {256}})
+    ->ArgsProduct({{0, 1, 2}, {128}, {128, 3}, {512}})
+    ->ArgsProduct({{0, 1, 2}, {256}, {128}, {512}})
+    ->ArgsProduct({{0, 1, 2}, {512}, {256}, {256}})
+    ->ArgsProduct({{0, 1, 2}, {256}, {256}, {256}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
