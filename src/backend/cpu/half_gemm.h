@@ -4,6 +4,8 @@
 //   * f16 (AVX-512 FP16, Intel Sapphire Rapids-class Xeons): vfmadd...ph, products summed in f16;
 //   * bf16 (AVX-512 BF16, AMD Zen 4/5, also those Xeons): vdpbf16ps, products of bf16 pairs summed
 //     into f32 lanes.
+// And, where neither runs, the f16 weight panels alone (F16Weights, half_gemm_avx2.cpp): AVX2
+// widens them as it reads them and multiplies f32 activations in f32, for half the memory.
 // Both take k in pairs: a row's two 16-bit values for k and k+1 are broadcast together as one
 // 32-bit element (vpbroadcastd from memory is a pure load; a 16-bit broadcast costs a shuffle uop
 // on an FMA port, which held the f16 kernel at half the FMA rate), and both read the same packed
