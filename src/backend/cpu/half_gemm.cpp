@@ -372,7 +372,8 @@ bool gemm_tiles(const A* a_data, int64_t M, const HalfPackedWeights& w, const fl
         // this one is in use, split over the group's tiles.
         const int64_t kend = std::min(K, kb + kKBlock);
         half_tile(w.format, rows, panel, kb, kend, tiles[rb - rb0], kb > 0,
-                  tile_prefetch_share(panel + kb * kHalfCols, (kend - kb) * kHalfCols * 2, rb - rb0, rb1 - rb0));
+                  tile_prefetch_share(panel + kb * kHalfCols, (kend - kb) * kHalfCols * 2, rb - rb0, rb1 - rb0),
+                  N - p * kHalfCols);
       }
     const int64_t n0 = p * kHalfCols, cols = std::min<int64_t>(kHalfCols, N - n0);
     for (int64_t rb = rb0; rb < rb1; ++rb)

@@ -134,19 +134,23 @@ void f16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int6
 void bf16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
                bool accumulate, TilePrefetch prefetch = {});
 // F16Weights (half_gemm_avx2.cpp): f32 rows, the f16 panel widened as it is read, f32 sums in the
-// f16 tile's lanes (2c: even k, 2c + 1: odd k).
+// f16 tile's lanes (2c: even k, 2c + 1: odd k). Only the first `cols` columns are computed (in
+// passes of 8; the lanes past them are left as they were): a panel a layer does not fill (the
+// VAE's last convolution has 3 outputs, the UNet's 4) costs its used passes only.
 void f16w_tile(const float* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
-               bool accumulate, TilePrefetch prefetch = {});
+               bool accumulate, TilePrefetch prefetch = {}, int64_t cols = kHalfCols);
 inline void half_tile(HalfFormat f, const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
-                      int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {}) {
+                      int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {},
+                      int64_t /*cols: whole panels*/ = kHalfCols) {
   if (f == HalfFormat::F16)
     f16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
   else
     bf16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
 }
 inline void half_tile(HalfFormat, const float* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
-                      int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {}) {
-  f16w_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
+                      int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {},
+                      int64_t cols = kHalfCols) {
+  f16w_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch, cols);
 }
 
 // Column c of a tile row: the f16 (and F16Weights) tile's two lanes added, the bf16 tile's one lane.

@@ -26,8 +26,9 @@ constexpr int64_t kF16WChunk = 128;  // k per chunk (even)
 
 __attribute__((target("avx2,fma,f16c"))) void f16w_tile(const float* const rows[kHalfRows], const uint16_t* panel,
                                                           int64_t k_begin, int64_t k_end, float* acc_f32,
-                                                          bool accumulate, TilePrefetch prefetch) {
-  constexpr int kPassCols = 8, kPasses = kHalfCols / kPassCols;
+                                                          bool accumulate, TilePrefetch prefetch, int64_t cols) {
+  constexpr int kPassCols = 8;
+  const int passes = static_cast<int>(std::min<int64_t>(kHalfCols, cols) + kPassCols - 1) / kPassCols;
   const float* r0 = rows[0];
   const float* r1 = rows[1];
   const float* r2 = rows[2];
@@ -37,7 +38,7 @@ __attribute__((target("avx2,fma,f16c"))) void f16w_tile(const float* const rows[
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kF16WChunk) {
     const int64_t k1 = std::min(k_end, k0 + kF16WChunk);
     const bool add = accumulate || k0 != k_begin;
-    for (int pass = 0; pass < kPasses; ++pass) {
+    for (int pass = 0; pass < passes; ++pass) {
       // This pass's lanes of each tile row: columns [8·pass, 8·pass + 8), two lanes each.
       float* out = acc_f32 + pass * 2 * kPassCols;
       __m256 acc[kHalfRows][2];
@@ -45,12 +46,12 @@ __attribute__((target("avx2,fma,f16c"))) void f16w_tile(const float* const rows[
         acc[r][0] = add ? _mm256_loadu_ps(out + r * kF16Lanes) : _mm256_setzero_ps();
         acc[r][1] = add ? _mm256_loadu_ps(out + r * kF16Lanes + 8) : _mm256_setzero_ps();
       }
-      const uint16_t* cols = panel + pass * 2 * kPassCols;
+      const uint16_t* pass_panel = panel + pass * 2 * kPassCols;
       for (int64_t k = k0; k < k1; k += 2) {
         // The weights' next block into L2, one line per k pair, during the first pass.
         if (pass == 0 && (k - k_begin) / 2 < prefetch.lines)
           _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + (k - k_begin) / 2 * 64, _MM_HINT_T1);
-        const uint16_t* w = cols + k * kHalfCols;
+        const uint16_t* w = pass_panel + k * kHalfCols;
         const __m256 b0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
         const __m256 b1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 8)));
         const float* a[kHalfRows] = {r0 + k, r1 + k, r2 + k, r3 + k, r4 + k, r5 + k};

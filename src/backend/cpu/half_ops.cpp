@@ -371,7 +371,7 @@ bool conv_tiles(const Tensor& x, const ConvInputTransform* transform, const Conv
             // The next tap's slice (or the next panel's first) into L2 meanwhile, split over the tiles.
             const uint16_t* slice = panel + tap * g.cp * kHalfCols;
             half_tile(format, row_ptrs, slice, 0, g.cp, acc[ti], tap > 0,
-                      tile_prefetch_share(slice, g.cp * kHalfCols * 2, ti, t1 - t0));
+                      tile_prefetch_share(slice, g.cp * kHalfCols * 2, ti, t1 - t0), g.O - p * kHalfCols);
           }
         }
       const bool finite = conv_write_group(acc, t0 * kHalfRows, std::min(pixels, t1 * kHalfRows), bias,
