@@ -169,7 +169,10 @@ bool cpu_16bit_kernels_read_f32(Precision precision) {
 
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
   if (precision == Precision::BF16 && !cpu_features().avx512f)
-    throw Error("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
+    throw Error(cpu::half_ops_available(cpu::HalfFormat::F16Weights)
+                    ? "bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f16 (f16 weights "
+                      "with f32 arithmetic: half the memory) or f32 on this CPU"
+                    : "bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
   if (precision == Precision::F16 && !cpu::half_ops_available(f16_format()))
     throw Error("f16 needs a CPU with AVX-512 FP16, or AVX2 with FMA and F16C (f16 weights, f32 arithmetic); use "
                 "--precision f32 (or auto) on this CPU");
