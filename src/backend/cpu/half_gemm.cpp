@@ -18,17 +18,6 @@
 #include "core/half.h"
 
 namespace otter::cpu {
-namespace {
-// Line `line` of a tile's prefetch into L2, if it has that many.
-inline void prefetch_line(TilePrefetch p, int64_t line) {
-  if (line < p.lines) _mm_prefetch(reinterpret_cast<const char*>(p.at) + line * 64, _MM_HINT_T1);
-}
-// The lines a tile's loop did not reach (it asks for one per k pair): a group of fewer tiles than
-// the block has quarters asks for more than its loop has iterations.
-inline void prefetch_rest(TilePrefetch p, int64_t done) {
-  for (int64_t line = done; line < p.lines; ++line) prefetch_line(p, line);
-}
-}  // namespace
 
 // Six rows x four vectors, k taken in pairs: a row's two f16 values for k and k+1 are broadcast
 // together as one 32-bit element (vpbroadcastd from memory is a pure load; broadcasting a single

@@ -37,6 +37,8 @@
 // L1-resident data runs at 332 GFLOP/s on one core with 128-k chunks (93% of the f16 FMA rate).
 // Storing the first chunk instead of zeroing the tile, and writing the output with streaming
 // stores (the read-for-ownership of a large output took a fifth of the time), got the rest.
+#include <xmmintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -123,6 +125,16 @@ inline TilePrefetch tile_prefetch_share(const uint16_t* block, int64_t bytes, in
   const int64_t lines = (bytes + 63) / 64, share = (lines + count - 1) / count;
   const int64_t first = std::min(lines, index * share);
   return {block + bytes / 2 + first * 32, std::min(lines, first + share) - first};
+}
+
+// Line `line` of a tile's prefetch into L2, if it has that many (the tiles ask for one per k pair).
+inline void prefetch_line(TilePrefetch p, int64_t line) {
+  if (line < p.lines) _mm_prefetch(reinterpret_cast<const char*>(p.at) + line * 64, _MM_HINT_T1);
+}
+// The lines a tile's loop did not reach (it asks for one per k pair): a group of fewer tiles than
+// the block has quarters asks for more than its loop has iterations.
+inline void prefetch_rest(TilePrefetch p, int64_t done) {
+  for (int64_t line = done; line < p.lines; ++line) prefetch_line(p, line);
 }
 
 // The micro-kernels: acc[kHalfRows][tile_lanes(format)] (+)= the products of rows[r][k] and the

@@ -49,8 +49,7 @@ __attribute__((target("avx2,fma,f16c"))) void f16w_tile(const float* const rows[
       const uint16_t* pass_panel = panel + pass * 2 * kPassCols;
       for (int64_t k = k0; k < k1; k += 2) {
         // The weights' next block into L2, one line per k pair, during the first pass.
-        if (pass == 0 && (k - k_begin) / 2 < prefetch.lines)
-          _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + (k - k_begin) / 2 * 64, _MM_HINT_T1);
+        if (pass == 0) prefetch_line(prefetch, (k - k_begin) / 2);
         const uint16_t* w = pass_panel + k * kHalfCols;
         const __m256 b0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
         const __m256 b1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 8)));
@@ -68,9 +67,7 @@ __attribute__((target("avx2,fma,f16c"))) void f16w_tile(const float* const rows[
       }
     }
   }
-  // Lines the loop did not reach (fewer k pairs than the share has lines).
-  for (int64_t line = (k_end - k_begin) / 2; line < prefetch.lines; ++line)
-    _mm_prefetch(reinterpret_cast<const char*>(prefetch.at) + line * 64, _MM_HINT_T1);
+  prefetch_rest(prefetch, (k_end - k_begin) / 2);
 }
 
 OTTER_KERNEL void write_row_pairs(const float* lanes, const float* bias, const float* residual, int64_t cols,
