@@ -33,8 +33,7 @@ bool skip_unsupported(benchmark::State& state) {
     state.SkipWithError("bf16 needs AVX-512");
     return true;
   }
-  const CpuFeatures& f = cpu_features();
-  if (precision_of(state) == Precision::F16 && !f.avx512fp16 && !(f.avx2 && f.fma && f.f16c)) {
+  if (precision_of(state) == Precision::F16 && !cpu_runs_precision(Precision::F16)) {
     state.SkipWithError("f16 needs AVX-512 FP16, or AVX2 with FMA and F16C (f16 weights)");
     return true;
   }

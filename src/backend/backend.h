@@ -209,6 +209,9 @@ std::unique_ptr<Backend> make_cpu_backend(Precision precision = Precision::F32, 
 // on otter's 16-bit kernels (f16 always; bf16 where the CPU has AVX-512 BF16, unless
 // OTTER_BF16_ONEDNN is set) rather than oneDNN: the memory plan replays that path's buffers.
 bool cpu_uses_16bit_kernels(Precision precision);
+// Whether make_cpu_backend runs `precision` on this CPU (f32 always; bf16 with AVX-512; f16 with
+// AVX-512 FP16, or as f16 weights with AVX2, FMA and F16C).
+bool cpu_runs_precision(Precision precision);
 // Where they do, whether they read the activations as f32 rather than as a 16-bit copy: f16 on a
 // CPU without AVX-512 FP16 runs f16 weights widened by an AVX2 tile, with f32 arithmetic
 // (half_gemm.h, HalfFormat::F16Weights), and attention in f32.

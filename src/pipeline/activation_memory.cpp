@@ -93,7 +93,7 @@ class Ops {
       : s_(sim),
         p_(p),
         half_(cpu_uses_16bit_kernels(p)),
-        half_f32_(half_ && cpu_16bit_kernels_read_f32(p)),
+        half_f32_(cpu_16bit_kernels_read_f32(p)),
         threads_(std::max(1, threads)) {}
 
   static double f32(double elements) { return 4.0 * elements; }

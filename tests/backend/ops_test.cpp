@@ -41,8 +41,7 @@ class OpsTest : public ::testing::TestWithParam<Precision> {
     if (GetParam() == Precision::BF16 && !cpu_features().avx512f) GTEST_SKIP() << "no AVX-512 on this CPU";
     // f16: f16 arithmetic on AVX-512 FP16; elsewhere f16 weights with f32 arithmetic (AVX2, FMA,
     // F16C), within the same bounds.
-    const CpuFeatures& f = cpu_features();
-    if (GetParam() == Precision::F16 && !f.avx512fp16 && !(f.avx2 && f.fma && f.f16c))
+    if (GetParam() == Precision::F16 && !cpu_runs_precision(Precision::F16))
       GTEST_SKIP() << "no AVX-512 FP16, nor AVX2 with FMA and F16C";
     backend_ = make_cpu_backend(GetParam());
   }
@@ -550,10 +549,9 @@ TEST(PrecisionProbe, AutoFollowsTheMeasurement) {
     EXPECT_GT(p.f16_gflops, 1.3 * p.f32_gflops);
     EXPECT_GE(p.f16_gflops, p.bf16_gflops);
   }
-  const CpuFeatures& f = cpu_features();
-  if (!f.avx512f && f.avx2 && f.fma && f.f16c) {
+  if (!cpu_features().avx512f && cpu_runs_precision(Precision::F16)) {
     EXPECT_EQ(p.preferred, Precision::F16);  // f16 weights, f32 arithmetic: half the memory, same speed
-  } else if (!f.avx512_bf16 && !f.avx512fp16) {
+  } else if (!cpu_features().avx512_bf16 && !cpu_features().avx512fp16) {
     EXPECT_EQ(p.preferred, Precision::F32);
   }
 }

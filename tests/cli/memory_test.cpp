@@ -10,6 +10,7 @@
 #include <regex>
 #include <string>
 
+#include "backend/backend.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "run_otter.h"
@@ -60,10 +61,9 @@ std::pair<double, double> measured_and_estimated(const std::string& log) {
 // of the peak RSS the run reaches (README, *Memory*, has the figures).
 TEST_F(OtterMemory, EstimateIsWithinFifteenPercentOfMeasuredPeak) {
   std::vector<std::string> precisions{"f32"};
-  const CpuFeatures& f = cpu_features();
-  if (f.avx512_bf16) precisions.push_back("bf16");
+  if (cpu_features().avx512_bf16) precisions.push_back("bf16");
   // f16 arithmetic on AVX-512 FP16, f16 weights with f32 arithmetic on AVX2 + F16C.
-  if (f.avx512fp16 || (f.avx2 && f.fma && f.f16c)) precisions.push_back("f16");
+  if (cpu_runs_precision(Precision::F16)) precisions.push_back("f16");
   const char* cases[] = {"-W 64 -H 64", "-W 256 -H 256", "-W 512 -H 512", "-W 256 -H 256 --images 4",
                          "-W 128 -H 192 --images 3 -p 'a blue square'", "-W 512 -H 512 --cfg-batch split"};
   for (const std::string& precision : precisions) {

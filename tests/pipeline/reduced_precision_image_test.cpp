@@ -78,7 +78,7 @@ TEST_P(ReducedPrecisionImage, DemoModelImagesStayWithinBound) {
   const CpuFeatures& f = cpu_features();
   if (bound.f16_weights_only) {
     if (f.avx512fp16) GTEST_SKIP() << "f16 runs f16 arithmetic on this CPU (AVX-512 FP16): the f16 row measures it";
-    if (!(f.avx2 && f.fma && f.f16c)) GTEST_SKIP() << "no AVX2 with FMA and F16C: no f16 weights path";
+    if (!cpu_runs_precision(Precision::F16)) GTEST_SKIP() << "no AVX2 with FMA and F16C: no f16 weights path";
   } else {
     if (!f.avx512f) GTEST_SKIP() << "this CPU has no AVX-512: no 16-bit arithmetic";
     if (bound.precision == Precision::F16 && !f.avx512fp16) GTEST_SKIP() << "no AVX-512 FP16";

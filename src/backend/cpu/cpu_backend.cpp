@@ -163,17 +163,25 @@ bool cpu_uses_16bit_kernels(Precision precision) {
          std::getenv("OTTER_BF16_ONEDNN") == nullptr;
 }
 
+bool cpu_runs_precision(Precision precision) {
+  switch (precision) {
+    case Precision::F32: return true;
+    case Precision::BF16: return cpu_features().avx512f;
+    case Precision::F16: return cpu::half_ops_available(f16_format());
+  }
+  return false;
+}
+
 bool cpu_16bit_kernels_read_f32(Precision precision) {
   return precision == Precision::F16 && cpu::f32_activations(f16_format());
 }
 
 std::unique_ptr<Backend> make_cpu_backend(Precision precision, int threads) {
-  if (precision == Precision::BF16 && !cpu_features().avx512f)
-    throw Error(cpu::half_ops_available(cpu::HalfFormat::F16Weights)
-                    ? "bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f16 (f16 weights "
-                      "with f32 arithmetic: half the memory) or f32 on this CPU"
-                    : "bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision f32 on this CPU");
-  if (precision == Precision::F16 && !cpu::half_ops_available(f16_format()))
+  if (precision == Precision::BF16 && !cpu_runs_precision(precision))
+    throw Error(cat("bf16 compute needs a CPU with AVX-512 (ideally AVX-512 BF16); use --precision ",
+                    cpu_runs_precision(Precision::F16) ? "f16 (f16 weights with f32 arithmetic: half the memory) or " : "",
+                    "f32 on this CPU"));
+  if (precision == Precision::F16 && !cpu_runs_precision(precision))
     throw Error("f16 needs a CPU with AVX-512 FP16, or AVX2 with FMA and F16C (f16 weights, f32 arithmetic); use "
                 "--precision f32 (or auto) on this CPU");
   // Default: one thread per physical core, unless OMP_NUM_THREADS says otherwise.

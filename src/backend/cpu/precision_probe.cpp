@@ -127,8 +127,8 @@ PrecisionProbe run_probe() {
     p.reason = "no AVX-512 (no 16-bit arithmetic): f32";
     // With F16C the weights can stay f16 and be widened as the tiles read them (HalfFormat::
     // F16Weights): f32 arithmetic at f32's speed, half the memory. SD 1.5, Zen 3, 2 threads: CFG
-    // step at 256x256 2.53 s against oneDNN f32's 2.59, peak RSS 1.73 GB against 3.40.
-    if (f.avx2 && f.fma && f.f16c) {
+    // step at 256x256 2.51 s against oneDNN f32's 2.54; the CLI's peak RSS 1.87 GB against 3.65.
+    if (cpu_runs_precision(Precision::F16)) {  // without AVX-512: as f16 weights
       p.preferred = Precision::F16;
       p.reason = "no AVX-512 (no 16-bit arithmetic); AVX2 and F16C: f16 weights with f32 arithmetic (half the memory of f32, "
                  "at its speed)";
