@@ -347,7 +347,8 @@ bool gemm_tiles(const A* a_data, int64_t M, const HalfPackedWeights& w, const fl
   }
   const int64_t groups = (row_blocks + group_blocks - 1) / group_blocks;
   bool finite = true;
-#pragma omp parallel for schedule(static) reduction(&& : finite)
+  const int64_t chunk = tiles_chunk(panels * groups, omp_get_max_threads());
+#pragma omp parallel for schedule(dynamic, chunk) reduction(&& : finite)
   for (int64_t task = 0; task < panels * groups; ++task) {
     const int64_t p = groups_outer ? task % panels : task / groups, g = groups_outer ? task / panels : task % groups;
     alignas(64) float tiles[kGroup][kHalfRows * kMaxHalfLanes];

@@ -337,7 +337,8 @@ bool conv_tiles(const Tensor& x, const ConvInputTransform* transform, const Conv
   constexpr int64_t kGroup = 16;
   const int64_t groups = (tiles + kGroup - 1) / kGroup;
   bool overflow = false;
-#pragma omp parallel for collapse(2) schedule(static) reduction(|| : overflow)
+  const int64_t chunk = tiles_chunk(panels * groups, omp_get_max_threads());
+#pragma omp parallel for collapse(2) schedule(dynamic, chunk) reduction(|| : overflow)
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t gi = 0; gi < groups; ++gi) {
       alignas(64) float acc[kGroup][kHalfRows * kMaxHalfLanes];
