@@ -1,8 +1,6 @@
 // The otter command line: subcommands are registered here and implemented in their own files.
 #include <CLI/CLI.hpp>
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -10,20 +8,10 @@
 #include "commands.h"
 #include "core/activity.h"
 #include "core/error.h"
-
-// OpenMP threads that finish early spin at the next barrier by default. When other programs
-// compete for the cores, the spinning steals the time the straggler needs: a run on a busy
-// 2-core machine measured 30x slower. Waiting passively costs microseconds per parallel region,
-// nothing at Stable Diffusion's op sizes. libgomp reads OMP_WAIT_POLICY when it is loaded, before
-// main(), so set it and restart once; an explicit OMP_WAIT_POLICY from the user is kept.
-static void prefer_passive_openmp_waits(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY")) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: then carry on with the default
-}
+#include "core/openmp_waits.h"
 
 int main(int argc, char** argv) {
-  prefer_passive_openmp_waits(argv);
+  otter::restart_with_short_openmp_spins(argv);  // see core/openmp_waits.h
   CLI::App app{"otter: Stable Diffusion text-to-image built around classifier-free guidance"};
   app.set_version_flag("--version", std::string("otter ") + OTTER_VERSION);
   app.require_subcommand(0, 1);

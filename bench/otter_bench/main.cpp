@@ -28,6 +28,7 @@
 #include "op_profiler.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/openmp_waits.h"
 #include "core/system_memory.h"
 #include "io/component_tensors.h"
 #include "io/ldm_key_map.h"
@@ -558,6 +559,8 @@ int run(const Args& a) {
 }  // namespace otter::bench
 
 int main(int argc, char** argv) {
+  // The OpenMP waits `otter` runs with, so that its steps and these figures compare.
+  otter::restart_with_short_openmp_spins(argv);
   CLI::App app{"otter-bench: SD 1.5 UNet/VAE/text-encoder speed on this CPU, with random weights"};
   otter::bench::Args a;
   app.add_option("--sizes", a.sizes, "Image sizes (square)")->capture_default_str();
