@@ -207,14 +207,16 @@ HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
   p.k = w.dim(1);
   p.k_padded = (p.k + 1) / 2 * 2;
   const int64_t panels = (p.n + kHalfCols - 1) / kHalfCols;
-  p.panels.assign(static_cast<size_t>(panels * p.k_padded * kHalfCols), 0);
+  p.panels.resize(static_cast<size_t>(panels * p.k_padded * kHalfCols));  // uninitialised: zeroed below
   const auto* src = w.data<uint16_t>();
   // Panel element for column n, index k: pair k/2, column n % kHalfCols, slot k % 2. Panels in
   // parallel, each column's row of W read in order (a panel, K x 64 x 2 bytes, stays in L2): SD
   // 1.5's 860M UNet parameters packed element by element on one thread took ~10 s of the first step.
+  // Each panel is zeroed (columns past N, an odd K's last slot) by the thread that packs it.
 #pragma omp parallel for schedule(dynamic) if (p.n * p.k > (1 << 20))
   for (int64_t panel = 0; panel < panels; ++panel) {
     uint16_t* dst = p.panels.data() + panel * p.k_padded * kHalfCols;
+    std::fill_n(dst, p.k_padded * kHalfCols, uint16_t{0});
     const int64_t n1 = std::min(p.n, (panel + 1) * kHalfCols);
     for (int64_t n = panel * kHalfCols; n < n1; ++n) {
       const uint16_t* row = src + n * p.k;
@@ -235,11 +237,15 @@ HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<
     const int64_t block = r / kHalfCols, j = r % kHalfCols;
     return j < kGegluCols ? block * kGegluCols + j : C + block * kGegluCols + (j - kGegluCols);
   };
+  // Rows moved in the packing's 16-bit type (a checkpoint's f16 weights as they are; other types
+  // converted once first, rounded as the packing rounds), not through an f32 copy.
   Allocator staging;
-  const Tensor w = w_in.to(DType::F32, staging);
-  Tensor reordered = Tensor::empty(Shape{N, K}, DType::F32, staging);
+  const Tensor w = w_in.to(format == HalfFormat::BF16 ? DType::BF16 : DType::F16, staging);
+  Tensor reordered = Tensor::empty(Shape{N, K}, w.dtype(), staging);
+  const auto* src = w.data<uint16_t>();
+  auto* dst = reordered.data<uint16_t>();
 #pragma omp parallel for if (N * K > (1 << 20))
-  for (int64_t r = 0; r < N; ++r) std::copy_n(w.f32() + source_row(r) * K, K, reordered.f32() + r * K);
+  for (int64_t r = 0; r < N; ++r) std::copy_n(src + source_row(r) * K, K, dst + r * K);
   packed_bias.clear();
   if (!bias.empty())
     for (int64_t r = 0; r < N; ++r) packed_bias.push_back(bias[static_cast<size_t>(source_row(r))]);

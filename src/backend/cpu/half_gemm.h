@@ -41,6 +41,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -79,12 +81,30 @@ uint16_t* half_scratch(size_t n, int slot);
 // Frees the calling thread's scratch buffers (they grow again on the next call).
 void half_release_scratch();
 
+// A vector's allocator that leaves new elements uninitialised (resize without the zero fill):
+// the packing writes every element itself, on the threads that pack, so the pages of a UNet's
+// 0.86 GB of panels are first touched (faulted in and zeroed by the kernel) in parallel rather
+// than by one thread's fill before the packing.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  template <class U>
+  void construct(U*) noexcept {}
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 // W [N, K] (any float dtype) packed once for the tiles: panels of kHalfCols output columns,
 // k-major, 16-bit bits of `format`, zero past N.
 struct HalfPackedWeights {
   HalfFormat format = HalfFormat::F16;
   int64_t n = 0, k = 0, k_padded = 0;  // k_padded: K rounded up to even (the kernels take k in pairs)
-  std::vector<uint16_t> panels;        // [ceil(N / kHalfCols)][k_padded / 2][kHalfCols][2]
+  std::vector<uint16_t, UninitializedAllocator<uint16_t>> panels;  // [ceil(N / kHalfCols)][k_padded / 2][kHalfCols][2]
   bool geglu = false;                  // packed by pack_half_weights_geglu
 };
 HalfPackedWeights pack_half_weights(const Tensor& w, HalfFormat format);
