@@ -197,34 +197,64 @@ void f32_to_half_n(HalfFormat f, const float* in, uint16_t* out, size_t n) {
     f32_to_f16_n(in, out, n);
 }
 
-HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
-  OTTER_CHECK(w_in.rank() == 2, "pack_half_weights needs [N, K], got ", w_in.describe());
-  Allocator staging;  // the 16-bit copy lives only for this call and goes back to the system
-  const Tensor w = w_in.to(format == HalfFormat::BF16 ? DType::BF16 : DType::F16, staging);
+namespace {
+// Packs an [N, K] matrix of 16-bit bits into the tiles' panels. fill_row(n, put) calls
+// put(k, bits) for row n's values (any order; k it skips stay 0). Panel element for column n,
+// index k: pair k/2, column n % kHalfCols, slot k % 2. Panels in parallel, each column's row
+// written in k order (a panel, K x 64 x 2 bytes, stays in L2): SD 1.5's 860M UNet parameters
+// packed element by element on one thread took ~10 s of the first step. Each panel is zeroed
+// (columns past N, an odd K's last slot, skipped k) by the thread that packs it.
+template <class FillRow>
+HalfPackedWeights pack_rows(int64_t n, int64_t k, HalfFormat format, FillRow fill_row) {
   HalfPackedWeights p;
   p.format = format;
-  p.n = w.dim(0);
-  p.k = w.dim(1);
-  p.k_padded = (p.k + 1) / 2 * 2;
-  const int64_t panels = (p.n + kHalfCols - 1) / kHalfCols;
+  p.n = n;
+  p.k = k;
+  p.k_padded = (k + 1) / 2 * 2;
+  const int64_t panels = (n + kHalfCols - 1) / kHalfCols;
   p.panels.resize(static_cast<size_t>(panels * p.k_padded * kHalfCols));  // uninitialised: zeroed below
-  const auto* src = w.data<uint16_t>();
-  // Panel element for column n, index k: pair k/2, column n % kHalfCols, slot k % 2. Panels in
-  // parallel, each column's row of W read in order (a panel, K x 64 x 2 bytes, stays in L2): SD
-  // 1.5's 860M UNet parameters packed element by element on one thread took ~10 s of the first step.
-  // Each panel is zeroed (columns past N, an odd K's last slot) by the thread that packs it.
-#pragma omp parallel for schedule(dynamic) if (p.n * p.k > (1 << 20))
+#pragma omp parallel for schedule(dynamic) if (n * k > (1 << 20))
   for (int64_t panel = 0; panel < panels; ++panel) {
     uint16_t* dst = p.panels.data() + panel * p.k_padded * kHalfCols;
     std::fill_n(dst, p.k_padded * kHalfCols, uint16_t{0});
-    const int64_t n1 = std::min(p.n, (panel + 1) * kHalfCols);
-    for (int64_t n = panel * kHalfCols; n < n1; ++n) {
-      const uint16_t* row = src + n * p.k;
-      uint16_t* col = dst + (n % kHalfCols) * 2;
-      for (int64_t k = 0; k < p.k; ++k) col[(k / 2) * 2 * kHalfCols + (k & 1)] = row[k];
+    const int64_t n1 = std::min(n, (panel + 1) * kHalfCols);
+    for (int64_t row = panel * kHalfCols; row < n1; ++row) {
+      uint16_t* col = dst + (row % kHalfCols) * 2;
+      fill_row(row, [col](int64_t kk, uint16_t bits) { col[(kk / 2) * 2 * kHalfCols + (kk & 1)] = bits; });
     }
   }
   return p;
+}
+
+DType half_dtype(HalfFormat format) { return format == HalfFormat::BF16 ? DType::BF16 : DType::F16; }
+}  // namespace
+
+HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
+  OTTER_CHECK(w_in.rank() == 2, "pack_half_weights needs [N, K], got ", w_in.describe());
+  Allocator staging;  // the 16-bit copy lives only for this call and goes back to the system
+  const Tensor w = w_in.to(half_dtype(format), staging);
+  const int64_t K = w.dim(1);
+  const auto* src = w.data<uint16_t>();
+  return pack_rows(w.dim(0), K, format, [&](int64_t n, auto put) {
+    const uint16_t* row = src + n * K;
+    for (int64_t k = 0; k < K; ++k) put(k, row[k]);
+  });
+}
+
+HalfPackedWeights pack_half_conv_weights(const Tensor& w_in, int64_t cp, HalfFormat format) {
+  OTTER_CHECK(w_in.rank() == 4 && cp >= w_in.dim(1), "pack_half_conv_weights needs [O, C, kh, kw] and Cp >= C, got ",
+              w_in.describe(), " and Cp ", cp);
+  // A checkpoint's f16 weights are read where they are (no copy); other types converted once,
+  // rounded as the packing rounds. Row o's k = tap · Cp + c, straight from [O][C][kh][kw]: no
+  // reordered copy (the first step faulted in and zeroed a UNet-sized staging copy for it).
+  Allocator staging;
+  const Tensor w = w_in.to(half_dtype(format), staging);
+  const int64_t C = w.dim(1), taps = w.dim(2) * w.dim(3);
+  const auto* src = w.data<uint16_t>();
+  return pack_rows(w.dim(0), taps * cp, format, [&](int64_t o, auto put) {
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < C; ++c) put(t * cp + c, src[(o * C + c) * taps + t]);
+  });
 }
 
 HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<float>& bias, HalfFormat format,
@@ -240,7 +270,7 @@ HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<
   // Rows moved in the packing's 16-bit type (a checkpoint's f16 weights as they are; other types
   // converted once first, rounded as the packing rounds), not through an f32 copy.
   Allocator staging;
-  const Tensor w = w_in.to(format == HalfFormat::BF16 ? DType::BF16 : DType::F16, staging);
+  const Tensor w = w_in.to(half_dtype(format), staging);
   Tensor reordered = Tensor::empty(Shape{N, K}, w.dtype(), staging);
   const auto* src = w.data<uint16_t>();
   auto* dst = reordered.data<uint16_t>();

@@ -108,6 +108,9 @@ struct HalfPackedWeights {
   bool geglu = false;                  // packed by pack_half_weights_geglu
 };
 HalfPackedWeights pack_half_weights(const Tensor& w, HalfFormat format);
+// A convolution's W [O, C, kh, kw] packed as the [O, taps · Cp] matrix the implicit GEMM reads
+// (k = (i · kw + j) · Cp + c; zero for channels C..Cp-1), without a reordered copy.
+HalfPackedWeights pack_half_conv_weights(const Tensor& w, int64_t cp, HalfFormat format);
 
 // A GEGLU projection's W [2C, K] (values in rows [0, C), gates in [C, 2C)) packed so that each
 // panel holds kGegluCols value columns and their gates: gemm_half then writes value · GELU(gate)

@@ -285,27 +285,7 @@ Tensor half_conv2d(const Tensor& x_in, Conv2dWeights& w, HalfFormat format, cons
   auto& prep = *static_cast<PreparedHalfConv*>(slot.get());
   if (prep.use_f32) return in_f32();
   std::call_once(prep.packed, [&] {
-    // [O][C][kh][kw] -> [O][(i·kw + j)·Cp + c], zero for the padding channel, in the packing's
-    // 16-bit type: a checkpoint's f16 weights move as they are, other types are converted once
-    // first (rounded as the packing rounds). The f32 round trip before (f16 -> f32, a zeroed f32
-    // copy, -> f16, each a fresh staging copy on one thread) was most of the first step's weight
-    // preparation. The staging copies come from a private allocator, so their memory goes back to
-    // the system afterwards.
-    Allocator staging;
-    const int64_t taps = g.kh * g.kw;
-    const Tensor source = w.weight.to(format == HalfFormat::BF16 ? DType::BF16 : DType::F16, staging);
-    Tensor w2 = Tensor::empty(Shape{g.O, taps * g.cp}, source.dtype(), staging);
-    const auto* src = source.data<uint16_t>();
-    auto* dst = w2.data<uint16_t>();
-#pragma omp parallel for if (g.O * g.C * taps > (1 << 20))
-    for (int64_t o = 0; o < g.O; ++o) {
-      uint16_t* row = dst + o * taps * g.cp;
-      for (int64_t t = 0; t < taps; ++t) {
-        for (int64_t c = 0; c < g.C; ++c) row[t * g.cp + c] = src[(o * g.C + c) * taps + t];
-        std::fill(row + t * g.cp + g.C, row + (t + 1) * g.cp, uint16_t{0});
-      }
-    }
-    prep.w = pack_half_weights(w2, format);
+    prep.w = pack_half_conv_weights(w.weight, g.cp, format);
     prep.bias = bias_f32(w.bias);
     w.weight.release_file_pages();
   });
