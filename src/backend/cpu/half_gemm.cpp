@@ -226,27 +226,33 @@ HalfPackedWeights pack_rows(int64_t n, int64_t k, HalfFormat format, FillRow fil
   return p;
 }
 
+// The rows of a 16-bit [N, K] matrix packed, packed row n from the matrix's row row_of(n).
+template <class RowOf>
+HalfPackedWeights pack_matrix(const Tensor& w16, HalfFormat format, RowOf row_of) {
+  const int64_t K = w16.dim(1);
+  const auto* src = w16.data<uint16_t>();
+  return pack_rows(w16.dim(0), K, format, [&](int64_t n, auto put) {
+    const uint16_t* row = src + row_of(n) * K;
+    for (int64_t k = 0; k < K; ++k) put(k, row[k]);
+  });
+}
+
+// The packing's 16-bit type: a checkpoint's f16 weights are read where they are (Tensor::to
+// makes no copy); other types are converted once, rounded as the packing rounds.
 DType half_dtype(HalfFormat format) { return format == HalfFormat::BF16 ? DType::BF16 : DType::F16; }
 }  // namespace
 
 HalfPackedWeights pack_half_weights(const Tensor& w_in, HalfFormat format) {
   OTTER_CHECK(w_in.rank() == 2, "pack_half_weights needs [N, K], got ", w_in.describe());
-  Allocator staging;  // the 16-bit copy lives only for this call and goes back to the system
-  const Tensor w = w_in.to(half_dtype(format), staging);
-  const int64_t K = w.dim(1);
-  const auto* src = w.data<uint16_t>();
-  return pack_rows(w.dim(0), K, format, [&](int64_t n, auto put) {
-    const uint16_t* row = src + n * K;
-    for (int64_t k = 0; k < K; ++k) put(k, row[k]);
-  });
+  Allocator staging;  // a 16-bit copy lives only for this call and goes back to the system
+  return pack_matrix(w_in.to(half_dtype(format), staging), format, [](int64_t n) { return n; });
 }
 
 HalfPackedWeights pack_half_conv_weights(const Tensor& w_in, int64_t cp, HalfFormat format) {
   OTTER_CHECK(w_in.rank() == 4 && cp >= w_in.dim(1), "pack_half_conv_weights needs [O, C, kh, kw] and Cp >= C, got ",
               w_in.describe(), " and Cp ", cp);
-  // A checkpoint's f16 weights are read where they are (no copy); other types converted once,
-  // rounded as the packing rounds. Row o's k = tap · Cp + c, straight from [O][C][kh][kw]: no
-  // reordered copy (the first step faulted in and zeroed a UNet-sized staging copy for it).
+  // Row o's k = tap · Cp + c, straight from [O][C][kh][kw]: no reordered copy (the first step
+  // faulted in and zeroed a staging copy of every convolution's weights for it).
   Allocator staging;
   const Tensor w = w_in.to(half_dtype(format), staging);
   const int64_t C = w.dim(1), taps = w.dim(2) * w.dim(3);
@@ -261,25 +267,18 @@ HalfPackedWeights pack_half_weights_geglu(const Tensor& w_in, const std::vector<
                                           std::vector<float>& packed_bias) {
   OTTER_CHECK(w_in.rank() == 2 && w_in.dim(0) % (2 * kGegluCols) == 0, "a fused GEGLU needs [2C, K] weights with C a ",
               "multiple of ", kGegluCols, ", got ", w_in.describe());
-  const int64_t N = w_in.dim(0), K = w_in.dim(1), C = N / 2;
+  const int64_t N = w_in.dim(0), C = N / 2;
   // Packed row r: block r / kHalfCols, its first kGegluCols rows values, then their gates.
   auto source_row = [&](int64_t r) {
     const int64_t block = r / kHalfCols, j = r % kHalfCols;
     return j < kGegluCols ? block * kGegluCols + j : C + block * kGegluCols + (j - kGegluCols);
   };
-  // Rows moved in the packing's 16-bit type (a checkpoint's f16 weights as they are; other types
-  // converted once first, rounded as the packing rounds), not through an f32 copy.
-  Allocator staging;
-  const Tensor w = w_in.to(half_dtype(format), staging);
-  Tensor reordered = Tensor::empty(Shape{N, K}, w.dtype(), staging);
-  const auto* src = w.data<uint16_t>();
-  auto* dst = reordered.data<uint16_t>();
-#pragma omp parallel for if (N * K > (1 << 20))
-  for (int64_t r = 0; r < N; ++r) std::copy_n(src + source_row(r) * K, K, dst + r * K);
   packed_bias.clear();
   if (!bias.empty())
     for (int64_t r = 0; r < N; ++r) packed_bias.push_back(bias[static_cast<size_t>(source_row(r))]);
-  HalfPackedWeights p = pack_half_weights(reordered, format);
+  // Rows taken in their packed order as they are packed: no reordered copy, and no f32 one.
+  Allocator staging;
+  HalfPackedWeights p = pack_matrix(w_in.to(half_dtype(format), staging), format, source_row);
   p.geglu = true;
   return p;
 }
