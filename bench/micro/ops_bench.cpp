@@ -140,6 +140,31 @@ BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProd
     ->ArgsProduct({{128}, {1280}, {10240}, {0, 1, 2}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Packing a checkpoint's f16 weights into the 16-bit tiles' panels, as the first step does for
+// every layer (fresh storage each time, as there): a UNet's 3x3 convolutions at its widest level
+// (1280 -> 1280, [O, C, 3, 3] read tap by tap) and its largest linear weight (the 1280-wide GEGLU
+// projection, 10240 x 1280). GB/s of panels written; range(0): 0 = conv, 1 = linear.
+void BM_PackHalfWeights(benchmark::State& state) {
+  const cpu::HalfFormat format = cpu::half_gemm_available(cpu::HalfFormat::BF16) ? cpu::HalfFormat::BF16
+                                 : cpu::half_gemm_available(cpu::HalfFormat::F16) ? cpu::HalfFormat::F16
+                                                                                  : cpu::HalfFormat::F16Weights;
+  if (!cpu::half_gemm_available(format)) {
+    state.SkipWithError("this CPU runs none of the 16-bit formats");
+    return;
+  }
+  const bool conv = state.range(0) == 0;
+  const Tensor w = random_tensor(conv ? Shape{1280, 1280, 3, 3} : Shape{10240, 1280}, 2).to(DType::F16);
+  size_t bytes = 0;
+  for (auto _ : state) {
+    const cpu::HalfPackedWeights p = conv ? cpu::pack_half_conv_weights(w, 1280, format) : cpu::pack_half_weights(w, format);
+    bytes = p.panels.size() * sizeof(uint16_t);
+    benchmark::DoNotOptimize(p.panels.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(cpu::half_format_name(format));
+}
+BENCHMARK(BM_PackHalfWeights)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // oneDNN f32 on the same two larger shapes, for the comparison.
 void BM_MatmulShapes(benchmark::State& state) {
   auto backend = make_cpu_backend(Precision::F32);
