@@ -4,20 +4,11 @@
 // Tensor::to converts), for linear, convolution and GEGLU packing, with ragged tails.
 #include <gtest/gtest.h>
 
-#include <random>
-
 #include "backend/cpu/half_gemm.h"
+#include "naive_reference.h"
 
 namespace otter {
 namespace {
-
-Tensor uniform(const Shape& s, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> d(-3.0f, 3.0f);
-  Tensor t = Tensor::empty(s, DType::F32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = d(gen);
-  return t;
-}
 
 DType half_dtype(cpu::HalfFormat f) { return f == cpu::HalfFormat::BF16 ? DType::BF16 : DType::F16; }
 
@@ -58,7 +49,7 @@ TEST(HalfPack, LinearWeightsFromEverySourceType) {
       for (DType source : kSources) {
         SCOPED_TRACE(std::string(cpu::half_format_name(format)) + " from " + std::string(dtype_name(source)) + ", K " +
                      std::to_string(k));
-        const Tensor w = uniform(Shape{n, k}, 1).to(source);
+        const Tensor w = testing::random_tensor(Shape{n, k}, 1, -3.0f, 3.0f).to(source);
         const Tensor want = w.to(half_dtype(format));
         const cpu::HalfPackedWeights p = cpu::pack_half_weights(w, format);
         EXPECT_EQ(p.format, format);
@@ -76,7 +67,7 @@ TEST(HalfPack, ConvolutionWeightsReadTapByTap) {
                      std::to_string(c) + " Cp " + std::to_string(cp) + " " + std::to_string(side) + "x" +
                      std::to_string(side));
         const int64_t o = 70, taps = side * side;
-        const Tensor w = uniform(Shape{o, c, side, side}, 2).to(source);
+        const Tensor w = testing::random_tensor(Shape{o, c, side, side}, 2, -3.0f, 3.0f).to(source);
         const Tensor want = w.to(half_dtype(format));
         const cpu::HalfPackedWeights p = cpu::pack_half_conv_weights(w, cp, format);
         expect_panels(p, o, taps * cp, [&](int64_t i, int64_t k) -> uint16_t {
@@ -94,7 +85,7 @@ TEST(HalfPack, GegluWeightsPairValuesWithTheirGates) {
   for (int64_t i = 0; i < n; ++i) bias[static_cast<size_t>(i)] = static_cast<float>(i);
   for (cpu::HalfFormat format : kFormats) {
     SCOPED_TRACE(cpu::half_format_name(format));
-    const Tensor w = uniform(Shape{n, k}, 3).to(DType::F16);
+    const Tensor w = testing::random_tensor(Shape{n, k}, 3, -3.0f, 3.0f).to(DType::F16);
     const Tensor want = w.to(half_dtype(format));
     std::vector<float> packed_bias;
     const cpu::HalfPackedWeights p = cpu::pack_half_weights_geglu(w, bias, format, packed_bias);
