@@ -58,6 +58,16 @@ TEST(HalfPack, LinearWeightsFromEverySourceType) {
       }
 }
 
+TEST(HalfPack, ViewsArePackedAsTheirValues) {
+  // A transposed view ([K, N] read as [N, K]) packs as its contiguous copy does.
+  const Tensor base = testing::random_tensor(Shape{37, 70}, 4, -3.0f, 3.0f).to(DType::F16);
+  const Tensor view = base.permute({1, 0});
+  ASSERT_FALSE(view.is_contiguous());
+  const Tensor want = view.contiguous();
+  const cpu::HalfPackedWeights p = cpu::pack_half_weights(view, cpu::HalfFormat::F16);
+  expect_panels(p, 70, 37, [&](int64_t i, int64_t j) { return want.data<uint16_t>()[i * 37 + j]; });
+}
+
 TEST(HalfPack, ConvolutionWeightsReadTapByTap) {
   // [O, C, kh, kw] with k = tap · Cp + c: odd C padded to Cp (zeros at c = C..Cp-1), 1x1 and 3x3.
   for (const auto& [c, cp, side] : {std::tuple<int64_t, int64_t, int64_t>{5, 6, 3}, {5, 8, 1}, {320, 320, 3}})

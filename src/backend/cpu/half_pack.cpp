@@ -30,9 +30,9 @@ constexpr int64_t kLineCols = 16;
 // Tensor::to would (the same bits), so no whole-tensor copy is made, faulted in, or converted on
 // one thread.
 template <class RowOf>
-HalfPackedWeights pack_rows(const Tensor& w, int64_t n, int64_t C, int64_t cp, int64_t taps, HalfFormat format,
+HalfPackedWeights pack_rows(const Tensor& w_in, int64_t n, int64_t C, int64_t cp, int64_t taps, HalfFormat format,
                             RowOf row_of) {
-  OTTER_CHECK(w.is_contiguous(), "packing needs contiguous weights, got ", w.describe());
+  const Tensor w = w_in.is_contiguous() ? w_in : w_in.contiguous();  // a view (a slice, a transpose) copied once
   HalfPackedWeights p;
   p.format = format;
   p.n = n;
