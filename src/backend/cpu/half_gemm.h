@@ -99,7 +99,7 @@ struct UninitializedAllocator : std::allocator<T> {
   }
 };
 
-// W [N, K] (any float dtype) packed once for the tiles: panels of kHalfCols output columns,
+// W [N, K] (any float dtype) packed once for the tiles (half_pack.cpp): panels of kHalfCols output columns,
 // k-major, 16-bit bits of `format`, zero past N.
 struct HalfPackedWeights {
   HalfFormat format = HalfFormat::F16;
