@@ -145,9 +145,10 @@ BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProd
 // (1280 -> 1280, [O, C, 3, 3] read tap by tap) and its largest linear weight (the 1280-wide GEGLU
 // projection, 10240 x 1280). GB/s of panels written; range(0): 0 = conv, 1 = linear.
 void BM_PackHalfWeights(benchmark::State& state) {
-  const cpu::HalfFormat format = cpu::half_gemm_available(cpu::HalfFormat::BF16) ? cpu::HalfFormat::BF16
-                                 : cpu::half_gemm_available(cpu::HalfFormat::F16) ? cpu::HalfFormat::F16
-                                                                                  : cpu::HalfFormat::F16Weights;
+  // The format `auto` runs: f16 on AVX-512 FP16, else bf16 on AVX-512 BF16, else f16 weights on AVX2.
+  const cpu::HalfFormat format = cpu::half_gemm_available(cpu::HalfFormat::F16)    ? cpu::HalfFormat::F16
+                                 : cpu::half_gemm_available(cpu::HalfFormat::BF16) ? cpu::HalfFormat::BF16
+                                                                                   : cpu::HalfFormat::F16Weights;
   if (!cpu::half_gemm_available(format)) {
     state.SkipWithError("this CPU runs none of the 16-bit formats");
     return;

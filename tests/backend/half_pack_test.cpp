@@ -10,8 +10,6 @@
 namespace otter {
 namespace {
 
-DType half_dtype(cpu::HalfFormat f) { return f == cpu::HalfFormat::BF16 ? DType::BF16 : DType::F16; }
-
 // The packed bits at (n, k), read by the definition.
 uint16_t panel_bits(const cpu::HalfPackedWeights& p, int64_t n, int64_t k) {
   const int64_t at = (n / cpu::kHalfCols) * p.k_padded * cpu::kHalfCols + (k / 2) * 2 * cpu::kHalfCols +
@@ -50,7 +48,7 @@ TEST(HalfPack, LinearWeightsFromEverySourceType) {
         SCOPED_TRACE(std::string(cpu::half_format_name(format)) + " from " + std::string(dtype_name(source)) + ", K " +
                      std::to_string(k));
         const Tensor w = testing::random_tensor(Shape{n, k}, 1, -3.0f, 3.0f).to(source);
-        const Tensor want = w.to(half_dtype(format));
+        const Tensor want = w.to(cpu::half_dtype(format));
         const cpu::HalfPackedWeights p = cpu::pack_half_weights(w, format);
         EXPECT_EQ(p.format, format);
         EXPECT_FALSE(p.geglu);
@@ -78,7 +76,7 @@ TEST(HalfPack, ConvolutionWeightsReadTapByTap) {
                      std::to_string(side));
         const int64_t o = 70, taps = side * side;
         const Tensor w = testing::random_tensor(Shape{o, c, side, side}, 2, -3.0f, 3.0f).to(source);
-        const Tensor want = w.to(half_dtype(format));
+        const Tensor want = w.to(cpu::half_dtype(format));
         const cpu::HalfPackedWeights p = cpu::pack_half_conv_weights(w, cp, format);
         expect_panels(p, o, taps * cp, [&](int64_t i, int64_t k) -> uint16_t {
           const int64_t tap = k / cp, ch = k % cp;
@@ -96,7 +94,7 @@ TEST(HalfPack, GegluWeightsPairValuesWithTheirGates) {
   for (cpu::HalfFormat format : kFormats) {
     SCOPED_TRACE(cpu::half_format_name(format));
     const Tensor w = testing::random_tensor(Shape{n, k}, 3, -3.0f, 3.0f).to(DType::F16);
-    const Tensor want = w.to(half_dtype(format));
+    const Tensor want = w.to(cpu::half_dtype(format));
     std::vector<float> packed_bias;
     const cpu::HalfPackedWeights p = cpu::pack_half_weights_geglu(w, bias, format, packed_bias);
     EXPECT_TRUE(p.geglu);

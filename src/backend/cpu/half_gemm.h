@@ -65,6 +65,8 @@ constexpr int kMaxHalfLanes = kF16Lanes;
 constexpr int tile_lanes(HalfFormat f) { return f == HalfFormat::BF16 ? kBF16Lanes : kF16Lanes; }
 // The activations the tiles read: 16-bit for F16 and BF16, f32 for F16Weights.
 constexpr bool f32_activations(HalfFormat f) { return f == HalfFormat::F16Weights; }
+// The 16-bit type of the packed weights: bf16 for BF16, f16 for F16 and F16Weights.
+constexpr DType half_dtype(HalfFormat f) { return f == HalfFormat::BF16 ? DType::BF16 : DType::F16; }
 
 bool half_gemm_available(HalfFormat f);  // AVX-512 FP16 / AVX-512 BF16 / AVX2 + FMA + F16C present
 const char* half_format_name(HalfFormat f);

@@ -12,9 +12,6 @@
 namespace otter::cpu {
 namespace {
 
-// The packing's 16-bit type.
-DType half_dtype(HalfFormat format) { return format == HalfFormat::BF16 ? DType::BF16 : DType::F16; }
-
 // Columns per packing task: one cache line of a panel's pair row (16 columns x 2 k x 16 bits), so
 // every line of the panels is written whole, once, in order. Writing a whole 64-column row of W
 // at a time touched each line 16 times, a K stride apart, and a 3x3 convolution's panel (up to
