@@ -2,6 +2,7 @@
 
 #include <png.h>
 
+#include <cctype>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -218,6 +219,33 @@ constexpr uint64_t kMaxDecodedBytes = uint64_t{1} << 31;
 // allocated: a file of at most 5 KB made the fuzzer allocate and zero 1.66 GB (over its limit).
 constexpr uint64_t kMaxDecodedPerFileByte = uint64_t{1032} * 32;
 
+// Every chunk, up to IEND, must lie inside the file: its 4-byte length, 4-byte type, data and
+// 4-byte CRC. libpng reads a chunk's length before its data and allocates that length for text
+// chunks (tEXt/zTXt/iTXt) without bounding it by what the stream still holds, so a 764-byte file
+// whose tEXt claimed 838,860,943 bytes made it allocate 800 MB, and a length near 2^31 goes over
+// the fuzzer's 2 GB limit (found by fuzz_png_parameters). Returns the first chunk that does not
+// fit, or nothing when all fit; a file without IEND is left to libpng to report.
+struct ChunkOverrun {
+  std::string type;
+  size_t offset = 0;
+  uint64_t claimed = 0;
+  size_t remaining = 0;
+};
+
+std::optional<ChunkOverrun> find_chunk_overrun(const uint8_t* data, size_t size, size_t offset) {
+  constexpr size_t kHeaderBytes = 8, kCrcBytes = 4;
+  while (size - offset >= kHeaderBytes) {
+    const uint64_t length = (uint64_t{data[offset]} << 24) | (uint64_t{data[offset + 1]} << 16) |
+                            (uint64_t{data[offset + 2]} << 8) | uint64_t{data[offset + 3]};
+    const std::string type(reinterpret_cast<const char*>(data + offset + 4), 4);
+    const size_t remaining = size - offset - kHeaderBytes;
+    if (length + kCrcBytes > remaining) return ChunkOverrun{type, offset, length, remaining};
+    if (type == "IEND") return std::nullopt;
+    offset += kHeaderBytes + static_cast<size_t>(length) + kCrcBytes;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<std::string> PngImage::find_text(std::string_view keyword) const {
@@ -293,6 +321,14 @@ PngImage decode_png(const uint8_t* data, size_t size, const std::string& name_fo
     throw Error(cat("'", name_for_errors, "' is not a PNG file (",
                     size < kSignatureBytes ? "too short for the 8-byte PNG signature" : "the PNG signature is missing",
                     ")"));
+  }
+
+  if (const auto overrun = find_chunk_overrun(data, size, kSignatureBytes)) {
+    std::string type;  // printable, as the type may be any 4 bytes
+    for (char c : overrun->type) type += std::isalpha(static_cast<unsigned char>(c)) ? c : '?';
+    throw Error(cat("cannot read PNG '", name_for_errors, "': the file is corrupt or truncated (its '", type,
+                    "' chunk at byte ", overrun->offset, " claims ", overrun->claimed,
+                    " bytes of data, but only ", overrun->remaining, " bytes follow its header, CRC included)"));
   }
 
   DecodeJob job;

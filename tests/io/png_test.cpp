@@ -240,6 +240,27 @@ TEST(Png, RejectsHeaderClaimingMorePixelsThanTheFileCanHoldBeforeAllocating) {
   EXPECT_EQ(decode_png(same.data(), same.size()).width, 16);
 }
 
+// A chunk whose length field claims more bytes than the file has left (found by the fuzzer: a
+// 764-byte file whose tEXt chunk claimed 838,860,943 bytes made libpng allocate 800 MB, and a
+// length near 2^31 went over the fuzzer's 2 GB limit). The reader refuses it before libpng runs.
+TEST(Png, RejectsChunkClaimingMoreBytesThanTheFileHoldsBeforeLibpngAllocates) {
+  const auto rgb = random_rgb(4, 4, 3);
+  for (const uint32_t claimed : {838860943u, 0x7fffffffu}) {
+    auto png = encode_png(rgb.data(), 4, 4, {{"parameters", "Steps: 20"}});
+    const std::string bytes(png.begin(), png.end());
+    const size_t text = bytes.find("tEXt");
+    ASSERT_NE(text, std::string::npos);
+    put_be32(&png[text - 4], claimed);
+    expect_error([&] { decode_png(png.data(), png.size(), "huge-text.png"); },
+                 {"huge-text.png", "corrupt", cat("'tEXt' chunk at byte ", text - 4), cat("claims ", claimed, " bytes"),
+                  cat("only ", png.size() - text - 4, " bytes follow")});
+  }
+  // A chunk that ends exactly at the end of the file fits; bytes after IEND are ignored, as by libpng.
+  auto png = encode_png(rgb.data(), 4, 4, {{"parameters", "Steps: 20"}});
+  png.insert(png.end(), {0xff, 0xff, 0xff, 0xff, 'j', 'u', 'n', 'k'});
+  EXPECT_EQ(decode_png(png.data(), png.size()).find_text("parameters"), "Steps: 20");
+}
+
 TEST(Png, WriteFailsWithPathAndOsErrorAndLeavesNoFile) {
   TempDir dir("png");
   const auto rgb = random_rgb(4, 4, 4);
