@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "generate_args.h"
 #include "core/cpu_features.h"
+#include "core/cpu_identity.h"
 #include "core/error.h"
 #include "core/number_text.h"
 #include "io/safetensors.h"
@@ -158,6 +159,7 @@ void run_generate(const GenerateArgs& a) {
   if (init_picture) img2img_first_step(a.steps, a.strength);  // a bad --strength fails now
 
   const std::filesystem::path model_path = a.model.empty() ? find_default_model() : std::filesystem::path(a.model);
+  log(a.quiet, cat("otter: cpu ", describe_cpu()));
   if (a.precision == "auto") log(a.quiet, cat("otter: precision ", precision_name(precision), " (", precision_probe().reason, ")"));
   LoadOptions load;
   for (const std::string& c : a.config) load.model.config.emplace_back(c);

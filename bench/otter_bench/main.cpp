@@ -23,6 +23,7 @@
 
 #include "backend/backend.h"
 #include "core/cpu_features.h"
+#include "core/cpu_identity.h"
 #include "core/stopwatch.h"
 #include "flop_counter.h"
 #include "op_profiler.h"
@@ -337,8 +338,19 @@ int run(const Args& a) {
   report["threads"] = omp_get_max_threads();
   report["images"] = a.images;
   const PrecisionProbe& probe = precision_probe();
-  report["cpu"] = {{"avx512f", cpu_features().avx512f},
+  const CpuIdentity& cpu = cpu_identity();
+  report["cpu"] = {{"description", describe_cpu()},
+                   {"vendor", cpu.vendor},
+                   {"brand", cpu.brand},
+                   {"core", cpu_microarchitecture(cpu)},
+                   {"family", cpu.family},
+                   {"model", cpu.model},
+                   {"stepping", cpu.stepping},
+                   {"avx2", cpu_features().avx2},
+                   {"f16c", cpu_features().f16c},
+                   {"avx512f", cpu_features().avx512f},
                    {"avx512_bf16", cpu_features().avx512_bf16},
+                   {"avx512_fp16", cpu_features().avx512fp16},
                    {"probe_f32_fma_gflops_per_core", probe.f32_gflops},
                    {"probe_bf16_dot_gflops_per_core", probe.bf16_gflops},
                    {"probe_f16_fma_gflops_per_core", probe.f16_gflops},
@@ -369,6 +381,7 @@ int run(const Args& a) {
     if (cpu_features().avx512f) precisions.push_back("bf16");
     if (cpu_features().avx512fp16) precisions.push_back("f16");
   }
+  std::printf("cpu: %s\n", describe_cpu().c_str());
   std::printf("threads %d; auto precision here: %s (%s)\n", omp_get_max_threads(), precision_name(probe.preferred),
               probe.reason.c_str());
   std::printf("one core: f32 FMA %.0f GFLOP/s, bf16 dot %.0f, f16 FMA %.0f (0 = not available)\n", probe.f32_gflops,
@@ -585,7 +598,14 @@ int main(int argc, char** argv) {
   app.add_option("--images", a.images, "Images per step: the CFG step runs 2x this many rows, the decode this many")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  bool describe_cpu_only = false;
+  app.add_flag("--describe-cpu", describe_cpu_only,
+               "Print this CPU (brand, core, CPUID family/model/stepping, the vector extensions otter uses) and stop");
   CLI11_PARSE(app, argc, argv);
+  if (describe_cpu_only) {
+    std::printf("%s\n", otter::describe_cpu().c_str());
+    return 0;
+  }
   if (a.profile_shapes) a.profile = true;
   try {
     return otter::bench::run(a);

@@ -76,7 +76,7 @@ for ((r = 1; r <= runs; r++)); do
   done
 done
 
-cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+cpu="$("$bench" --describe-cpu)"  # brand, core name, CPUID family/model: a VM's brand alone may be "AMD EPYC"
 echo "# seconds per CFG step, best of $runs; $cpu, $threads threads; stable-diffusion.cpp $commit"
 echo "| size | otter | PyTorch bf16 | PyTorch f32 | sd.cpp | PyTorch best / otter | sd.cpp / otter |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
