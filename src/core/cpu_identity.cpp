@@ -73,7 +73,7 @@ constexpr CoreName kCoreNames[] = {
     {"GenuineIntel", 6, 0xaf, 0xaf, 0, kAnyStepping, "Sierra Forest"},
 };
 
-std::string trim(std::string s) {
+std::string trim_brand(std::string s) {
   const size_t first = s.find_first_not_of(' ');
   if (first == std::string::npos) return "";
   return s.substr(first, s.find_last_not_of(' ') - first + 1);
@@ -110,7 +110,7 @@ CpuIdentity probe_identity() {
 CpuIdentity decode_cpu_identity(std::string vendor, std::string brand, uint32_t leaf1_eax) {
   CpuIdentity id;
   id.vendor = std::move(vendor);
-  id.brand = trim(std::move(brand));
+  id.brand = trim_brand(std::move(brand));
   const int base_family = static_cast<int>(leaf1_eax >> 8 & 0xfu);
   const int base_model = static_cast<int>(leaf1_eax >> 4 & 0xfu);
   id.family = base_family == 0xf ? base_family + static_cast<int>(leaf1_eax >> 20 & 0xffu) : base_family;
