@@ -91,6 +91,12 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   c.block_out_channels = config_value_or(j, "block_out_channels", std::vector<int>{320, 640, 1280, 1280}, origin);
   const size_t n = c.block_out_channels.size();
   OTTER_CHECK(n >= 1, origin, ": block_out_channels is empty");
+  constexpr int kMaxChannels = 1 << 20;  // far above any model; keeps 4 x channels (the default time embedding) in an int
+  for (size_t i = 0; i < n; ++i)
+    OTTER_CHECK(c.block_out_channels[i] >= 1 && c.block_out_channels[i] <= kMaxChannels, origin, ": block_out_channels[",
+                i, "] = ", c.block_out_channels[i], " is not in 1..", kMaxChannels);
+  OTTER_CHECK(c.in_channels >= 1 && c.out_channels >= 1, origin, ": in_channels and out_channels must be at least 1, got ",
+              c.in_channels, " and ", c.out_channels);
 
   const std::vector<std::string> down = string_list(j, "down_block_types", origin);
   const std::vector<std::string> up = string_list(j, "up_block_types", origin);
@@ -145,6 +151,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   c.time_embed_dim = config_value_or(j, "time_embedding_dim", 4 * c.block_out_channels[0], origin);
 
   // Consistency checks that would otherwise surface as confusing shape errors deep inside.
+  OTTER_CHECK(c.norm_num_groups >= 1, origin, ": norm_num_groups must be at least 1, got ", c.norm_num_groups);
   for (size_t i = 0; i < n; ++i) {
     const int ch = c.block_out_channels[i];
     OTTER_CHECK(ch > 0 && ch % c.norm_num_groups == 0, origin, ": block_out_channels[", i, "] = ", ch,

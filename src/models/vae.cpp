@@ -52,6 +52,11 @@ VaeConfig VaeConfig::from_json(const json& j, const std::string& origin) {
   OTTER_CHECK(n >= 1, origin, ": block_out_channels is empty");
   check_block_types(j, "down_block_types", "DownEncoderBlock2D", n, origin);
   check_block_types(j, "up_block_types", "UpDecoderBlock2D", n, origin);
+  // Checked before it divides the channel counts below (a 0 was a division by zero: the fuzzer).
+  OTTER_CHECK(c.norm_num_groups >= 1, origin, ": norm_num_groups must be at least 1, got ", c.norm_num_groups);
+  OTTER_CHECK(c.in_channels >= 1 && c.out_channels >= 1 && c.latent_channels >= 1, origin,
+              ": in_channels, out_channels and latent_channels must be at least 1, got ", c.in_channels, ", ",
+              c.out_channels, " and ", c.latent_channels);
   for (const int ch : c.block_out_channels)
     OTTER_CHECK(ch > 0 && ch % c.norm_num_groups == 0, origin, ": block_out_channels entry ", ch,
                 " is not a positive multiple of norm_num_groups = ", c.norm_num_groups);

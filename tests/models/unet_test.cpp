@@ -258,6 +258,20 @@ TEST(UNetConfig, RejectsWhatItCannotRun) {
   fails("resnet_time_scale_shift", "scale_shift");
   fails("_class_name", "UNet2DModel");
   fails("norm_num_groups", 5);
+  fails("norm_num_groups", 0);   // a division by zero in the channel check before it was refused
+  fails("norm_num_groups", -8);
+  nlohmann::json huge = base["block_out_channels"];
+  huge[0] = 1 << 30;  // 4x that (the default time embedding width) overflows an int
+  nlohmann::json with_huge = base;
+  with_huge["block_out_channels"] = huge;
+  try {
+    UNetConfig::from_json(with_huge);
+    ADD_FAILURE() << "block_out_channels[0] = 2^30 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("block_out_channels[0] = 1073741824 is not in 1..1048576"), std::string::npos)
+        << e.what();
+  }
+  fails("in_channels", 0);
   // Explicit head counts are honoured (diffusers' intended meaning) rather than rejected.
   nlohmann::json heads = base;
   heads["num_attention_heads"] = 2;

@@ -259,6 +259,11 @@ TEST(VaeConfig, ParsesTinyConfigAndRejectsOtherArchitectures) {
                                                     "DownEncoderBlock2D"}));
   fails("latents_mean", nlohmann::json::array({0.1, 0.2, 0.3, 0.4}));
   fails("norm_num_groups", 5);
+  // Found by fuzz_model_config: 0 groups divided the channel counts by zero (SIGFPE) before any check.
+  fails("norm_num_groups", 0);
+  fails("norm_num_groups", -8);
+  fails("latent_channels", 0);
+  fails("in_channels", -3);
 }
 
 // A decoder-only file (no encoder.* tensors) loads; encode() then says why it cannot run.
