@@ -235,8 +235,7 @@ struct ChunkOverrun {
 std::optional<ChunkOverrun> find_chunk_overrun(const uint8_t* data, size_t size, size_t offset) {
   constexpr size_t kHeaderBytes = 8, kCrcBytes = 4;
   while (size - offset >= kHeaderBytes) {
-    const uint64_t length = (uint64_t{data[offset]} << 24) | (uint64_t{data[offset + 1]} << 16) |
-                            (uint64_t{data[offset + 2]} << 8) | uint64_t{data[offset + 3]};
+    const uint64_t length = png_get_uint_32(data + offset);  // big-endian, as libpng reads it
     const std::string type(reinterpret_cast<const char*>(data + offset + 4), 4);
     const size_t remaining = size - offset - kHeaderBytes;
     if (length + kCrcBytes > remaining) return ChunkOverrun{type, offset, length, remaining};

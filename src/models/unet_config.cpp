@@ -154,7 +154,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& origin) {
   OTTER_CHECK(c.norm_num_groups >= 1, origin, ": norm_num_groups must be at least 1, got ", c.norm_num_groups);
   for (size_t i = 0; i < n; ++i) {
     const int ch = c.block_out_channels[i];
-    OTTER_CHECK(ch > 0 && ch % c.norm_num_groups == 0, origin, ": block_out_channels[", i, "] = ", ch,
+    OTTER_CHECK(ch % c.norm_num_groups == 0, origin, ": block_out_channels[", i, "] = ", ch,
                 " is not a positive multiple of norm_num_groups = ", c.norm_num_groups);
     OTTER_CHECK(c.attention_heads[i] > 0 && ch % c.attention_heads[i] == 0, origin, ": block ", i, " has ", ch,
                 " channels, which do not split into ", c.attention_heads[i], " attention heads");
