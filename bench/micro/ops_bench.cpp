@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/half_gemm.h"
@@ -139,6 +140,31 @@ BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProd
     ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1, 2}})->ArgsProduct({{512}, {640}, {5120}, {0, 1, 2}})
     ->ArgsProduct({{128}, {1280}, {10240}, {0, 1, 2}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A linear layer that adds a skip connection as it writes (the attention's output projection),
+// with the residual read from memory as in a UNet, where it was written some 50 MB of
+// activations earlier: eight residuals taken in turn (84 MB at 8192 x 320). gemm_half asks for
+// each row block's residual lines as its tile first runs. range(3): the format, as BM_HalfGemm.
+void BM_HalfGemmColdResidual(benchmark::State& state) {
+  constexpr cpu::HalfFormat kFormats[] = {cpu::HalfFormat::F16, cpu::HalfFormat::BF16, cpu::HalfFormat::F16Weights};
+  const cpu::HalfFormat format = kFormats[state.range(3)];
+  if (!cpu::half_gemm_available(format)) {
+    state.SkipWithError(cat("this CPU lacks the instructions of ", cpu::half_format_name(format)).c_str());
+    return;
+  }
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const Tensor x = random_tensor(Shape{m, k}, 1);
+  const cpu::HalfPackedWeights w = cpu::pack_half_weights(random_tensor(Shape{n, k}, 2), format);
+  std::vector<Tensor> residuals;
+  for (uint32_t i = 0; i < 8; ++i) residuals.push_back(random_tensor(Shape{m, n}, 3 + i));
+  Tensor y = Tensor::empty(Shape{m, n}, DType::F32);
+  size_t turn = 0;
+  for (auto _ : state) cpu::gemm_half(x.f32(), m, w, nullptr, y.f32(), residuals[turn++ % residuals.size()].f32());
+  set_flops(state, 2.0 * m * k * n);
+  state.SetLabel(cpu::half_format_name(format));
+}
+BENCHMARK(BM_HalfGemmColdResidual)->ArgsProduct({{8192}, {320}, {320}, {0, 1, 2}})
+    ->ArgsProduct({{2048}, {640}, {640}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Packing a checkpoint's f16 weights into the 16-bit tiles' panels, as the first step does for
 // every layer (fresh storage each time, as there): a UNet's 3x3 convolutions at its widest level
