@@ -247,7 +247,8 @@ TEST_P(OpsTest, AttentionMatchesNaive) {
   struct Case { int64_t b, nq, nk, heads, d; bool causal; };
   for (const Case& c : {Case{2, 77, 77, 4, 8, true}, Case{2, 64, 77, 8, 5, false}, Case{1, 200, 300, 2, 40, false},
                         Case{1, 129, 129, 1, 3, true}, Case{3, 5, 1, 2, 4, false},
-                        Case{1, 150, 149, 2, 8, true}}) {  // f16: causal, odd key count (a padded pair)
+                        Case{1, 150, 149, 2, 8, true},  // f16: causal, odd key count (a padded pair)
+                        Case{2, 130, 77, 4, 40, false}}) {  // cross-attention: bf16 with 77 keys (odd)
     const Tensor q = random_tensor(Shape{c.b, c.nq, c.heads * c.d}, 10, -2, 2);
     const Tensor k = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 11, -2, 2);
     const Tensor v = random_tensor(Shape{c.b, c.nk, c.heads * c.d}, 12);
@@ -256,9 +257,9 @@ TEST_P(OpsTest, AttentionMatchesNaive) {
     const auto ref = testing::naive_attention(q, k, v, static_cast<int>(c.heads), scale, c.causal);
     // f16 (even head sizes): Q·Kᵀ and P·V on f16 operands — q·scale, k, v and the probabilities
     // rounded, D/2 and 64 products per f16 partial sum: the matmul bound (measured ≤ 1.3e-3).
-    // bf16 (even head sizes, from 128 keys): the same operands rounded to bf16, sums in f32: the
-    // bf16 operand bound (measured ≤ 4.8e-3).
-    const bool paired = c.d % 2 == 0, bf16_products = bf16() && paired && c.nk >= 128;
+    // bf16 (even head sizes, from 128 keys or 128 queries): the same operands rounded to bf16,
+    // sums in f32: the bf16 operand bound (measured ≤ 4.8e-3).
+    const bool paired = c.d % 2 == 0, bf16_products = bf16() && paired && (c.nk >= 128 || c.nq >= 128);
     const double tol = f16() && paired ? kF16SumTol : bf16_products ? kBf16OperandTol : kF32Tol;
     const double err = max_abs_error(y, ref) / std::max(1.0, max_abs_of(ref));
     if (bf16_products) std::printf("bf16 attention nq=%lld nk=%lld d=%lld: error %.2e\n", static_cast<long long>(c.nq),

@@ -95,13 +95,19 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, int
   const int threads =
       work < 64 * kParallelMinElements ? 1 : std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(tasks)));
   if (cpu_features().avx512f) {
-    // 16-bit products from one key block up: below it, converting the keys and values costs more
-    // than the faster products save (4096 queries x 77 keys: 113 GFLOP/s in f16, 130 in f32).
+    // 16-bit products from one key block up: below it, converting the keys and values cost more
+    // than the faster products saved (4096 queries x 77 keys: 113 GFLOP/s in f16, 130 in f32,
+    // when the values were repacked by a scalar loop). bf16 products also take a short key
+    // sequence once there are as many queries (the UNet's cross-attention over 77 text tokens;
+    // not CLIP's 77 x 77): since the values are packed 16 dims at a time, 4096 queries x 77 keys
+    // x 8 heads of 40 run at 330 GFLOP/s in bf16 against 225 in f32 (Zen 5, otter-microbench's
+    // BM_Attention). f16 keeps the old rule: no CPU with AVX-512 FP16 has measured it since.
     const bool has = products == AttentionProducts::F16    ? cpu_features().avx512fp16
                      : products == AttentionProducts::BF16 ? cpu_features().avx512_bf16
                                                            : false;
+    const bool long_enough = Nk >= kKeyBlock || (products == AttentionProducts::BF16 && Nq >= kKeyBlock);
     return attention_avx512(q, k, v, heads, scale, causal, threads,
-                            has && Nk >= kKeyBlock ? products : AttentionProducts::F32);
+                            has && long_enough ? products : AttentionProducts::F32);
   }
   if (cpu_features().avx2 && cpu_features().fma) return attention_avx2(q, k, v, heads, scale, causal, threads);
   const int64_t per_thread = 2 * kQueryBlock * D + kQueryBlock * kKeyBlock + 2 * kQueryBlock;
