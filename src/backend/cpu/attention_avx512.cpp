@@ -394,7 +394,8 @@ __attribute__((target("avx512f"))) void store_outputs(const float* ot, const flo
   for (int64_t i = 0; i < nq; ++i) {
     const __m512 inv = _mm512_set1_ps(1.0f / l[i]);
     for (int64_t d = 0; d < D; d += kLanes) {
-      const __mmask16 m = D - d >= kLanes ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (D - d)) - 1);
+      const int64_t n = std::min<int64_t>(kLanes, D - d);
+      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
       const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, dims, ot + d * kQueries + i, 4);
       _mm512_mask_storeu_ps(out + i * stride + d, m, _mm512_mul_ps(x, inv));
     }
@@ -415,7 +416,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack_values(const fl
       const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
       const __m512 x = _mm512_maskz_loadu_ps(m, a + d);
       const __m512 y = j + 1 < nk ? _mm512_maskz_loadu_ps(m, a + stride + d) : _mm512_setzero_ps();
-      _mm512_mask_storeu_epi16(dst + 2 * d, static_cast<__mmask32>((uint64_t{1} << (2 * n)) - 1), row_pairs<kBF16>(x, y));
+      const auto pairs = static_cast<__mmask32>((uint64_t{1} << (2 * n)) - 1);
+      _mm512_mask_storeu_epi16(dst + 2 * d, pairs, row_pairs<kBF16>(x, y));
     }
   }
 }
