@@ -1,3 +1,9 @@
+// GCC 12 warns about its own AVX-512 intrinsic headers (the known false positive on the shuffles
+// transpose16.h uses, as in half_gemm.cpp); the intrinsics are used as documented.
+#if defined(__GNUC__) && !defined(__clang__)  // GCC's warning names; clang has no such false positive
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include "backend/cpu/half_ops.h"
 
 #include <omp.h>
@@ -11,7 +17,9 @@
 #include "backend/cpu/dnnl_ops.h"
 #include "backend/cpu/half_gemm.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/transpose16.h"
 #include "backend/cpu/vector_math.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/half.h"
 
@@ -159,6 +167,21 @@ OTTER_KERNEL void interleave_channels(const float* block, int64_t sw, int64_t nc
     for (int64_t j = 0; j < nc; ++j) row[w * stride + j] = block[j * sw + w];
 }
 
+// interleave_channels for a full block of 16 channels, 16 pixels at a time through registers
+// (transpose16x16); the pixels past the last multiple of 16 go one by one.
+__attribute__((target("avx512f"))) void interleave_16_channels(const float* block, int64_t sw, float* row,
+                                                              int64_t stride) {
+  int64_t w0 = 0;
+  for (; w0 + 16 <= sw; w0 += 16) {
+    __m512 in[16], out[16];
+    for (int j = 0; j < 16; ++j) in[j] = _mm512_loadu_ps(block + j * sw + w0);
+    transpose16x16(in, out);
+    for (int k = 0; k < 16; ++k) _mm512_storeu_ps(row + (w0 + k) * stride, out[k]);
+  }
+  for (int64_t w = w0; w < sw; ++w)
+    for (int64_t j = 0; j < 16; ++j) row[w * stride + j] = block[j * sw + w];
+}
+
 // The source as NHWC with Cp channels into xh (16-bit; f32 for F16Weights), through the
 // transform's group norm (+ SiLU) when it has one: the same float values group_norm would
 // produce, rounded to 16 bits once where xh is 16-bit.
@@ -170,6 +193,7 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
   const Tensor affine = norm ? group_norm_affine(x, t->groups, *t->group_norm) : Tensor();
   const float* scale = norm ? affine.f32() : nullptr;  // [N·C], then the shifts
   const float* shift = norm ? scale + g.N * g.C : nullptr;
+  const bool avx512 = cpu_features().avx512f;
 #pragma omp parallel for collapse(2)
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t h = 0; h < SH; ++h) {
@@ -201,10 +225,37 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
           else
             std::copy(src, src + SW, dst);
         }
-        interleave_channels(block.data(), SW, nc, row + c0, g.cp);
+        if (nc == kChannelBlock && avx512)
+          interleave_16_channels(block.data(), SW, row + c0, g.cp);
+        else
+          interleave_channels(block.data(), SW, nc, row + c0, g.cp);
       }
       if constexpr (!kF32)
         f32_to_half_n(g.format, row, xh + ((n * SH + h) * SW) * g.cp, static_cast<size_t>(SW * g.cp));
+    }
+}
+
+constexpr int64_t kMaxPixels = 16 * kHalfRows;  // output pixels per group (16 tiles)
+
+// buf[c][q] = column c of pixel q's bf16 tile row (+ bias[c]) for q < count and every c < cols,
+// 16 pixels x 16 columns at a time through registers (transpose16x16): a bf16 tile row holds its
+// 64 column sums contiguously. Rows of buf past cols (up to 64) and columns past count (up to the
+// next multiple of 16) are written too, and not read.
+__attribute__((target("avx512f"))) void bf16_rows_to_channels(const float (*acc)[kHalfRows * kMaxHalfLanes],
+                                                             int64_t count, const float* bias, int64_t cols,
+                                                             float (*buf)[kMaxPixels]) {
+  for (int64_t q0 = 0; q0 < count; q0 += 16)
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+      __m512 in[16], out[16];
+      for (int i = 0; i < 16; ++i) {
+        const int64_t q = std::min(q0 + i, count - 1);  // past count: the last pixel again
+        in[i] = _mm512_loadu_ps(acc[q / kHalfRows] + (q % kHalfRows) * kBF16Lanes + c0);
+      }
+      transpose16x16(in, out);
+      for (int j = 0; j < 16; ++j) {
+        const float b = bias && c0 + j < cols ? bias[c0 + j] : 0.0f;
+        _mm512_store_ps(&buf[c0 + j][q0], _mm512_add_ps(out[j], _mm512_set1_ps(b)));
+      }
     }
 }
 
@@ -215,13 +266,16 @@ void convert_input(const Tensor& x, const ConvInputTransform* t, const ConvGeome
 // overflow).
 bool conv_write_group(const float (*acc)[kHalfRows * kMaxHalfLanes], int64_t p0, int64_t p1, const float* bias,
                       const float* residual, const ConvGeometry& g, int64_t o0, int64_t cols, float* y) {
-  constexpr int64_t kMaxPixels = 16 * kHalfRows;
   alignas(64) float buf[kHalfCols][kMaxPixels];
   const int lanes_per_row = tile_lanes(g.format);
   const int64_t count = p1 - p0;
-  for (int64_t q = 0; q < count; ++q) {
-    const float* lanes = acc[q / kHalfRows] + (q % kHalfRows) * lanes_per_row;
-    for (int64_t c = 0; c < cols; ++c) buf[c][q] = tile_column(g.format, lanes, c) + (bias ? bias[o0 + c] : 0.0f);
+  if (g.format == HalfFormat::BF16) {
+    bf16_rows_to_channels(acc, count, bias ? bias + o0 : nullptr, cols, buf);
+  } else {  // f16 and F16Weights: a column is the sum of two lanes
+    for (int64_t q = 0; q < count; ++q) {
+      const float* lanes = acc[q / kHalfRows] + (q % kHalfRows) * lanes_per_row;
+      for (int64_t c = 0; c < cols; ++c) buf[c][q] = tile_column(g.format, lanes, c) + (bias ? bias[o0 + c] : 0.0f);
+    }
   }
   // Only f16 partial sums can overflow (bf16 sums in f32, as the f32 path does). One running sum
   // per column, NaN if any of its values is inf or NaN: a single sum over the group was one long
