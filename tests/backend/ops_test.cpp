@@ -81,6 +81,7 @@ TEST_P(OpsTest, Conv2dMatchesNaive) {
       {1, 4, 8, 6, 4, 3, 2, 0, 1, 0, 1},    // VAE encoder downsampler: pad bottom/right only
       {1, 32, 16, 16, 32, 3, 1, 1, 1, 1, 1},
       {1, 16, 6, 5, 70, 3, 1, 1, 1, 1, 1},  // a full 64-column panel and one of 6 (f16 weights: one pass of 8)
+      {1, 16, 6, 5, 40, 3, 1, 1, 1, 1, 1},  // one panel of 40 columns (bf16: three vectors of 16)
   };
   uint32_t seed = 1;
   for (const ConvCase& cc : cases) {

@@ -181,8 +181,10 @@ inline int64_t tiles_chunk(int64_t tasks, int threads) {
 // a valid row; their results are ignored); `accumulate` adds to acc instead of overwriting it.
 void f16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
               bool accumulate, TilePrefetch prefetch = {});
+// bf16 computes only the vectors of 16 columns that hold the first `cols` columns (lanes past them
+// are left as they were), as f16w_tile does.
 void bf16_tile(const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin, int64_t k_end, float* acc,
-               bool accumulate, TilePrefetch prefetch = {});
+               bool accumulate, TilePrefetch prefetch = {}, int64_t cols = kHalfCols);
 // F16Weights (half_gemm_avx2.cpp): f32 rows, the f16 panel widened as it is read, f32 sums in the
 // f16 tile's lanes (2c: even k, 2c + 1: odd k). Only the first `cols` columns are computed (in
 // passes of 8; the lanes past them are left as they were): a panel a layer does not fill (the
@@ -191,11 +193,11 @@ void f16w_tile(const float* const rows[kHalfRows], const uint16_t* panel, int64_
                bool accumulate, TilePrefetch prefetch = {}, int64_t cols = kHalfCols);
 inline void half_tile(HalfFormat f, const uint16_t* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
                       int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {},
-                      int64_t /*cols: whole panels*/ = kHalfCols) {
+                      int64_t cols = kHalfCols) {  // f16: whole panels
   if (f == HalfFormat::F16)
     f16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
   else
-    bf16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch);
+    bf16_tile(rows, panel, k_begin, k_end, acc, accumulate, prefetch, cols);
 }
 inline void half_tile(HalfFormat, const float* const rows[kHalfRows], const uint16_t* panel, int64_t k_begin,
                       int64_t k_end, float* acc, bool accumulate, TilePrefetch prefetch = {},
