@@ -121,7 +121,10 @@ BENCHMARK(BM_Matmul4096x320x320)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)-
 // on AVX-512 BF16, 2 = f16 weights with f32 arithmetic on AVX2) on the same shapes as the oneDNN linear layers above, the UNet's feed-forward
 // at 512x512 (8192 x 320 -> 2560 at batch 2) and at 256x256's deeper levels (512 rows x 640 ->
 // 5120, 128 rows x 1280 -> 10240: few rows, large weights), and 128 x 1280 -> 1280.
-void BM_HalfGemm(benchmark::State& state) {
+// One 16-bit GEMM per iteration on range(0) rows x range(1) -> range(2), format range(3); with
+// `residuals` > 0, each adds a skip connection taken in turn from that many (so that none is in
+// cache when it is read, as in a UNet).
+void run_half_gemm(benchmark::State& state, int residuals) {
   constexpr cpu::HalfFormat kFormats[] = {cpu::HalfFormat::F16, cpu::HalfFormat::BF16, cpu::HalfFormat::F16Weights};
   const cpu::HalfFormat format = kFormats[state.range(3)];
   if (!cpu::half_gemm_available(format)) {
@@ -131,11 +134,17 @@ void BM_HalfGemm(benchmark::State& state) {
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   const Tensor x = random_tensor(Shape{m, k}, 1);
   const cpu::HalfPackedWeights w = cpu::pack_half_weights(random_tensor(Shape{n, k}, 2), format);
+  std::vector<Tensor> skip;
+  for (uint32_t i = 0; i < static_cast<uint32_t>(residuals); ++i) skip.push_back(random_tensor(Shape{m, n}, 3 + i));
   Tensor y = Tensor::empty(Shape{m, n}, DType::F32);
-  for (auto _ : state) cpu::gemm_half(x.f32(), m, w, nullptr, y.f32());
+  size_t turn = 0;
+  for (auto _ : state)
+    cpu::gemm_half(x.f32(), m, w, nullptr, y.f32(), skip.empty() ? nullptr : skip[turn++ % skip.size()].f32());
   set_flops(state, 2.0 * m * k * n);
   state.SetLabel(cpu::half_format_name(format));
 }
+
+void BM_HalfGemm(benchmark::State& state) { run_half_gemm(state, 0); }
 BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProduct({{8192}, {320}, {2560}, {0, 1, 2}})
     ->ArgsProduct({{2048}, {2048}, {2048}, {0, 1, 2}})->ArgsProduct({{512}, {640}, {5120}, {0, 1, 2}})
     ->ArgsProduct({{128}, {1280}, {10240}, {0, 1, 2}})->ArgsProduct({{128}, {1280}, {1280}, {0, 1, 2}})
@@ -145,24 +154,7 @@ BENCHMARK(BM_HalfGemm)->ArgsProduct({{4096}, {320}, {320}, {0, 1, 2}})->ArgsProd
 // with the residual read from memory as in a UNet, where it was written some 50 MB of
 // activations earlier: eight residuals taken in turn (84 MB at 8192 x 320). gemm_half asks for
 // each row block's residual lines as its tile first runs. range(3): the format, as BM_HalfGemm.
-void BM_HalfGemmColdResidual(benchmark::State& state) {
-  constexpr cpu::HalfFormat kFormats[] = {cpu::HalfFormat::F16, cpu::HalfFormat::BF16, cpu::HalfFormat::F16Weights};
-  const cpu::HalfFormat format = kFormats[state.range(3)];
-  if (!cpu::half_gemm_available(format)) {
-    state.SkipWithError(cat("this CPU lacks the instructions of ", cpu::half_format_name(format)).c_str());
-    return;
-  }
-  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
-  const Tensor x = random_tensor(Shape{m, k}, 1);
-  const cpu::HalfPackedWeights w = cpu::pack_half_weights(random_tensor(Shape{n, k}, 2), format);
-  std::vector<Tensor> residuals;
-  for (uint32_t i = 0; i < 8; ++i) residuals.push_back(random_tensor(Shape{m, n}, 3 + i));
-  Tensor y = Tensor::empty(Shape{m, n}, DType::F32);
-  size_t turn = 0;
-  for (auto _ : state) cpu::gemm_half(x.f32(), m, w, nullptr, y.f32(), residuals[turn++ % residuals.size()].f32());
-  set_flops(state, 2.0 * m * k * n);
-  state.SetLabel(cpu::half_format_name(format));
-}
+void BM_HalfGemmColdResidual(benchmark::State& state) { run_half_gemm(state, 8); }
 BENCHMARK(BM_HalfGemmColdResidual)->ArgsProduct({{8192}, {320}, {320}, {0, 1, 2}})
     ->ArgsProduct({{2048}, {640}, {640}, {0, 1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
