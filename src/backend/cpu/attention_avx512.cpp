@@ -390,8 +390,8 @@ __attribute__((target("avx512f"))) void load_queries(const float* q, int64_t str
 // the projection before, whose GEMM wrote them past the cache (streaming stores), and the
 // gathers of load_queries each waited on memory for 16 rows: asked for one task ahead (chunks of
 // consecutive tasks go to one thread), Zen 5, bf16, 256x256 CFG step, two interleaved rounds of
-// --profile-shapes: self-attention 1024x1024 d40 598-605 -> 638-643 GFLOP/s, cross-attention
-// 1024x77 d40 236-240 -> 294-306, 256x256 d80 405-410 -> 428-433.
+// --profile-shapes: self-attention 1024x1024 d40 598-605 -> 638-650 GFLOP/s, cross-attention
+// 1024x77 d40 236-240 -> 289-306, 256x256 d80 405-410 -> 420-433.
 void prefetch_queries(const float* q, int64_t stride, int64_t nq, int64_t D) {
   for (int64_t i = 0; i < nq; ++i) {
     const char* row = reinterpret_cast<const char*>(q + i * stride);

