@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <utility>
 
 #include "backend/cpu/attention_avx512.h"
 #include "backend/cpu/attention_tiles.h"
@@ -479,15 +478,19 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
   // Tasks go out in chunks of consecutive ones (so the next task's queries can be asked for ahead,
   // prefetch_queries), about eight chunks per thread, at most 8 tasks each.
   const int64_t chunk = std::clamp<int64_t>(tasks / (8 * threads), 1, 8);
-  auto task_queries = [&](int64_t t) {  // the first query row of task t, and how many rows it has
-    const int64_t qb = t % q_blocks, h = (t / q_blocks) % heads, b = t / (q_blocks * heads);
-    return std::pair(q.f32() + (b * Nq + qb * kQueries) * HD + h * D, std::min(kQueries, Nq - qb * kQueries));
+  struct Place {
+    int64_t b, h, q0, nq;  // image, head, first query, queries (<= kQueries)
   };
+  auto place_of = [&](int64_t t) {
+    const int64_t q0 = (t % q_blocks) * kQueries;
+    return Place{t / (q_blocks * heads), (t / q_blocks) % heads, q0, std::min(kQueries, Nq - q0)};
+  };
+  auto queries_of = [&](const Place& at) { return q.f32() + (at.b * Nq + at.q0) * HD + at.h * D; };
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
   for (int64_t task = 0; task < tasks; ++task) {
     if (task + 1 < tasks) {
-      const auto [next, next_rows] = task_queries(task + 1);
-      prefetch_queries(next, HD, next_rows, D);
+      const Place next = place_of(task + 1);
+      prefetch_queries(queries_of(next), HD, next.nq, D);
     }
     float* qt = scratch.f32() + omp_get_thread_num() * per_thread;  // [D][64] scaled queries, transposed
     float* ot = qt + D * kQueries;                                   // [D][64] running output, transposed
@@ -497,9 +500,9 @@ __attribute__((target("avx512f"))) Tensor attention_avx512(const Tensor& q, cons
     uint16_t* qp = f16 ? scratch16.data<uint16_t>() + omp_get_thread_num() * per_thread_f16 : nullptr;  // [D/2][64][2]
     uint16_t* pp = f16 ? qp + D * kQueries : nullptr;  // [kKeys/2][64][2]
 
-    const int64_t qb = task % q_blocks, h = (task / q_blocks) % heads, b = task / (q_blocks * heads);
-    const int64_t q0 = qb * kQueries;
-    const auto [qsrc, nq] = task_queries(task);
+    const Place at = place_of(task);
+    const auto [b, h, q0, nq] = at;
+    const float* qsrc = queries_of(at);
     // 16-bit products take their scores in base 2 (softmax_pairs): log2(e) rides on the scale.
     const float q_scale = f16 ? scale * 1.44269504088896341f : scale;
     load_queries(qsrc, HD, nq, D, q_scale, qt);

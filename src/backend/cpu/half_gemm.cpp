@@ -330,21 +330,20 @@ bool gemm_tiles(const A* a_data, int64_t M, const HalfPackedWeights& w, const fl
     alignas(64) float tiles[kGroup][kHalfRows * kMaxHalfLanes];
     const int64_t rb0 = g * group_blocks, rb1 = std::min(row_blocks, rb0 + group_blocks);
     const uint16_t* panel = w.panels.data() + p * K * kHalfCols;
+    const int64_t n0 = p * kHalfCols, cols = std::min<int64_t>(kHalfCols, N - n0);  // the panel's columns
     for (int64_t kb = 0; kb < K; kb += kKBlock)
       for (int64_t rb = rb0; rb < rb1; ++rb) {
         const A* rows[kHalfRows];
         for (int r = 0; r < kHalfRows; ++r) rows[r] = a_data + std::min(rb * kHalfRows + r, M - 1) * K;
         if (residual && kb == 0)  // this block's residual lines, needed at the write-out (see prefetch_rows)
-          prefetch_rows(residual + rb * kHalfRows * N + p * kHalfCols, std::min<int64_t>(kHalfRows, M - rb * kHalfRows),
-                        N, std::min<int64_t>(kHalfCols, N - p * kHalfCols));
+          prefetch_rows(residual + rb * kHalfRows * N + n0, std::min<int64_t>(kHalfRows, M - rb * kHalfRows), N, cols);
         // The weights' next block (this panel's next k, or the next panel's first) into L2 while
         // this one is in use, split over the group's tiles.
         const int64_t kend = std::min(K, kb + kKBlock);
         half_tile(w.format, rows, panel, kb, kend, tiles[rb - rb0], kb > 0,
                   tile_prefetch_share(panel + kb * kHalfCols, (kend - kb) * kHalfCols * 2, rb - rb0, rb1 - rb0),
-                  N - p * kHalfCols);
+                  N - n0);
       }
-    const int64_t n0 = p * kHalfCols, cols = std::min<int64_t>(kHalfCols, N - n0);
     for (int64_t rb = rb0; rb < rb1; ++rb)
       for (int r = 0; r < kHalfRows && rb * kHalfRows + r < M; ++r) {
         const int64_t row = rb * kHalfRows + r;
